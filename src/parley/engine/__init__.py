@@ -1,0 +1,1 @@
+"""The local Realtime engine: session state machine, turn detection and model stages."""

@@ -1,0 +1,41 @@
+"""Model stages (VAD, STT, LLM, TTS): small Protocols with interchangeable backends."""
+
+from parley.engine.models.base import (
+    ChatChunk,
+    ChatMessage,
+    ChatRequest,
+    Finish,
+    LanguageModel,
+    SpeechChunk,
+    SpeechToText,
+    TextDelta,
+    TextToSpeech,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+    Transcript,
+    VadStream,
+    VoiceActivityDetector,
+    WordTiming,
+)
+
+__all__ = [
+    "ChatChunk",
+    "ChatMessage",
+    "ChatRequest",
+    "Finish",
+    "LanguageModel",
+    "SpeechChunk",
+    "SpeechToText",
+    "TextDelta",
+    "TextToSpeech",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "ToolSpec",
+    "Transcript",
+    "VadStream",
+    "VoiceActivityDetector",
+    "WordTiming",
+]

@@ -1,0 +1,181 @@
+"""The four model stages as ``typing.Protocol``s.
+
+The session only talks to these interfaces, so a backend is swapped by
+configuration (Whisper ↔ another STT, llama.cpp ↔ an OpenAI-compatible
+server) and unit tests of orchestration can use small fakes.
+
+Conventions shared by every backend:
+
+* CPU-bound backends do their work in worker threads and expose ``async``
+  methods, so the event loop never blocks on a model.
+* Streaming methods are async generators; closing the generator
+  (``aclose()``, or cancelling the task iterating it) must stop the model
+  promptly: a barge-in cancels generation mid-token.
+* Audio crosses these interfaces as mono numpy arrays with an explicit rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+# --- VAD --------------------------------------------------------------------
+
+
+@runtime_checkable
+class VadStream(Protocol):
+    """Per-session VAD state (Silero keeps a recurrent state between frames)."""
+
+    def __call__(self, frame: np.ndarray) -> float:
+        """Speech probability (0–1) of one float32 frame of ``frame_samples`` samples."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class VoiceActivityDetector(Protocol):
+    sample_rate: int  # e.g. 16000
+    frame_samples: int  # e.g. 512 (32 ms)
+
+    def stream(self) -> VadStream:
+        """A fresh, independent per-session stream; the model weights are shared."""
+        ...
+
+
+# --- STT --------------------------------------------------------------------
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str | None = None
+    audio_seconds: float = 0.0
+    elapsed_seconds: float = 0.0  # wall time spent transcribing
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    sample_rate: int  # rate the audio must be given at, e.g. 16000
+
+    async def transcribe(
+        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcript:
+        """Transcribe float32 mono audio at ``sample_rate``; only the audio given is decoded."""
+        ...
+
+
+# --- LLM --------------------------------------------------------------------
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass
+class ChatMessage:
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)  # assistant messages only
+    tool_call_id: str | None = None  # tool messages only
+
+
+@dataclass
+class ToolSpec:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass
+class ToolChoice:
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str | None = None  # set when mode == "function"
+
+
+@dataclass
+class ChatRequest:
+    messages: list[ChatMessage]
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    max_tokens: int | None = None  # None = the backend's own cap
+    temperature: float | None = None
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class ToolCallDelta:
+    """A piece of a tool call. The first delta of an ``index`` carries ``call_id`` and ``name``."""
+
+    index: int
+    arguments: str = ""
+    call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class Finish:
+    reason: Literal["stop", "length", "tool_calls"]
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+ChatChunk = TextDelta | ToolCallDelta | Finish
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Stream the reply; ends with exactly one :class:`Finish`.
+
+        Raises an exception (any) when the model fails; the caller turns that
+        into a failed response.
+        """
+        ...
+
+
+# --- TTS --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """One spoken word and where it sits in the chunk's audio (seconds from chunk start)."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass
+class SpeechChunk:
+    audio: np.ndarray  # int16 mono
+    sample_rate: int
+    text: str  # the text this chunk speaks
+    words: list[WordTiming] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+@runtime_checkable
+class TextToSpeech(Protocol):
+    sample_rate: int
+
+    def voices(self) -> list[str]: ...
+
+    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+        """Speak ``text``; yields one or more chunks with word timings."""
+        ...

@@ -1,0 +1,1 @@
+"""The OpenAI Realtime (GA) wire protocol: ids, events, session config, audio formats, validation."""

@@ -1,0 +1,312 @@
+"""The GA session object: defaults, partial updates and value checks.
+
+The effective session is kept as a plain JSON-shaped dict (what goes on the
+wire in ``session.created``/``session.updated``). ``apply_update`` merges a
+``session.update`` payload into it the way the GA server does: only the
+fields present change, ``""``/``[]``/``null`` clear, and nested objects such
+as ``turn_detection`` are replaced whole with their type's defaults filled in.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from parley.protocol import ids
+from parley.protocol.audio_formats import FORMAT_TYPES
+from parley.protocol.errors import ProtocolError, invalid_value, missing_parameter
+
+DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_VOICE = "marin"
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+
+DEFAULT_INSTRUCTIONS = (
+    "You are Parley, a friendly and helpful voice assistant. Your replies are spoken aloud, "
+    "so keep them short: one or two sentences in plain, natural words, with no lists, "
+    "markdown or emoji. Answer the question directly. If you did not understand the user, "
+    "ask them to say it again."
+)
+
+SERVER_VAD_DEFAULTS: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    # OpenAI's GA server returns 200 ms; Whisper needs whole utterances and a
+    # synthetic voice pauses ~300 ms at commas, so the local default is longer.
+    "silence_duration_ms": 500,
+    "idle_timeout_ms": None,
+    "create_response": True,
+    "interrupt_response": True,
+}
+SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
+    "type": "semantic_vad",
+    "eagerness": "auto",
+    "create_response": True,
+    "interrupt_response": True,
+}
+PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
+
+
+def default_session(model: str | None = None, *, expires_in_s: int = 3600) -> dict[str, Any]:
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": ids.session_id(),
+        "model": model or DEFAULT_MODEL,
+        "output_modalities": ["audio"],
+        "instructions": DEFAULT_INSTRUCTIONS,
+        "audio": {
+            "input": {
+                "format": dict(PCM_FORMAT),
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": dict(SERVER_VAD_DEFAULTS),
+            },
+            "output": {"format": dict(PCM_FORMAT), "voice": DEFAULT_VOICE, "speed": 1.0},
+        },
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "tracing": None,
+        "truncation": "auto",
+        "prompt": None,
+        "include": None,
+        "expires_at": int(time.time()) + expires_in_s,
+    }
+
+
+def transcription_session_view(session: dict[str, Any]) -> dict[str, Any]:
+    """The wire shape of a ``type: "transcription"`` session (no response fields)."""
+    audio_in = session["audio"]["input"]
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": session["id"],
+        "audio": {"input": copy.deepcopy(audio_in)},
+        "include": session.get("include"),
+        "expires_at": session["expires_at"],
+    }
+
+
+# --- checks ---------------------------------------------------------------
+
+def _check_number(value: Any, lo: float, hi: float, param: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise invalid_value(f"Invalid '{param}': expected a number between {lo} and {hi}, got {value!r}.", param)
+
+
+def _check_int(value: Any, lo: int, hi: int, param: str, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise invalid_value(f"Invalid '{param}': expected an integer between {lo} and {hi}, got {value!r}.", param)
+
+
+def _check_bool(value: Any, param: str) -> None:
+    if not isinstance(value, bool):
+        raise invalid_value(f"Invalid '{param}': expected a boolean, got {value!r}.", param)
+
+
+def check_format(fmt: Any, param: str) -> dict[str, Any]:
+    if not isinstance(fmt, dict):
+        raise invalid_value(f"Invalid '{param}': expected an object.", param)
+    kind = fmt.get("type", "audio/pcm")
+    if kind not in FORMAT_TYPES:
+        raise invalid_value(
+            f"Invalid '{param}.type': {kind!r}. Supported values are: {', '.join(FORMAT_TYPES)}.", f"{param}.type"
+        )
+    if kind == "audio/pcm":
+        if fmt.get("rate", 24000) != 24000:
+            raise invalid_value(f"Invalid '{param}.rate': only 24000 is supported.", f"{param}.rate")
+        return dict(PCM_FORMAT)
+    return {"type": kind}
+
+
+def check_output_modalities(value: Any, param: str) -> list[str]:
+    if value not in (["audio"], ["text"]):
+        raise invalid_value(
+            f"Invalid '{param}': expected [\"audio\"] or [\"text\"], got {value!r}.", param
+        )
+    return list(value)
+
+
+def check_max_output_tokens(value: Any, param: str) -> int | str:
+    if value == "inf":
+        return value
+    _check_int(value, 1, 4096, param)
+    return value
+
+
+def check_tools(value: Any, param: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise invalid_value(f"Invalid '{param}': expected an array of tools.", param)
+    tools = []
+    for i, tool in enumerate(value):
+        p = f"{param}[{i}]"
+        if not isinstance(tool, dict):
+            raise invalid_value(f"Invalid '{p}': expected an object.", p)
+        kind = tool.get("type", "function")
+        if kind == "mcp":
+            raise ProtocolError(
+                "unsupported_tool", f"Invalid '{p}.type': MCP tools are not supported by the local engine.", f"{p}.type"
+            )
+        if kind != "function":
+            raise invalid_value(f"Invalid '{p}.type': {kind!r}. Supported values are: function.", f"{p}.type")
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise missing_parameter(f"{p}.name")
+        params = tool.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise invalid_value(f"Invalid '{p}.parameters': expected a JSON Schema object.", f"{p}.parameters")
+        tools.append({"type": "function", "name": name, "description": tool.get("description") or "",
+                      "parameters": params or {"type": "object", "properties": {}}})
+    return tools
+
+
+def check_tool_choice(value: Any, param: str) -> Any:
+    if value in ("auto", "none", "required"):
+        return value
+    if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
+        return {"type": "function", "name": value["name"]}
+    raise invalid_value(
+        f"Invalid '{param}': expected 'auto', 'none', 'required' or {{\"type\": \"function\", \"name\": …}}.", param
+    )
+
+
+def _turn_detection(value: Any, param: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid_value(f"Invalid '{param}': expected an object or null.", param)
+    kind = value.get("type", "server_vad")
+    if kind == "server_vad":
+        td = dict(SERVER_VAD_DEFAULTS)
+    elif kind == "semantic_vad":
+        td = dict(SEMANTIC_VAD_DEFAULTS)
+    else:
+        raise invalid_value(
+            f"Invalid '{param}.type': {kind!r}. Supported values are: server_vad, semantic_vad.", f"{param}.type"
+        )
+    for key, v in value.items():
+        p = f"{param}.{key}"
+        if key == "type" or key not in td:
+            continue  # unknown post-GA knobs are accepted and ignored
+        if key == "threshold":
+            _check_number(v, 0.0, 1.0, p)
+        elif key == "prefix_padding_ms":
+            _check_int(v, 0, 5000, p)
+        elif key == "silence_duration_ms":
+            _check_int(v, 0, 10000, p)
+        elif key == "idle_timeout_ms":
+            _check_int(v, 5000, 30000, p, nullable=True)
+        elif key in ("create_response", "interrupt_response"):
+            _check_bool(v, p)
+        elif key == "eagerness" and v not in ("low", "medium", "high", "auto"):
+            raise invalid_value(f"Invalid '{p}': {v!r}. Supported values are: low, medium, high, auto.", p)
+        td[key] = v
+    return td
+
+
+def _transcription(value: Any, param: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid_value(f"Invalid '{param}': expected an object or null.", param)
+    out: dict[str, Any] = {"model": value.get("model") or "whisper-1"}
+    for key in ("language", "prompt"):
+        if value.get(key) is not None:
+            if not isinstance(value[key], str):
+                raise invalid_value(f"Invalid '{param}.{key}': expected a string.", f"{param}.{key}")
+            out[key] = value[key]
+    return out
+
+
+def _noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("type") not in ("near_field", "far_field"):
+        raise invalid_value(f"Invalid '{param}': expected {{\"type\": \"near_field\"|\"far_field\"}} or null.", param)
+    return {"type": value["type"]}
+
+
+# --- merge ----------------------------------------------------------------
+
+def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = False) -> dict[str, Any]:
+    """Return a new effective session with ``update`` merged in; raise on bad values.
+
+    Nothing is applied unless the whole update is valid.
+    """
+    if not isinstance(update, dict):
+        raise invalid_value("Invalid 'session': expected an object.", "session")
+    kind = update.get("type")
+    if kind is None:
+        raise missing_parameter("session.type")
+    if kind not in ("realtime", "transcription"):
+        raise invalid_value(
+            f"Invalid 'session.type': {kind!r}. Supported values are: realtime, transcription.", "session.type"
+        )
+    s = copy.deepcopy(current)
+    s["type"] = kind
+
+    if "instructions" in update:
+        if not isinstance(update["instructions"], str):
+            raise invalid_value("Invalid 'session.instructions': expected a string.", "session.instructions")
+        s["instructions"] = update["instructions"]
+    if "output_modalities" in update:
+        s["output_modalities"] = check_output_modalities(update["output_modalities"], "session.output_modalities")
+    if "tools" in update:
+        s["tools"] = check_tools(update["tools"], "session.tools")
+    if "tool_choice" in update:
+        s["tool_choice"] = check_tool_choice(update["tool_choice"], "session.tool_choice")
+    if "max_output_tokens" in update:
+        s["max_output_tokens"] = check_max_output_tokens(update["max_output_tokens"], "session.max_output_tokens")
+    if "model" in update and update["model"] is not None:
+        # Both agent SDKs resend the model on every update; accept it as is.
+        s["model"] = str(update["model"])
+    for key in ("tracing", "truncation", "prompt", "include"):
+        if key in update:
+            s[key] = copy.deepcopy(update[key])
+
+    audio = update.get("audio")
+    if audio is not None:
+        if not isinstance(audio, dict):
+            raise invalid_value("Invalid 'session.audio': expected an object.", "session.audio")
+        a_in = audio.get("input") or {}
+        a_out = audio.get("output") or {}
+        si, so = s["audio"]["input"], s["audio"]["output"]
+        if "format" in a_in:
+            si["format"] = check_format(a_in["format"], "session.audio.input.format")
+        if "turn_detection" in a_in:
+            si["turn_detection"] = _turn_detection(a_in["turn_detection"], "session.audio.input.turn_detection")
+        if "transcription" in a_in:
+            si["transcription"] = _transcription(a_in["transcription"], "session.audio.input.transcription")
+        if "noise_reduction" in a_in:
+            si["noise_reduction"] = _noise_reduction(a_in["noise_reduction"], "session.audio.input.noise_reduction")
+        if "format" in a_out:
+            so["format"] = check_format(a_out["format"], "session.audio.output.format")
+        if "speed" in a_out and a_out["speed"] is not None:
+            _check_number(a_out["speed"], 0.25, 1.5, "session.audio.output.speed")
+            so["speed"] = float(a_out["speed"])
+        if "voice" in a_out and a_out["voice"] is not None:
+            voice = a_out["voice"]
+            if isinstance(voice, dict):
+                voice = voice.get("id")
+            if not isinstance(voice, str) or not voice:
+                raise invalid_value("Invalid 'session.audio.output.voice': expected a voice name.",
+                                    "session.audio.output.voice")
+            if audio_started and voice != so["voice"]:
+                raise ProtocolError(
+                    "cannot_update_voice",
+                    "Cannot update a conversation's voice if assistant audio is present.",
+                    "session.audio.output.voice",
+                )
+            so["voice"] = voice
+    return s
+
+
+def wire_session(session: dict[str, Any]) -> dict[str, Any]:
+    """The session as sent in ``session.created``/``session.updated``."""
+    if session.get("type") == "transcription":
+        return transcription_session_view(session)
+    return copy.deepcopy(session)
