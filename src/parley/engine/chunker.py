@@ -1,0 +1,85 @@
+"""Clause chunker: streamed LLM text → pieces worth sending to TTS.
+
+The first piece is cut early (at the first comma or sentence end with a couple
+of words, or after a handful of words) because it sets the turn latency;
+later pieces are whole sentences, which Piper phrases better.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MARKUP = re.compile(r"[*_`#>|~]+|\[(.*?)\]\((.*?)\)")
+_EMOJI = re.compile("[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff]")
+_SPACES = re.compile(r"\s+")
+
+
+def speakable(text: str) -> str:
+    """Strip markdown and emoji that a voice cannot say; keep the words."""
+    text = _MARKUP.sub(lambda m: m.group(1) or "", text)
+    text = _EMOJI.sub("", text)
+    return _SPACES.sub(" ", text)
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+class ClauseChunker:
+    def __init__(self, first_min_words: int = 2, first_max_words: int = 8, min_words: int = 4,
+                 max_words: int = 30) -> None:
+        self.first_min_words = first_min_words
+        self.first_max_words = first_max_words
+        self.min_words = min_words
+        self.max_words = max_words
+        self._buffer = ""
+        self._emitted = 0
+
+    def push(self, text: str) -> list[str]:
+        self._buffer += text
+        out: list[str] = []
+        while (piece := self._cut()) is not None:
+            out.append(piece)
+        return out
+
+    def flush(self) -> list[str]:
+        rest = speakable(self._buffer).strip()
+        self._buffer = ""
+        return [rest] if rest else []
+
+    def _cut(self) -> str | None:
+        first = self._emitted == 0
+        buf = self._buffer
+        min_words = self.first_min_words if first else self.min_words
+        # Punctuation counts as a boundary only once the next character is
+        # known to be whitespace ("3.5" and "e.g." stay whole).
+        boundary = r"[,;:.!?]" if first else r"[.!?;:]"
+        for m in re.finditer(boundary + r"[\"')\]]*(?=\s)", buf):
+            candidate = buf[: m.end()]
+            if _words(candidate) >= min_words:
+                return self._take(m.end())
+        words = buf.split()
+        limit = self.first_max_words if first else self.max_words
+        if len(words) > limit and buf[-1:].isspace():
+            # No punctuation in sight: cut after ``limit`` words (prefer a comma if any).
+            cut_at = self._nth_word_end(buf, limit)
+            comma = buf.rfind(",", 0, cut_at)
+            return self._take(comma + 1 if comma > 0 and not first else cut_at)
+        return None
+
+    @staticmethod
+    def _nth_word_end(buf: str, n: int) -> int:
+        count = 0
+        for m in re.finditer(r"\S+", buf):
+            count += 1
+            if count == n:
+                return m.end()
+        return len(buf)
+
+    def _take(self, end: int) -> str | None:
+        piece = speakable(self._buffer[:end]).strip()
+        self._buffer = self._buffer[end:]
+        if not piece:
+            return None
+        self._emitted += 1
+        return piece

@@ -1,0 +1,775 @@
+"""A Realtime session: the protocol state machine, independent of any transport.
+
+Transports feed it client events (:meth:`RealtimeSession.receive`) and, for
+WebRTC, decoded microphone audio (:meth:`feed_audio`); it answers through
+attached sinks. Every handler runs synchronously on the event loop, so events
+are handled strictly in order and a barge-in cancels a response before the
+next frame of audio is even looked at. Only model work runs in tasks.
+
+Reading order: construction and transport API → client-event handlers (one
+per GA event type, in the order of the spec) → the input side (audio, turn
+detection, commits, transcription) → responses (creation, speculation,
+barge-in) → timers and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from parley.engine.config import EngineConfig
+from parley.engine.conversation import Conversation, Item
+from parley.engine.generation import Generation
+from parley.engine.input_buffer import InputAudioBuffer, ms_to_samples, samples_to_ms
+from parley.engine.models.base import ChatRequest, ToolChoice, ToolSpec, Transcript
+from parley.engine.prompt import build_messages
+from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
+from parley.engine.turn_detection import (
+    Probe,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    sounds_finished,
+)
+from parley.protocol import ids
+from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, InputDecoder, int16_to_float, resample
+from parley.protocol.client_events import parse_client_event
+from parley.protocol.errors import ProtocolError, invalid_event, invalid_value
+from parley.protocol.session_config import (
+    apply_update,
+    check_format,
+    check_max_output_tokens,
+    check_output_modalities,
+    check_tool_choice,
+    check_tools,
+    default_session,
+    wire_session,
+)
+from parley.protocol.validation import EventValidationError, validate_server_event
+
+if TYPE_CHECKING:
+    from parley.engine.models.registry import ModelSet
+
+log = logging.getLogger(__name__)
+
+MAX_APPEND_BYTES = 15 * 1024 * 1024  # per input_audio_buffer.append, as on OpenAI
+MIN_COMMIT_MS = 100
+IDLE_PROMPT = "The user has been silent for a while. Briefly check whether they are still there."
+
+
+class EventSink(Protocol):
+    """A consumer of server events (a WebSocket, a data channel, a sideband socket)."""
+
+    extensions: bool  # also wants Parley's own ``parley.*`` events (opt-in)
+
+    def send(self, event: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Speculation:
+    """Work started during the pause before a turn is confirmed (see TurnDetector)."""
+
+    start: int
+    end: int
+    conversation_version: int
+    config_version: int
+    stt: asyncio.Task[Transcript]
+    generation: asyncio.Task[Generation] | None = None
+
+    def cancel(self) -> None:
+        self.stt.cancel()
+        if self.generation is not None:
+            if self.generation.done() and not self.generation.cancelled() and not self.generation.exception():
+                self.generation.result().cancel()
+            self.generation.cancel()
+
+
+@dataclass
+class TurnTimes:
+    """Milestones of one user turn, for ``parley.metrics`` (perf_counter seconds)."""
+
+    speech_stopped: float | None = None
+    stt_started: float | None = None
+    stt_done: float | None = None
+    speculative: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class RealtimeSession:
+    def __init__(
+        self,
+        models: ModelSet,
+        config: EngineConfig,
+        *,
+        model: str | None = None,
+        initial: dict[str, Any] | None = None,
+        media: MediaOutput | None = None,
+        on_close: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.models = models
+        self.config = config
+        self.media = media
+        self.on_close = on_close
+        self.session = default_session(model, expires_in_s=config.max_session_seconds)
+        if initial:
+            self.session = apply_update(self.session, {"type": "realtime", **initial})
+        self.conversation = Conversation()
+        self.buffer = InputAudioBuffer(config.max_input_buffer_seconds)
+        self.sinks: list[EventSink] = []
+        self.responses: dict[str, ResponseRunner] = {}  # in progress, including out-of-band
+        self.active: ResponseRunner | None = None  # the one writing to the default conversation
+        self.closed = False
+        self.created_at = time.monotonic()
+        self._config_version = 0
+        self._voice_locked = False
+        self._decoder = InputDecoder(self._input_format)
+        self._turns: TurnDetector | None = None
+        self._speech_item_id: str | None = None  # id promised in speech_started
+        self._speculation: Speculation | None = None
+        self._transcriptions: dict[str, asyncio.Task[Transcript]] = {}
+        self._turn_times: dict[str, TurnTimes] = {}  # keyed by user item id
+        self._response_turn: dict[str, str] = {}  # response id → user item id
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._configure_turn_detection()
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def id(self) -> str:
+        return self.session["id"]
+
+    def attach(self, sink: EventSink) -> None:
+        self.sinks.append(sink)
+
+    def detach(self, sink: EventSink) -> None:
+        with contextlib.suppress(ValueError):
+            self.sinks.remove(sink)
+
+    def open(self) -> None:
+        """Send ``session.created`` (the first event of every connection) and start the clock."""
+        self.emit({"type": "session.created", "session": wire_session(self.session)})
+        loop = asyncio.get_running_loop()
+        self._expiry_timer = loop.call_later(self.config.max_session_seconds, self._expire)
+
+    def receive(self, raw: str | bytes | dict[str, Any]) -> None:
+        """Handle one client event; a bad one becomes an ``error`` event and changes nothing."""
+        if self.closed:
+            return
+        client_event_id = None
+        try:
+            if isinstance(raw, str | bytes) and len(raw) > self.config.max_message_bytes:
+                raise ProtocolError(
+                    "message_too_large",
+                    f"The message is {len(raw)} bytes; the limit is {self.config.max_message_bytes} bytes.",
+                )
+            event = parse_client_event(raw)
+            client_event_id = event.get("event_id")
+            handler = self._handlers()[event["type"]]
+            handler(event)
+        except ProtocolError as err:
+            self.emit_error(err, client_event_id)
+        except Exception as exc:  # a bug must not end the session
+            log.exception("unexpected error handling a client event")
+            self.emit_error(ProtocolError("server_error", f"Internal error: {exc}", type="server_error"),
+                            client_event_id)
+
+    def feed_audio(self, pcm: np.ndarray) -> None:
+        """Canonical 24 kHz int16 microphone audio from a media transport (WebRTC)."""
+        if not self.closed:
+            self._ingest(pcm)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for runner in list(self.responses.values()):
+            runner.cancel("client_cancelled")
+        self._drop_speculation()
+        for timer in (self._idle_timer, self._expiry_timer):
+            if timer:
+                timer.cancel()
+        tasks = [*self._tasks, *self._transcriptions.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.sinks.clear()
+
+    # ------------------------------------------------------------- emitting
+
+    def emit(self, event: dict[str, Any]) -> None:
+        event = {"type": event["type"], "event_id": ids.event_id(), **{k: v for k, v in event.items() if k != "type"}}
+        extension = event["type"].startswith("parley.")
+        if self.config.validate_events and not extension:
+            try:
+                validate_server_event(event)
+            except EventValidationError:
+                log.exception("engine produced an invalid server event")
+                raise
+        for sink in list(self.sinks):
+            if extension and not sink.extensions:
+                continue
+            sink.send(event)
+
+    def emit_error(self, err: ProtocolError, client_event_id: str | None = None) -> None:
+        self.emit({"type": "error", "error": {
+            "type": err.type, "code": err.code, "message": err.message, "param": err.param,
+            "event_id": client_event_id,
+        }})
+
+    # ------------------------------------------------------------- handlers
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        return {
+            "session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_append,
+            "input_audio_buffer.commit": self._on_commit,
+            "input_audio_buffer.clear": self._on_clear,
+            "conversation.item.create": self._on_item_create,
+            "conversation.item.retrieve": self._on_item_retrieve,
+            "conversation.item.truncate": self._on_item_truncate,
+            "conversation.item.delete": self._on_item_delete,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+            "output_audio_buffer.clear": self._on_output_clear,
+        }
+
+    def _on_session_update(self, event: dict[str, Any]) -> None:
+        before = self.session
+        self.session = apply_update(before, event["session"], audio_started=self._voice_locked)
+        self._config_version += 1
+        if self.session["audio"]["input"]["format"] != before["audio"]["input"]["format"]:
+            self._decoder = InputDecoder(self._input_format)
+        if self.session["audio"]["input"]["turn_detection"] != before["audio"]["input"]["turn_detection"]:
+            self._configure_turn_detection()
+        self.emit({"type": "session.updated", "session": wire_session(self.session)})
+
+    def _on_append(self, event: dict[str, Any]) -> None:
+        audio = event["audio"]
+        if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
+            raise ProtocolError("audio_too_large", "Each append may carry at most 15 MiB of audio.", "audio")
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_value("Invalid 'audio': not valid base64.", "audio") from None
+        if data:
+            self._ingest(self._decoder(data))
+
+    def _on_commit(self, event: dict[str, Any]) -> None:
+        available = self.buffer.duration_ms
+        if available < MIN_COMMIT_MS:
+            raise ProtocolError(
+                "input_audio_buffer_commit_empty",
+                f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms "
+                f"of audio, but buffer only has {available:.2f}ms of audio.",
+            )
+        item_id = self._speech_item_id or ids.item_id()
+        self._speech_item_id = None
+        self._drop_speculation()
+        if self._turns:
+            self._turns.reset()
+        self._commit(self.buffer.take_all(), item_id)
+
+    def _on_clear(self, event: dict[str, Any]) -> None:
+        self.buffer.clear()
+        self._speech_item_id = None
+        self._drop_speculation()
+        if self._turns:
+            self._turns.reset()
+        self.emit({"type": "input_audio_buffer.cleared"})
+
+    def _on_item_create(self, event: dict[str, Any]) -> None:
+        item = self._item_from_client(event["item"])
+        previous = self.conversation.insert(item, event.get("previous_item_id"))
+        view = Conversation.wire_view(item)
+        self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": view})
+        self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": view})
+        if item.audio is not None and item.heard_text is None:
+            self._start_transcription(item)
+
+    def _on_item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.conversation.get(event["item_id"])
+        self.emit({"type": "conversation.item.retrieved",
+                   "item": Conversation.retrieved_view(item, self._output_format)})
+
+    def _on_item_truncate(self, event: dict[str, Any]) -> None:
+        self.conversation.truncate(event["item_id"], event["content_index"], event["audio_end_ms"])
+        self.emit({"type": "conversation.item.truncated", "item_id": event["item_id"],
+                   "content_index": event["content_index"], "audio_end_ms": event["audio_end_ms"]})
+
+    def _on_item_delete(self, event: dict[str, Any]) -> None:
+        self.conversation.delete(event["item_id"])
+        self._transcriptions.pop(event["item_id"], None)
+        self.emit({"type": "conversation.item.deleted", "item_id": event["item_id"]})
+
+    def _on_response_create(self, event: dict[str, Any]) -> None:
+        if self.session["type"] != "realtime":
+            raise invalid_event("Responses are not available in a transcription session.")
+        params = self._response_params(event.get("response") or {})
+        if params.conversation == "auto" and self.active is not None:
+            raise ProtocolError(
+                "conversation_already_has_active_response",
+                f"Conversation already has an active response in progress: {self.active.id}. "
+                "Wait until the response is finished before creating a new one.",
+            )
+        self._start_response(params)
+
+    def _on_response_cancel(self, event: dict[str, Any]) -> None:
+        response_id = event.get("response_id")
+        runner = self.responses.get(response_id) if response_id else self.active
+        if runner is None or runner.finished:
+            raise ProtocolError("response_cancel_not_active", "Cancellation failed: no active response found")
+        runner.cancel("client_cancelled")
+
+    def _on_output_clear(self, event: dict[str, Any]) -> None:
+        if self.media is None:
+            raise invalid_event("output_audio_buffer.clear is only supported for WebRTC and SIP connections.")
+        self._clear_media(truncate=True)
+
+    # ------------------------------------------------------------ input side
+
+    @property
+    def _input_format(self) -> AudioFormat:
+        return AudioFormat.from_json(self.session["audio"]["input"]["format"])
+
+    @property
+    def _output_format(self) -> AudioFormat:
+        return AudioFormat.from_json(self.session["audio"]["output"]["format"])
+
+    def _configure_turn_detection(self) -> None:
+        td = self.session["audio"]["input"]["turn_detection"]
+        if td is None:
+            self._turns = None
+            self._drop_speculation()
+            return
+        if self._turns is None:
+            vad = self.models.vad
+            self._turns = TurnDetector(vad.stream(), vad.sample_rate, vad.frame_samples, td,
+                                       min_speech_ms=self.config.vad_min_speech_ms)
+            self._turns.position = self.buffer.end
+            self._turns._analysed = self.buffer.end
+        else:
+            self._turns.configure(td)
+
+    def _ingest(self, pcm: np.ndarray) -> None:
+        self.buffer.append(pcm)
+        if self._turns is None:
+            return
+        for signal in self._turns.feed(pcm, self.buffer.start):
+            if isinstance(signal, SpeechStarted):
+                self._on_speech_started(signal)
+            elif isinstance(signal, Probe):
+                self._on_probe(signal)
+            elif isinstance(signal, SpeechResumed):
+                self._drop_speculation()
+            elif isinstance(signal, SpeechStopped):
+                self._on_speech_stopped(signal)
+        if not self._turns.speaking:
+            # Between turns only the pre-roll can ever be committed by VAD; keep a little more.
+            keep = ms_to_samples(self.session["audio"]["input"]["turn_detection"].get("prefix_padding_ms", 300) + 2000)
+            self.buffer.drop_before(self.buffer.end - keep)
+
+    def _on_speech_started(self, signal: SpeechStarted) -> None:
+        self._cancel_idle_timer()
+        self._speech_item_id = ids.item_id()
+        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": samples_to_ms(signal.start),
+                   "item_id": self._speech_item_id})
+        td = self.session["audio"]["input"]["turn_detection"] or {}
+        if td.get("interrupt_response", True):
+            if self.active is not None:
+                self.active.cancel("turn_detected")
+            if self.media is not None:
+                self._clear_media(truncate=True)
+
+    def _on_probe(self, probe: Probe) -> None:
+        if not self.config.speculative and self.session["audio"]["input"]["turn_detection"]["type"] != "semantic_vad":
+            return
+        self._drop_speculation()
+        audio = self.buffer.slice(probe.start, probe.end)
+        spec = Speculation(probe.start, probe.end, self.conversation.version, self._config_version,
+                           stt=self._spawn(self._transcribe(audio)))
+        self._speculation = spec
+        td = self.session["audio"]["input"]["turn_detection"]
+        if td["type"] == "semantic_vad":
+            spec.stt.add_done_callback(self._semantic_decision)
+        if (self.config.speculative and td.get("create_response", True) and self.active is None
+                and self.session["type"] == "realtime"):
+            spec.generation = self._spawn(self._speculative_generation(spec))
+
+    def _semantic_decision(self, task: asyncio.Task[Transcript]) -> None:
+        if task.cancelled() or task.exception() or self._turns is None or self._speculation is None:
+            return
+        if self._speculation.stt is not task:
+            return
+        finished = sounds_finished(task.result().text)
+        self._turns.set_required_silence(self._turns.min_wait_ms if finished else self._turns.max_wait_ms)
+
+    def _on_speech_stopped(self, signal: SpeechStopped) -> None:
+        item_id = self._speech_item_id or ids.item_id()
+        self._speech_item_id = None
+        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": samples_to_ms(signal.end),
+                   "item_id": item_id})
+        times = self._turn_times[item_id] = TurnTimes(speech_stopped=time.perf_counter())
+        spec, self._speculation = self._speculation, None
+        if spec is not None and not (
+            spec.start == signal.start
+            and spec.conversation_version == self.conversation.version
+            and spec.config_version == self._config_version
+        ):
+            spec.cancel()
+            spec = None
+        audio = self.buffer.take(signal.start, signal.end)
+        item = self._commit(audio, item_id, speculative_stt=spec.stt if spec else None)
+        times.speculative = spec is not None and spec.generation is not None
+        td = self.session["audio"]["input"]["turn_detection"] or {}
+        if self.session["type"] != "realtime" or not td.get("create_response", True):
+            if spec:
+                spec.cancel()
+            return
+        if self.active is not None:
+            # The user spoke over a response that is not interruptible: answer after it.
+            if spec:
+                spec.cancel()
+            return
+        params = self._response_params({})
+        self._start_response(params, speculation=spec, user_item=item)
+
+    def _commit(self, audio: np.ndarray, item_id: str,
+                speculative_stt: asyncio.Task[Transcript] | None = None) -> Item:
+        item = Item(wire={"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                          "role": "user", "content": [{"type": "input_audio", "transcript": None}]},
+                    audio=audio)
+        previous = self.conversation.insert(item)
+        self.emit({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
+        view = Conversation.wire_view(item)
+        self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": view})
+        self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": view})
+        self._start_transcription(item, speculative_stt)
+        return item
+
+    # ----------------------------------------------------- transcription
+
+    async def _transcribe(self, pcm: np.ndarray) -> Transcript:
+        stt = self.models.stt
+        audio = int16_to_float(resample(pcm, CANONICAL_RATE, stt.sample_rate))
+        config = self.session["audio"]["input"]["transcription"] or {}
+        return await stt.transcribe(audio, language=config.get("language") or self.config.models.stt_language,
+                                    prompt=config.get("prompt"))
+
+    def _start_transcription(self, item: Item, speculative: asyncio.Task[Transcript] | None = None) -> None:
+        assert item.audio is not None
+        enabled = self.session["audio"]["input"]["transcription"] is not None
+        times = self._turn_times.get(item.id)
+        if times:
+            times.stt_started = time.perf_counter()
+        task = speculative or self._spawn(self._transcribe(item.audio))
+        self._transcriptions[item.id] = task
+
+        def done(t: asyncio.Task[Transcript]) -> None:
+            if self.closed or t.cancelled() or item.id not in self.conversation:
+                return
+            if times:
+                times.stt_done = time.perf_counter()
+            error = t.exception()
+            if error is not None:
+                item.heard_text = ""
+                if enabled:
+                    self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item.id,
+                               "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
+                                                             "message": str(error), "param": None}})
+                return
+            text = t.result().text.strip()
+            item.heard_text = text
+            if enabled:
+                item.wire["content"][0]["transcript"] = text
+                if text:
+                    self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
+                               "content_index": 0, "delta": text})
+                self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item.id,
+                           "content_index": 0, "transcript": text,
+                           "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)}})
+
+        task.add_done_callback(done)
+
+    async def _await_transcripts(self, items: list[Item]) -> None:
+        for item in items:
+            task = self._transcriptions.get(item.id)
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)
+                if item.heard_text is None and task.done() and not task.cancelled() and not task.exception():
+                    item.heard_text = task.result().text.strip()
+
+    # ------------------------------------------------------------- responses
+
+    def _response_params(self, overrides: dict[str, Any]) -> ResponseParams:
+        s = self.session
+        conversation = overrides.get("conversation", "auto")
+        if conversation not in ("auto", "none"):
+            raise invalid_value(f"Invalid 'response.conversation': {conversation!r}. Supported values are: auto, none.",
+                                "response.conversation")
+        metadata = overrides.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+                raise invalid_value("Invalid 'response.metadata': up to 16 string key/value pairs.",
+                                    "response.metadata")
+        audio_out = (overrides.get("audio") or {}).get("output") or {}
+        voice = audio_out.get("voice") or s["audio"]["output"]["voice"]
+        if isinstance(voice, dict):
+            voice = voice.get("id") or s["audio"]["output"]["voice"]
+        fmt = (check_format(audio_out["format"], "response.audio.output.format") if "format" in audio_out
+               else s["audio"]["output"]["format"])
+        params = ResponseParams(
+            instructions=overrides["instructions"] if isinstance(overrides.get("instructions"), str)
+            else s["instructions"],
+            tools=check_tools(overrides["tools"], "response.tools") if "tools" in overrides else s["tools"],
+            tool_choice=check_tool_choice(overrides["tool_choice"], "response.tool_choice")
+            if "tool_choice" in overrides else s["tool_choice"],
+            output_modalities=check_output_modalities(overrides["output_modalities"], "response.output_modalities")
+            if "output_modalities" in overrides else s["output_modalities"],
+            max_output_tokens=check_max_output_tokens(overrides["max_output_tokens"], "response.max_output_tokens")
+            if "max_output_tokens" in overrides else s["max_output_tokens"],
+            voice=voice,
+            speed=float(s["audio"]["output"]["speed"]),
+            output_format=AudioFormat.from_json(fmt),
+            conversation=conversation,
+            input_items=self._input_items(overrides["input"]) if "input" in overrides else None,
+            metadata=metadata,
+        )
+        choice = params.tool_choice
+        if isinstance(choice, dict) and choice["name"] not in {t["name"] for t in params.tools}:
+            raise invalid_value(f"Tool choice '{choice['name']}' is not one of the available tools.",
+                                "response.tool_choice")
+        return params
+
+    def _input_items(self, entries: Any) -> list[Item]:
+        if not isinstance(entries, list):
+            raise invalid_value("Invalid 'response.input': expected an array of items.", "response.input")
+        items = []
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict) and entry.get("type") == "item_reference":
+                items.append(self.conversation.get(entry.get("id", ""), f"response.input[{i}].id"))
+            else:
+                items.append(self._item_from_client(parse_client_event(
+                    {"type": "conversation.item.create", "item": entry})["item"]))
+        return items
+
+    def _start_response(self, params: ResponseParams, *, speculation: Speculation | None = None,
+                        user_item: Item | None = None, extra_instructions: str | None = None) -> ResponseRunner:
+        runner = ResponseRunner(self, params)
+        self.responses[runner.id] = runner
+        if params.conversation == "auto":
+            self.active = runner
+        if user_item is not None:
+            self._response_turn[runner.id] = user_item.id
+
+        async def prepare(r: ResponseRunner) -> Generation:
+            if speculation is not None and speculation.generation is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    return await speculation.generation
+            return await self._generation_for(params, extra_instructions)
+
+        runner.start(prepare)
+        return runner
+
+    async def _generation_for(self, params: ResponseParams, extra_instructions: str | None = None,
+                              provisional: Item | None = None) -> Generation:
+        items = params.input_items if params.input_items is not None else self.conversation.items()
+        if provisional is not None:
+            items = [*items, provisional]
+        await self._await_transcripts(items)
+        instructions = params.instructions + (f"\n\n{extra_instructions}" if extra_instructions else "")
+        request = ChatRequest(
+            messages=build_messages(instructions, items),
+            tools=[ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {}) for t in params.tools],
+            tool_choice=_tool_choice(params.tool_choice),
+            max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
+        )
+        tts = self.models.tts if params.audio else None
+        if tts is not None:
+            self._voice_locked = True
+        return Generation(self.models.llm, tts, request, voice=params.voice, speed=params.speed).start()
+
+    async def _speculative_generation(self, spec: Speculation) -> Generation:
+        transcript = await spec.stt
+        provisional = Item(wire={"id": "speculative", "type": "message", "role": "user",
+                                 "content": [{"type": "input_audio", "transcript": None}]},
+                           heard_text=transcript.text.strip())
+        return await self._generation_for(self._response_params({}), provisional=provisional)
+
+    def _drop_speculation(self) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is not None:
+            spec.cancel()
+
+    def response_finished(self, runner: ResponseRunner) -> None:
+        """Called by a runner right after it emitted ``response.done``."""
+        self.responses.pop(runner.id, None)
+        if self.active is runner:
+            self.active = None
+        self._emit_metrics(runner)
+        if runner.status == "completed":
+            self._arm_idle_timer(runner)
+
+    def _clear_media(self, *, truncate: bool) -> None:
+        assert self.media is not None
+        position = self.media.clear()
+        if position is None:
+            return
+        self.emit({"type": "output_audio_buffer.cleared", "response_id": position.response_id})
+        if truncate and position.item_id in self.conversation:
+            item = self.conversation.get(position.item_id)
+            end_ms = min(position.played_ms, int(item.audio_ms))
+            self.conversation.truncate(position.item_id, 0, end_ms)
+            self.emit({"type": "conversation.item.truncated", "item_id": position.item_id, "content_index": 0,
+                       "audio_end_ms": end_ms})
+
+    # Media transports report playout so clients can follow the speaker.
+    def playout_started(self, response_id: str) -> None:
+        self.emit({"type": "output_audio_buffer.started", "response_id": response_id})
+
+    def playout_stopped(self, response_id: str) -> None:
+        self.emit({"type": "output_audio_buffer.stopped", "response_id": response_id})
+
+    # ------------------------------------------------------------- items
+
+    def _item_from_client(self, wire: dict[str, Any]) -> Item:
+        kind = wire["type"]
+        if kind.startswith("mcp"):
+            raise ProtocolError("unsupported_item", f"Items of type '{kind}' are not supported by the local engine.",
+                                "item.type")
+        item = {k: v for k, v in wire.items()}
+        item["id"] = wire.get("id") or ids.item_id()
+        item["object"] = "realtime.item"
+        item["status"] = "completed"
+        audio: np.ndarray | None = None
+        heard: str | None = None
+        if kind == "message":
+            content = [dict(part) for part in wire.get("content") or []]
+            allowed = {"user": ("input_text", "input_audio", "input_image"), "system": ("input_text",),
+                       "assistant": ("output_text", "output_audio")}[wire["role"]]
+            for i, part in enumerate(content):
+                if part.get("type") not in allowed:
+                    raise invalid_value(f"Invalid 'item.content[{i}].type' for a {wire['role']} message: "
+                                        f"{part.get('type')!r}. Supported values are: {', '.join(allowed)}.",
+                                        f"item.content[{i}].type")
+                if part["type"] == "input_audio" and part.get("audio"):
+                    if audio is not None:
+                        raise invalid_value("Only one audio part per message is supported.", f"item.content[{i}]")
+                    try:
+                        data = base64.b64decode(part.pop("audio"), validate=True)
+                    except (binascii.Error, ValueError):
+                        raise invalid_value("Invalid audio: not valid base64.", f"item.content[{i}].audio") from None
+                    audio = InputDecoder(self._input_format)(data)
+                    part.setdefault("transcript", None)
+                    if part.get("transcript"):
+                        heard = part["transcript"]
+                if part["type"] == "output_audio" and part.get("audio"):
+                    raise invalid_value("Clients cannot create assistant audio.", f"item.content[{i}].audio")
+            item["content"] = content
+        elif kind == "function_call":
+            item.setdefault("call_id", ids.call_id())
+        return Item(wire=item, audio=audio, heard_text=heard)
+
+    # ------------------------------------------------------------- timers
+
+    def _arm_idle_timer(self, runner: ResponseRunner) -> None:
+        td = self.session["audio"]["input"]["turn_detection"]
+        if not td or td.get("type") != "server_vad" or not td.get("idle_timeout_ms"):
+            return
+        # The timeout counts from the end of playback; over WebSocket the
+        # server estimates it as the reply's duration from its first audio.
+        audio_ms = sum(i.audio_ms for i in runner.output)
+        started = runner.times.first_audio_sent or time.perf_counter()
+        remaining = max(0.0, started + audio_ms / 1000 - time.perf_counter())
+        self._cancel_idle_timer()
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(remaining + td["idle_timeout_ms"] / 1000, self._idle_timeout)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self.closed or self.active is not None or (self._turns and self._turns.speaking):
+            return
+        item_id = ids.item_id()
+        start, end = self.buffer.start, self.buffer.end
+        self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": samples_to_ms(start),
+                   "audio_end_ms": samples_to_ms(end), "item_id": item_id})
+        item = self._commit(self.buffer.take_all(), item_id)
+        self._start_response(self._response_params({}), user_item=item, extra_instructions=IDLE_PROMPT)
+
+    def _expire(self) -> None:
+        self.emit_error(ProtocolError(
+            "session_expired",
+            f"Your session hit the maximum duration of {self.config.max_session_seconds} seconds.",
+        ))
+        if self.on_close:
+            self.on_close(1000, "session expired")
+
+    # ------------------------------------------------------------- metrics
+
+    def _emit_metrics(self, runner: ResponseRunner) -> None:
+        """Stage timings of a turn, for clients that opted in (``parley.metrics``)."""
+        if not any(s.extensions for s in self.sinks):
+            return
+        user_item = self._response_turn.pop(runner.id, None)
+        turn = self._turn_times.pop(user_item, None) if user_item else None
+        gen = runner.generation
+        origin = turn.speech_stopped if turn and turn.speech_stopped else runner.times.created
+
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round((t - origin) * 1000, 1)
+
+        self.emit({
+            "type": "parley.metrics",
+            "response_id": runner.id,
+            "item_id": user_item,
+            "status": runner.status,
+            "speculative": bool(turn and turn.speculative),
+            "origin": "speech_stopped" if turn else "response.created",
+            # Milliseconds relative to the origin; negative = done before the turn was confirmed.
+            "stt_started_ms": rel(turn.stt_started) if turn else None,
+            "stt_done_ms": rel(turn.stt_done) if turn else None,
+            "llm_started_ms": rel(gen.times.started) if gen else None,
+            "llm_first_token_ms": rel(gen.times.first_token) if gen else None,
+            "first_clause_ms": rel(gen.times.first_clause) if gen else None,
+            "tts_first_chunk_ms": rel(gen.times.first_audio) if gen else None,
+            "first_audio_sent_ms": rel(runner.times.first_audio_sent),
+            "response_created_ms": rel(runner.times.created),
+            "done_ms": rel(runner.times.done),
+            "usage": dict(runner.usage),
+        })
+
+    # ------------------------------------------------------------- tasks
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # A speculative task that nobody awaits must not log "exception never retrieved".
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+
+def _tool_choice(choice: Any) -> ToolChoice:
+    if isinstance(choice, dict):
+        return ToolChoice("function", choice["name"])
+    return ToolChoice(choice)

@@ -1,0 +1,200 @@
+"""Turn detection: Silero probabilities → speech start / stop decisions.
+
+The detector is fed canonical audio as it arrives and returns signals with
+absolute sample positions. It never touches the session; the session turns
+signals into protocol events. Decisions follow the session's
+``turn_detection`` config exactly:
+
+* ``server_vad``: speech starts after ``min_speech_ms`` of frames at or above
+  ``threshold`` (the onset is back-dated to the first such frame and padded
+  by ``prefix_padding_ms``); it stops after ``silence_duration_ms`` of frames
+  below the threshold (with a little hysteresis so a wavering probability
+  does not restart the silence clock).
+* ``semantic_vad``: the same speech start; the end of turn is decided from
+  what was said. After a short pause the detector emits a ``Probe``; the
+  session transcribes the speech so far and calls :meth:`set_required_silence`
+  with a short wait when the words sound finished and the eagerness'
+  maximum wait when they trail off ("and…", "so um…").
+
+For latency, ``server_vad`` also emits a ``Probe`` part-way into the silence
+so the session can transcribe (and start answering) speculatively; the work
+is discarded if speech resumes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from parley.engine.input_buffer import ms_to_samples
+from parley.engine.models.base import VadStream
+from parley.protocol.audio_formats import CANONICAL_RATE, Resampler, int16_to_float
+
+
+@dataclass
+class SpeechStarted:
+    onset: int  # first speech sample (absolute, 24 kHz)
+    start: int  # onset minus prefix padding, clamped to the buffer
+
+
+@dataclass
+class Probe:
+    """Silence has lasted ``silence_ms``: a good moment to transcribe speculatively."""
+
+    start: int
+    end: int  # absolute index of the last speech sample + trailing silence so far
+
+
+@dataclass
+class SpeechResumed:
+    """Speech came back before the turn ended: drop speculative work."""
+
+
+@dataclass
+class SpeechStopped:
+    start: int
+    end: int  # absolute index where the turn is cut (includes trailing silence)
+
+
+Signal = SpeechStarted | Probe | SpeechResumed | SpeechStopped
+
+# Maximum wait (ms of silence) for a turn that sounds unfinished, per eagerness,
+# and the short wait once the words sound finished.
+SEMANTIC_MAX_WAIT_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
+SEMANTIC_MIN_WAIT_MS = {"low": 900, "medium": 500, "high": 250, "auto": 500}
+SEMANTIC_PROBE_MS = 200
+
+_TRAILING_WORDS = {
+    "and", "or", "but", "so", "because", "cause", "if", "then", "that", "which", "who", "the", "a", "an",
+    "to", "of", "for", "with", "in", "on", "at", "my", "your", "is", "are", "was", "i", "um", "uh", "er",
+    "erm", "like", "also", "plus", "when", "where", "while", "about", "from", "what", "how", "this",
+}
+
+
+def sounds_finished(text: str) -> bool:
+    """A cheap semantic end-of-turn check on a transcript.
+
+    Whisper punctuates: a sentence that ends in ``.``/``?``/``!`` and does not
+    stop on a conjunction, article or filler is taken as a finished thought.
+    """
+    text = text.strip()
+    if not text:
+        return False
+    if text.endswith(("...", "…", ",", "-", "—")):
+        return False
+    words = re.findall(r"[A-Za-z']+", text.lower())
+    if words and words[-1] in _TRAILING_WORDS:
+        return False
+    return text[-1] in ".?!"
+
+
+class TurnDetector:
+    """Per-session VAD state machine. Feed audio, get signals."""
+
+    def __init__(self, vad_stream: VadStream, vad_rate: int, frame_samples: int, config: dict[str, Any],
+                 min_speech_ms: int = 64) -> None:
+        self.vad = vad_stream
+        self.vad_rate = vad_rate
+        self.frame = frame_samples
+        self.frame_ms = frame_samples * 1000 / vad_rate
+        self._resample = Resampler(CANONICAL_RATE, vad_rate)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.position = 0  # absolute 24 kHz index of the next sample to arrive
+        self._analysed = 0  # absolute 24 kHz index up to which frames were scored
+        self.min_speech_ms = min_speech_ms
+        self.configure(config)
+        self.speaking = False
+        self._run_ms = 0.0  # speech-frame run while idle
+        self._run_onset = 0
+        self._silence_ms = 0.0
+        self._last_speech_end = 0
+        self._speech_start = 0
+        self._probed = False
+        self.last_probability = 0.0
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.kind = config["type"]
+        self.threshold = float(config.get("threshold", 0.5))
+        self.prefix_ms = int(config.get("prefix_padding_ms", 300))
+        if self.kind == "semantic_vad":
+            eagerness = config.get("eagerness") or "auto"
+            self.max_wait_ms = SEMANTIC_MAX_WAIT_MS[eagerness]
+            self.min_wait_ms = SEMANTIC_MIN_WAIT_MS[eagerness]
+            self.required_silence_ms = self.max_wait_ms
+            self.probe_ms = SEMANTIC_PROBE_MS
+        else:
+            self.required_silence_ms = int(config.get("silence_duration_ms", 500))
+            # Probe early enough that STT (+ the first clause) is ready when the wait ends.
+            self.probe_ms = min(200, self.required_silence_ms // 2)
+
+    def set_required_silence(self, ms: float) -> None:
+        """Semantic decision for the current pause (cleared when speech resumes)."""
+        self.required_silence_ms = ms
+
+    def reset(self) -> None:
+        """Forget the current utterance (buffer cleared or committed by hand)."""
+        self.speaking = False
+        self._run_ms = 0.0
+        self._silence_ms = 0.0
+        self._probed = False
+        self.vad.reset()
+
+    def feed(self, pcm: np.ndarray, buffer_start: int) -> list[Signal]:
+        self.position += len(pcm)
+        resampled = int16_to_float(self._resample(pcm))
+        self._pending = np.concatenate([self._pending, resampled]) if len(self._pending) else resampled
+        signals: list[Signal] = []
+        ratio = CANONICAL_RATE / self.vad_rate
+        while len(self._pending) >= self.frame:
+            frame, self._pending = self._pending[: self.frame], self._pending[self.frame :]
+            frame_start = self._analysed
+            self._analysed += round(self.frame * ratio)
+            prob = self.vad(frame)
+            self.last_probability = prob
+            signals.extend(self._step(prob, frame_start, self._analysed, buffer_start))
+        return signals
+
+    def _step(self, prob: float, frame_start: int, frame_end: int, buffer_start: int) -> list[Signal]:
+        if not self.speaking:
+            if prob >= self.threshold:
+                if self._run_ms == 0:
+                    self._run_onset = frame_start
+                self._run_ms += self.frame_ms
+                if self._run_ms >= self.min_speech_ms:
+                    self.speaking = True
+                    self._silence_ms = 0.0
+                    self._probed = False
+                    self._last_speech_end = frame_end
+                    self._speech_start = max(self._run_onset - ms_to_samples(self.prefix_ms), buffer_start, 0)
+                    if self.kind == "semantic_vad":
+                        self.required_silence_ms = self.max_wait_ms
+                    return [SpeechStarted(onset=self._run_onset, start=self._speech_start)]
+            else:
+                self._run_ms = 0.0
+            return []
+
+        # speaking
+        if prob >= max(self.threshold - 0.15, 0.05):
+            self._last_speech_end = frame_end
+            if self._silence_ms > 0 and prob >= self.threshold:
+                resumed = self._probed
+                self._silence_ms = 0.0
+                self._probed = False
+                if self.kind == "semantic_vad":
+                    self.required_silence_ms = self.max_wait_ms
+                return [SpeechResumed()] if resumed else []
+            return []
+        self._silence_ms += self.frame_ms
+        signals: list[Signal] = []
+        if not self._probed and self._silence_ms >= self.probe_ms:
+            self._probed = True
+            signals.append(Probe(start=self._speech_start, end=frame_end))
+        if self._silence_ms >= self.required_silence_ms:
+            self.speaking = False
+            self._run_ms = 0.0
+            self._silence_ms = 0.0
+            signals.append(SpeechStopped(start=self._speech_start, end=frame_end))
+        return signals
