@@ -74,6 +74,10 @@ class EventSink(Protocol):
 
     def send(self, event: dict[str, Any]) -> None: ...
 
+    def close(self) -> None:
+        """The session has ended; no more events will come."""
+        ...
+
 
 @dataclass
 class Speculation:
@@ -206,6 +210,8 @@ class RealtimeSession:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for sink in self.sinks:
+            sink.close()
         self.sinks.clear()
 
     # ------------------------------------------------------------- emitting

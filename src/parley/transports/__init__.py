@@ -1,0 +1,1 @@
+"""Transports that carry a Realtime session: WebSocket (JSON events) and WebRTC (RTP + data channel)."""

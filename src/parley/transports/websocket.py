@@ -1,0 +1,155 @@
+"""Serving a RealtimeSession over a WebSocket (``GET /v1/realtime``).
+
+Handshake: authenticate (Authorization header or the browser subprotocol
+``openai-insecure-api-key.<key>``), pick the ``realtime`` subprotocol when
+offered (Chromium fails the handshake otherwise), then pump frames both ways.
+A refused handshake gets an HTTP status with the OpenAI error body when the
+server supports WebSocket denial responses, else a policy-violation close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from parley.engine.auth import bearer_token, openai_error, subprotocol_token
+from parley.engine.runtime import EngineRuntime
+from parley.engine.session import RealtimeSession
+from parley.protocol import ids
+from parley.protocol.session_config import wire_session
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketSink:
+    """An EventSink that queues events for one socket's writer task."""
+
+    def __init__(self, extensions: bool = False) -> None:
+        self.extensions = extensions
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.queue.put_nowait(event)
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def pump(self, ws: WebSocket) -> None:
+        while (event := await self.queue.get()) is not None:
+            await ws.send_text(json.dumps(event, separators=(",", ":")))
+
+
+async def deny(ws: WebSocket, status: int, message: str, code: str | None) -> None:
+    error_type = "invalid_request_error" if status != 429 else "rate_limit_error"
+    try:
+        await ws.send_denial_response(JSONResponse(openai_error(message, error_type, code), status_code=status))
+    except RuntimeError:
+        await ws.close(code=1008, reason=message[:120])
+
+
+def _wants_extensions(ws: WebSocket) -> bool:
+    return ws.query_params.get("parley_metrics", "").lower() in ("1", "true", "yes")
+
+
+async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    token = bearer_token(ws.headers.get("authorization")) or subprotocol_token(offered)
+    client_host = ws.client.host if ws.client else None
+    auth = runtime.auth.check(token, client_host)
+    if not auth.ok:
+        await deny(ws, auth.status, auth.message, auth.code)
+        return
+    subprotocol = "realtime" if "realtime" in offered else None
+
+    call_id = ws.query_params.get("call_id")
+    if call_id:
+        await _sideband(ws, runtime, call_id, auth.is_engine_key, subprotocol)
+        return
+    if runtime.at_capacity():
+        await deny(ws, 429, f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
+                   "session_limit_reached")
+        return
+
+    await ws.accept(subprotocol=subprotocol)
+    sink = WebSocketSink(extensions=_wants_extensions(ws))
+    closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    def on_close(code: int, reason: str) -> None:
+        if not closing.done():
+            closing.set_result((code, reason))
+
+    session = runtime.new_session(
+        model=ws.query_params.get("model"),
+        initial=auth.secret.session if auth.secret else None,
+        on_close=on_close,
+    )
+    session.attach(sink)
+    session.open()
+    await _run(ws, session, sink, closing, runtime.config.max_message_bytes)
+    await runtime.end_session(session)
+
+
+async def _run(ws: WebSocket, session: RealtimeSession, sink: WebSocketSink,
+               closing: asyncio.Future[tuple[int, str]], max_bytes: int) -> None:
+    writer = asyncio.create_task(sink.pump(ws))
+    reader = asyncio.create_task(_read(ws, session, max_bytes))
+    try:
+        done, _ = await asyncio.wait({writer, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        if closing in done:
+            code, reason = closing.result()
+            sink.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 2)  # flush the final error event
+            with contextlib.suppress(Exception):
+                await ws.close(code=code, reason=reason)
+    finally:
+        session.detach(sink)
+        for task in (writer, reader):
+            task.cancel()
+        for task in (writer, reader):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if ws.application_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+
+async def _read(ws: WebSocket, session: RealtimeSession, max_bytes: int) -> None:
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes")
+            if data is not None:
+                session.receive(data)
+    except WebSocketDisconnect:
+        return
+
+
+async def _sideband(ws: WebSocket, runtime: EngineRuntime, call_id: str, is_engine_key: bool,
+                    subprotocol: str | None) -> None:
+    """Observe and control a running WebRTC call: same events, same client events."""
+    if not is_engine_key:
+        await deny(ws, 403, "Sideband connections need the engine key, not an ephemeral key.", "forbidden")
+        return
+    call = runtime.calls.get(call_id)
+    session: RealtimeSession | None = getattr(call, "session", None)
+    if session is None or session.closed:
+        await deny(ws, 404, f"No active call with id '{call_id}'.", "call_not_found")
+        return
+    await ws.accept(subprotocol=subprotocol)
+    sink = WebSocketSink(extensions=_wants_extensions(ws))
+    # The observer gets its own session.created, then the live event stream.
+    sink.send({"type": "session.created", "event_id": ids.event_id(), "session": wire_session(session.session)})
+    session.attach(sink)
+    closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+    await _run(ws, session, sink, closing, runtime.config.max_message_bytes)
