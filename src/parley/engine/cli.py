@@ -67,7 +67,7 @@ async def _serve(config: EngineConfig) -> int:
             return 1
     app = create_engine_app(runtime)
     server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, ws_max_size=config.max_message_bytes, log_level="warning",
+        app, host=config.host, port=config.port, ws_max_size=2 * config.max_message_bytes, log_level="warning",
         ws_ping_interval=None,
     ))
     base = f"{config.host}:{config.port}"

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -183,7 +184,7 @@ class RealtimeSession:
             handler = self._handlers()[event["type"]]
             handler(event)
         except ProtocolError as err:
-            self.emit_error(err, client_event_id)
+            self.emit_error(err, client_event_id or _peek_event_id(raw))
         except Exception as exc:  # a bug must not end the session
             log.exception("unexpected error handling a client event")
             self.emit_error(ProtocolError("server_error", f"Internal error: {exc}", type="server_error"),
@@ -773,6 +774,16 @@ class RealtimeSession:
         # A speculative task that nobody awaits must not log "exception never retrieved".
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return task
+
+
+def _peek_event_id(raw: str | bytes | dict[str, Any]) -> str | None:
+    """The client's event_id of a rejected event, when it can be read at all."""
+    try:
+        event = raw if isinstance(raw, dict) else json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = event.get("event_id") if isinstance(event, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _tool_choice(choice: Any) -> ToolChoice:

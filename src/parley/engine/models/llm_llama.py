@@ -1,0 +1,397 @@
+"""SmolLM2-135M-Instruct (or any chat GGUF) through llama-cpp-python.
+
+One persistent ``Llama``: llama-cpp-python keeps the KV cache of the last
+prompt and re-evaluates only what changed, so the prompt always starts with
+the same system block (voice preamble, session instructions, few-shot turns)
+and a new turn costs only its own tokens.
+
+Generation runs in a worker thread that feeds an asyncio queue; a
+``threading.Event`` checked after every token stops it within one token when
+the consumer closes the stream (barge-in). A lock serialises generations:
+there is one model and one KV cache.
+
+Tool calls are grammar-constrained (GBNF from the tool's JSON Schema), so the
+arguments are always valid JSON matching the schema, even from a 135M model:
+
+* ``function``: the arguments are generated directly;
+* ``required``: the tool name is chosen by a grammar over the names, then the
+  arguments by that tool's schema;
+* ``auto``: the tools are described in the system prompt; if the reply starts
+  with ``<tool_call>`` the free text is abandoned and the call is produced by
+  the two constrained steps above (best effort: the 135M model rarely chooses
+  to call a tool on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parley.engine.models.base import (
+    ChatChunk,
+    ChatMessage,
+    ChatRequest,
+    Finish,
+    TextDelta,
+    ToolCallDelta,
+    ToolSpec,
+)
+from parley.engine.models.llm_tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, bounded_schema, describe_tools, new_call_id
+
+log = logging.getLogger(__name__)
+
+VOICE_PREAMBLE = (
+    "You are a helpful voice assistant. Your replies are spoken aloud, so answer in one or two "
+    "short, natural sentences of plain text, without lists or markdown."
+)
+
+# Two short turns measurably help SmolLM2-135M: zero-shot it often refuses
+# commands ("as a voice assistant I can only…") and rambles; with these it
+# answers briefly and in the first person (see tests/models/test_llm.py).
+FEW_SHOT: tuple[tuple[str, str], ...] = (
+    ("user", "Add milk to my shopping list."),
+    ("assistant", "Okay, I added milk to your shopping list."),
+    ("user", "Who wrote Hamlet?"),
+    ("assistant", "Hamlet was written by William Shakespeare."),
+)
+
+DEFAULT_MAX_TOKENS = 256
+TOOL_MAX_TOKENS = 384
+REPEAT_PENALTY = 1.1
+_SAFETY_TOKENS = 8
+
+
+@dataclass
+class _Plan:
+    """What one request turns into: a prompt and how to generate after it."""
+
+    prompt: str
+    tools: list[ToolSpec]
+    forced: ToolSpec | None  # mode "function"
+    required: bool  # mode "required": must call one of ``tools``
+    auto_tools: bool  # mode "auto" with tools: watch for <tool_call>
+    max_tokens: int
+
+
+_DONE = object()
+
+
+class LlamaLLM:
+    """:class:`~parley.engine.models.base.LanguageModel` backed by llama.cpp."""
+
+    name = "llama"
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_threads: int = 2,
+        n_ctx: int = 2048,
+        system_preamble: str = VOICE_PREAMBLE,
+        few_shot: tuple[tuple[str, str], ...] = FEW_SHOT,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.model_path = Path(model_path)
+        self._llm = Llama(
+            str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_batch=512,
+            verbose=False,
+        )
+        self.n_ctx = n_ctx
+        self.system_preamble = system_preamble
+        self.few_shot = few_shot
+        self.max_tokens = max_tokens
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{self.model_path} has no chat template")
+        eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
+        self._eos = eos_id
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._llm.detokenize([eos_id], special=True).decode(errors="ignore"),
+            bos_token=self._llm.detokenize([bos_id], special=True).decode(errors="ignore") if bos_id >= 0 else "",
+        )
+        self._lock = threading.Lock()
+        self._grammars: dict[str, Any] = {}
+
+    # -- LanguageModel -------------------------------------------------------------
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # loop closed: nobody is listening any more
+                stop.set()
+
+        def work() -> None:
+            try:
+                for chunk in self.generate_sync(request, stop):
+                    emit(chunk)
+            except BaseException as exc:  # handed to the consumer, raised there
+                emit(exc)
+            finally:
+                emit(_DONE)
+
+        threading.Thread(target=work, name="llama-generate", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()  # closed or cancelled: the worker stops after the current token
+
+    # -- synchronous core (worker thread) ------------------------------------------
+
+    def generate_sync(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatChunk]:
+        """Blocking generator of the reply's chunks; used by :meth:`stream` and warm-up."""
+        stop = stop or threading.Event()
+        with self._lock:
+            if stop.is_set():
+                return
+            plan = self._plan(request)
+            tokens = self._tokenize(plan.prompt)
+            counts = {"in": len(tokens), "out": 0}
+            if plan.forced is not None:
+                yield from self._tool_call(plan, plan.prompt, [plan.forced], stop, counts)
+            elif plan.required:
+                yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts)
+            else:
+                yield from self._text(plan, tokens, stop, counts)
+
+    def warmup(self) -> None:
+        # A full-length chat turn: a 4-token warm-up leaves the first real
+        # question slow (≈330 ms TTFT, 7 tok/s measured), a real turn does not.
+        request = ChatRequest(
+            messages=[ChatMessage("user", "What is the capital of France? Tell me about it in two sentences.")],
+            max_tokens=48,
+        )
+        for _ in self.generate_sync(request):
+            pass
+
+    # -- prompt ------------------------------------------------------------------------
+
+    def _plan(self, request: ChatRequest) -> _Plan:
+        choice = request.tool_choice
+        tools = list(request.tools) if choice.mode != "none" else []
+        forced = None
+        if choice.mode == "function":
+            forced = next((t for t in request.tools if t.name == choice.name), None)
+            if forced is None:
+                raise ValueError(f"tool_choice names unknown function {choice.name!r}")
+            tools = [forced]
+        required = choice.mode == "required" and bool(tools)
+        auto_tools = choice.mode == "auto" and bool(tools)
+        max_tokens = request.max_tokens or self.max_tokens
+        if forced or required:
+            max_tokens = max(max_tokens, TOOL_MAX_TOKENS)
+        prompt = self._fit(request.messages, tools, max_tokens)
+        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens)
+
+    def _render(self, system: str, shots: bool, messages: list[dict[str, str]]) -> str:
+        head = [{"role": "system", "content": system}]
+        if shots:
+            head += [{"role": r, "content": c} for r, c in self.few_shot]
+        return self._formatter(messages=head + messages).prompt
+
+    def _fit(self, messages: list[ChatMessage], tools: list[ToolSpec], max_tokens: int) -> str:
+        """Render the prompt, dropping the oldest turns (then the few-shot) until it fits."""
+        system_parts = [self.system_preamble]
+        system_parts += [m.content for m in messages if m.role == "system" and m.content.strip()]
+        if tools:
+            system_parts.append(describe_tools(tools))
+        system = "\n\n".join(system_parts)
+        convo = _to_chat(m for m in messages if m.role != "system")
+        budget = self.n_ctx - min(max_tokens, self.n_ctx // 2) - _SAFETY_TOKENS
+        shots = bool(self.few_shot)
+        while True:
+            prompt = self._render(system, shots, convo)
+            if len(self._tokenize(prompt)) <= budget:
+                return prompt
+            if len(convo) > 1:
+                convo = convo[1:]
+            elif shots:
+                shots = False
+            else:
+                raise ValueError(f"prompt does not fit the {self.n_ctx}-token context")
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _tokens(
+        self,
+        tokens: list[int],
+        stop: threading.Event,
+        counts: dict[str, int],
+        limit: int,
+        *,
+        grammar: Any = None,
+        repeat_penalty: float = REPEAT_PENALTY,
+    ) -> Iterator[str]:
+        """Decoded text per generated token; sets counts['reason']."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        produced = 0
+        counts["reason"] = "stop"  # type: ignore[assignment]
+        for token in self._llm.generate(
+            tokens, temp=0.0, top_k=1, repeat_penalty=repeat_penalty, grammar=grammar, reset=True
+        ):
+            if stop.is_set():
+                return
+            if token == self._eos or self._llm._model.token_is_eog(token):
+                text = decoder.decode(b"", final=True)
+                if text:
+                    yield text
+                return
+            produced += 1
+            counts["out"] += 1
+            text = decoder.decode(self._llm.detokenize([token]))
+            if text:
+                yield text
+            if produced >= limit:
+                counts["reason"] = "length"  # type: ignore[assignment]
+                return
+
+    def _text(
+        self, plan: _Plan, tokens: list[int], stop: threading.Event, counts: dict[str, Any]
+    ) -> Iterator[ChatChunk]:
+        pending = ""  # auto mode: held back while it could still become "<tool_call>"
+        deciding = plan.auto_tools
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens):
+            if deciding:
+                pending += text
+                head = pending.lstrip()
+                if head.startswith(TOOL_CALL_OPEN):
+                    log.debug("llama: model chose a tool call")
+                    yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, from_auto=True)
+                    return
+                if head and TOOL_CALL_OPEN.startswith(head):
+                    continue  # still ambiguous
+                deciding = False
+                text, pending = pending, ""
+            if text:
+                yield TextDelta(text)
+        if stop.is_set():
+            return
+        if pending:
+            yield TextDelta(pending)
+        yield Finish(counts["reason"], counts["in"], counts["out"])
+
+    def _tool_call(
+        self,
+        plan: _Plan,
+        prompt: str,
+        tools: list[ToolSpec],
+        stop: threading.Event,
+        counts: dict[str, Any],
+        *,
+        from_auto: bool = False,
+    ) -> Iterator[ChatChunk]:
+        """Choose the tool (grammar over names) then stream its grammar-constrained arguments."""
+        prefix = prompt + TOOL_CALL_OPEN + '{"name": '
+        if len(tools) == 1:
+            tool = tools[0]
+        else:
+            names = "".join(self._tokens(self._tokenize(prefix), stop, counts, 64, grammar=self._names_grammar(tools)))
+            if stop.is_set():
+                return
+            chosen = json.loads(names)
+            tool = next(t for t in tools if t.name == chosen)
+        yield ToolCallDelta(index=0, call_id=new_call_id(), name=tool.name)
+        args_prompt = prefix + json.dumps(tool.name) + ', "arguments": '
+        held = ""  # trailing whitespace the grammar allows after the closing brace
+        for text in self._tokens(
+            self._tokenize(args_prompt),
+            stop,
+            counts,
+            TOOL_MAX_TOKENS,
+            grammar=self._args_grammar(tool),
+            repeat_penalty=1.0,  # JSON repeats quotes and braces by design
+        ):
+            text = held + text
+            body = text.rstrip()
+            held = text[len(body) :]
+            if body:
+                yield ToolCallDelta(index=0, arguments=body)
+        if stop.is_set():
+            return
+        yield Finish("tool_calls", counts["in"], counts["out"])
+
+    def _names_grammar(self, tools: list[ToolSpec]) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        key = "names:" + "\0".join(t.name for t in tools)
+        if key not in self._grammars:
+            alts = " | ".join(json.dumps(json.dumps(t.name)) for t in tools)
+            self._grammars[key] = LlamaGrammar.from_string(f"root ::= {alts}", verbose=False)
+        return self._grammars[key]
+
+    def _args_grammar(self, tool: ToolSpec) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        schema = json.dumps(bounded_schema(tool.parameters), sort_keys=True)
+        key = "args:" + schema
+        if key not in self._grammars:
+            self._grammars[key] = LlamaGrammar.from_json_schema(schema, verbose=False)
+        return self._grammars[key]
+
+
+def _to_chat(messages: Iterator[ChatMessage] | Any) -> list[dict[str, str]]:
+    """Conversation → template messages. Tool calls and results become text the model can read."""
+    out: list[dict[str, str]] = []
+    names: dict[str, str] = {}
+    for m in messages:
+        if m.role == "assistant":
+            parts = [m.content] if m.content else []
+            for call in m.tool_calls:
+                names[call.id] = call.name
+                try:
+                    args: Any = json.loads(call.arguments or "{}")
+                except ValueError:
+                    args = call.arguments
+                parts.append(TOOL_CALL_OPEN + json.dumps({"name": call.name, "arguments": args}) + TOOL_CALL_CLOSE)
+            out.append({"role": "assistant", "content": "\n".join(parts)})
+        elif m.role == "tool":
+            name = names.get(m.tool_call_id or "", "the tool")
+            out.append({"role": "user", "content": f"Result of {name}: {m.content}"})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def timed_first_token(llm: LlamaLLM, request: ChatRequest) -> tuple[float, float, int]:
+    """(seconds to first chunk, total seconds, output tokens) of one blocking generation."""
+    start = time.perf_counter()
+    first: float | None = None
+    out = 0
+    for chunk in llm.generate_sync(request):
+        if first is None:
+            first = time.perf_counter() - start
+        if isinstance(chunk, Finish):
+            out = chunk.output_tokens
+    return first or 0.0, time.perf_counter() - start, out
+
+
+Emit = Callable[[Any], None]
