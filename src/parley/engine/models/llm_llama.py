@@ -29,8 +29,7 @@ import codecs
 import json
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,13 @@ from parley.engine.models.base import (
     ToolCallDelta,
     ToolSpec,
 )
-from parley.engine.models.llm_tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, bounded_schema, describe_tools, new_call_id
+from parley.engine.models.llm_tools import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    bounded_schema,
+    describe_tools,
+    new_call_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,10 @@ class LlamaLLM:
             eos_token=self._llm.detokenize([eos_id], special=True).decode(errors="ignore"),
             bos_token=self._llm.detokenize([bos_id], special=True).decode(errors="ignore") if bos_id >= 0 else "",
         )
+        import llama_cpp
+
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._vocab = self._llm._model.vocab
         self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
 
@@ -260,7 +269,7 @@ class LlamaLLM:
         ):
             if stop.is_set():
                 return
-            if token == self._eos or self._llm._model.token_is_eog(token):
+            if token == self._eos or self._is_eog(self._vocab, token):
                 text = decoder.decode(b"", final=True)
                 if text:
                     yield text
@@ -379,19 +388,3 @@ def _to_chat(messages: Iterator[ChatMessage] | Any) -> list[dict[str, str]]:
         else:
             out.append({"role": m.role, "content": m.content})
     return out
-
-
-def timed_first_token(llm: LlamaLLM, request: ChatRequest) -> tuple[float, float, int]:
-    """(seconds to first chunk, total seconds, output tokens) of one blocking generation."""
-    start = time.perf_counter()
-    first: float | None = None
-    out = 0
-    for chunk in llm.generate_sync(request):
-        if first is None:
-            first = time.perf_counter() - start
-        if isinstance(chunk, Finish):
-            out = chunk.output_tokens
-    return first or 0.0, time.perf_counter() - start, out
-
-
-Emit = Callable[[Any], None]
