@@ -46,7 +46,7 @@ class WavWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rate, self.channels = rate, channels
-        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._f = open(self.path, "wb")
         self._frames = 0
         self._lock = threading.Lock()
         self._last_patch = 0.0
