@@ -1,0 +1,266 @@
+"""Audio for a WebRTC call: the paced output track and the microphone pump.
+
+The output track is the session's :class:`~parley.engine.response.MediaOutput`:
+spoken audio is queued per response and item, and aiortc pulls one 20 ms frame
+at a time. The frame's content is chosen *after* the pacing sleep, so a
+``clear()`` (barge-in) is silent on the very next frame, and the samples
+counted as played are exactly those handed to the encoder — once a frame has
+left aiortc it will be heard, and nothing tells us more than that.
+
+Frames are 48 kHz stereo s16: Opus works at 48 kHz, and aiortc's resampler
+upmixes mono at -3 dB, so duplicating the channel ourselves keeps the level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from parley.engine.response import PlayoutPosition
+from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
+
+log = logging.getLogger(__name__)
+
+RTP_RATE = 48_000
+FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+FRAME_SECONDS = FRAME_SAMPLES / RTP_RATE
+TIME_BASE = fractions.Fraction(1, RTP_RATE)
+# After a stall longer than this (event loop blocked), restart the clock instead
+# of bursting the backlog: a burst would only arrive late at the listener anyway.
+MAX_LAG_SECONDS = 0.2
+
+
+class PlayoutListener(Protocol):
+    """Told when a response's audio starts going out and when it has drained (the session)."""
+
+    def playout_started(self, response_id: str) -> None: ...
+
+    def playout_stopped(self, response_id: str) -> None: ...
+
+
+@dataclass
+class _Chunk:
+    response_id: str
+    item_id: str
+    pcm: np.ndarray  # 48 kHz mono int16
+    offset: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.pcm) - self.offset
+
+
+@dataclass
+class _Playout:
+    """One response's audio between its first write and its drain (or a clear)."""
+
+    started: bool = False
+    ended: bool = False  # end_of_response seen: no more audio will come
+    pending: int = 0  # 48 kHz samples queued, not yet sent
+    sent: dict[str, int] = field(default_factory=dict)  # item id → 48 kHz samples sent
+    item_id: str = ""  # the item whose audio went out last (or is queued first)
+
+
+class PacedAudioOutput(MediaStreamTrack):
+    """An audio track of exactly paced 20 ms frames; silence when nothing is queued."""
+
+    kind = "audio"
+
+    def __init__(self, listener: PlayoutListener | None = None) -> None:
+        super().__init__()
+        self.listener = listener
+        self._queue: deque[_Chunk] = deque()
+        self._playouts: dict[str, _Playout] = {}  # insertion order = playout order
+        self._writing: tuple[str, str] | None = None  # (response, item) the resampler holds a tail of
+        self._resampler = Resampler(CANONICAL_RATE, RTP_RATE)
+        self._start: float | None = None
+        self._frames = 0
+        self._silence = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
+
+    # --- MediaOutput (called by the session) -----------------------------
+
+    def write(self, response_id: str, item_id: str, pcm: np.ndarray) -> None:
+        if self._writing != (response_id, item_id):
+            self._flush_resampler()
+            self._writing = (response_id, item_id)
+        self._enqueue(response_id, item_id, self._resampler(pcm.astype(np.int16, copy=False)))
+
+    def end_of_response(self, response_id: str) -> None:
+        if self._writing is not None and self._writing[0] == response_id:
+            self._flush_resampler()
+        playout = self._playouts.get(response_id)
+        if playout is not None:
+            playout.ended = True  # the frame loop reports the drain
+
+    def clear(self) -> PlayoutPosition | None:
+        self._report_drained()
+        position = None
+        current = next((rid for rid, p in self._playouts.items() if p.started), None)
+        if current is None and self._playouts:
+            current = next(iter(self._playouts))
+        if current is not None:
+            playout = self._playouts[current]
+            played = playout.sent.get(playout.item_id, 0)
+            position = PlayoutPosition(current, playout.item_id, played * 1000 // RTP_RATE)
+        self._queue.clear()
+        self._playouts.clear()
+        # The resampler may hold the tail of the cleared audio; start afresh.
+        self._writing = None
+        self._resampler = Resampler(CANONICAL_RATE, RTP_RATE)
+        return position
+
+    # --- queueing --------------------------------------------------------
+
+    def _flush_resampler(self) -> None:
+        if self._writing is None:
+            return
+        response_id, item_id = self._writing
+        tail = self._resampler(np.zeros(0, dtype=np.int16), last=True)
+        self._resampler = Resampler(CANONICAL_RATE, RTP_RATE)
+        self._writing = None
+        self._enqueue(response_id, item_id, tail)
+
+    def _enqueue(self, response_id: str, item_id: str, pcm48: np.ndarray) -> None:
+        if len(pcm48) == 0:
+            return
+        playout = self._playouts.get(response_id)
+        if playout is None:
+            playout = self._playouts[response_id] = _Playout(item_id=item_id)
+        playout.pending += len(pcm48)
+        self._queue.append(_Chunk(response_id, item_id, pcm48))
+
+    @property
+    def playing(self) -> bool:
+        """Some response's audio is queued or going out."""
+        return bool(self._playouts)
+
+    # --- the frame loop (called by aiortc's RTP sender) --------------------
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        else:
+            self._frames += 1
+            delay = self._start + self._frames * FRAME_SECONDS - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -MAX_LAG_SECONDS:
+                self._start = loop.time() - self._frames * FRAME_SECONDS
+            if self.readyState != "live":
+                raise MediaStreamError
+        # Chosen only now, after the sleep: a clear() during it already applies.
+        mono = self._take(FRAME_SAMPLES)
+        data = self._silence if mono is None else np.repeat(mono, 2).reshape(1, -1)
+        frame = AudioFrame.from_ndarray(data, format="s16", layout="stereo")
+        frame.sample_rate = RTP_RATE
+        frame.pts = self._frames * FRAME_SAMPLES
+        frame.time_base = TIME_BASE
+        return frame
+
+    def _take(self, n: int) -> np.ndarray | None:
+        if not self._queue:
+            self._report_drained()
+            return None
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        while filled < n and self._queue:
+            chunk = self._queue[0]
+            k = min(n - filled, chunk.remaining)
+            out[filled : filled + k] = chunk.pcm[chunk.offset : chunk.offset + k]
+            chunk.offset += k
+            filled += k
+            if chunk.remaining == 0:
+                self._queue.popleft()
+            playout = self._playouts.get(chunk.response_id)
+            if playout is None:  # pragma: no cover - queue and playouts are cleared together
+                continue
+            if not playout.started:
+                playout.started = True
+                self._notify(self._listener_started, chunk.response_id)
+            playout.item_id = chunk.item_id
+            playout.sent[chunk.item_id] = playout.sent.get(chunk.item_id, 0) + k
+            playout.pending -= k
+            self._report_drained()
+        return out
+
+    def _report_drained(self) -> None:
+        for response_id, playout in list(self._playouts.items()):
+            if playout.ended and playout.pending == 0:
+                del self._playouts[response_id]
+                if playout.started:
+                    self._notify(self._listener_stopped, response_id)
+
+    def _listener_started(self, response_id: str) -> None:
+        if self.listener is not None:
+            self.listener.playout_started(response_id)
+
+    def _listener_stopped(self, response_id: str) -> None:
+        if self.listener is not None:
+            self.listener.playout_stopped(response_id)
+
+    @staticmethod
+    def _notify(callback: Callable[[str], None], response_id: str) -> None:
+        # Runs inside aiortc's RTP loop: an exception here would end the track.
+        try:
+            callback(response_id)
+        except Exception:
+            log.exception("playout listener failed")
+
+
+class InputAudioPump:
+    """Decoded remote audio (48 kHz s16, often packed stereo) → 24 kHz mono int16 for the session."""
+
+    def __init__(self, deliver: Callable[[np.ndarray], None]) -> None:
+        self.deliver = deliver
+        self.frames = 0
+        self.samples = 0  # 24 kHz samples delivered
+        self._resampler: Resampler | None = None
+        self._rate = 0
+
+    async def run(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if isinstance(frame, AudioFrame):
+                self.push(frame)
+
+    def push(self, frame: AudioFrame) -> None:
+        mono = to_mono(frame)
+        if frame.sample_rate != self._rate or self._resampler is None:
+            self._rate = frame.sample_rate
+            self._resampler = Resampler(self._rate, CANONICAL_RATE)
+        pcm = self._resampler(mono)
+        self.frames += 1
+        if len(pcm):
+            self.samples += len(pcm)
+            self.deliver(pcm)
+
+
+def to_mono(frame: AudioFrame) -> np.ndarray:
+    """One int16 channel from an s16 frame (packed or planar), averaging the channels."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if data.dtype.kind == "f":  # decoders other than aiortc's may give float samples
+        data = (np.clip(data, -1.0, 1.0) * 32767).astype(np.int16)
+    elif data.dtype != np.int16:
+        data = data.astype(np.int16)
+    if channels == 1:
+        return data.reshape(-1)
+    if frame.format.is_planar:
+        return (data.astype(np.int32).sum(axis=0) // channels).astype(np.int16)
+    inter = data.reshape(-1, channels).astype(np.int32)
+    return (inter.sum(axis=1) // channels).astype(np.int16)
