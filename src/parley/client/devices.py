@@ -228,7 +228,7 @@ def list_devices() -> str:
     sd = _sd()
     devices = sd.query_devices()
     if not len(devices):
-        return NO_DEVICE_HELP.format(what="devices at all")
+        raise NoAudioDeviceError(NO_DEVICE_HELP.format(what="devices at all"))
     lines = []
     default_in, default_out = sd.default.device
     for i, d in enumerate(devices):
