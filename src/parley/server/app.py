@@ -1,0 +1,228 @@
+"""The ``parley serve`` ASGI app: the page, its API, and the relays.
+
+Routes:
+
+* ``GET  /``, ``/static/…``       the browser UI (``parley/web/static``)
+* ``GET  /api/config``             what the page needs to draw itself
+* ``POST /api/session``            mint an ``ek_`` secret upstream (see mint.py)
+* ``POST /api/realtime/calls``     relay a WebRTC offer upstream (see sdp_relay.py)
+* ``WS   /api/realtime/ws``        relay a WebSocket session upstream (see ws_relay.py)
+* ``GET  /api/health``             liveness, upstream, live relays and calls
+* with the embedded engine, its own ``/v1/realtime…`` routes too (``ek_`` secrets or the engine key only)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from parley import __version__
+from parley.engine.app import engine_router
+from parley.engine.auth import bearer_token, openai_error
+from parley.protocol.session_config import DEFAULT_INSTRUCTIONS, SERVER_VAD_DEFAULTS, VOICES, default_session
+from parley.server.config import ServerConfig
+from parley.server.mint import MintError, build_session, mint_secret, parse_json
+from parley.server.sdp_relay import CallError, SidebandTools, check_offer, relay_offer
+from parley.server.security import (
+    ACCESS_TOKEN_HEADER,
+    OriginGuard,
+    RateLimiter,
+    SecurityHeaders,
+    subprotocol_access_token,
+    token_matches,
+)
+from parley.server.tools import ToolRegistry, default_registry
+from parley.server.upstream import LocalUpstream, Upstream
+from parley.server.ws_relay import RelayStats, relay_websocket
+from parley.transports.websocket import deny
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Parley</title></head>
+<body><h1>Parley</h1><p>The server is running, but the browser UI is not installed
+(<code>parley/web/static/index.html</code> is missing). The API is at <code>/api/config</code>.</p></body></html>
+"""
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("parley") / "web" / "static"))
+
+
+def error(status: int, message: str, code: str, param: str | None = None, type_: str = "invalid_request_error",
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(openai_error(message, type_, code, param), status_code=status, headers=headers)
+
+
+def _query(request: Request | WebSocket, upstream: Upstream) -> dict[str, str]:
+    """What the page may pass on to the upstream's query string."""
+    q: dict[str, str] = {}
+    # parley.metrics is the local engine's opt-in extension; OpenAI would not know it.
+    if upstream.kind != "openai" and request.query_params.get("parley_metrics", "").lower() in ("1", "true"):
+        q["parley_metrics"] = "1"
+    return q
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it exceeds ``limit`` (checked while reading, not after)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return body
+
+
+def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry | None = None) -> FastAPI:
+    registry = default_registry() if registry is None else registry
+    limiter = RateLimiter(config.mint_rate_per_minute, config.mint_burst)
+    sideband = SidebandTools(upstream, registry, config.sideband_max_seconds)
+    relays = RelayStats()
+    started = time.time()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await upstream.start()
+        try:
+            yield
+        finally:
+            await sideband.stop()
+            await upstream.stop()
+
+    app = FastAPI(title="Parley", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.sideband = sideband
+    app.state.relays = relays
+    app.state.upstream = upstream
+
+    def check_token(request: Request) -> JSONResponse | None:
+        given = request.headers.get(ACCESS_TOKEN_HEADER)
+        if token_matches(given, config.access_token):
+            return None
+        if not given:
+            return error(401, "This server requires an access token: open the page with ?token=… "
+                         f"(sent as the {ACCESS_TOKEN_HEADER} header).", "access_token_required")
+        return error(401, "The access token is not valid.", "invalid_access_token")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        page = static_dir() / "index.html"
+        if page.is_file():
+            return FileResponse(page, headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(PLACEHOLDER_PAGE)
+
+    @app.get("/api/config")
+    async def api_config() -> dict[str, Any]:
+        defaults = default_session(config.model)
+        transcription_model = "whisper-1" if upstream.kind == "local" else "gpt-4o-mini-transcribe"
+        return {
+            "upstream": {"kind": upstream.kind, "label": upstream.label},
+            "model": config.model,
+            "voices": list(VOICES),
+            "defaults": {
+                "instructions": DEFAULT_INSTRUCTIONS,
+                "voice": defaults["audio"]["output"]["voice"],
+                "speed": defaults["audio"]["output"]["speed"],
+                "turn_detection": dict(SERVER_VAD_DEFAULTS),
+                "transcription": {"model": transcription_model},
+            },
+            "tools": registry.describe(),
+            "access_token_required": config.access_token_required,
+            "features": {"stage_metrics": upstream.kind == "local"},
+        }
+
+    @app.get("/api/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - started, 1),
+                "upstream": {"kind": upstream.kind, "label": upstream.label},
+                "relays": {"active": relays.active, "total": relays.total},
+                "sideband_calls": len(sideband.tasks)}
+
+    @app.post("/api/session")
+    async def api_session(request: Request) -> JSONResponse:
+        if (refused := check_token(request)) is not None:
+            return refused
+        client = request.client.host if request.client else "?"
+        allowed, retry_after = limiter.allow(client)
+        if not allowed:
+            return error(429, f"Too many sessions requested; try again in {retry_after:.0f} s.",
+                         "rate_limit_exceeded", type_="rate_limit_error",
+                         headers={"Retry-After": str(max(1, round(retry_after)))})
+        raw = await _read_body(request, config.max_request_bytes)
+        if raw is None:
+            return error(413, f"The request body is larger than {config.max_request_bytes} bytes.",
+                         "request_too_large")
+        try:
+            session = build_session(parse_json(raw), config, registry)
+            minted = await mint_secret(upstream, session, config.secret_ttl)
+        except MintError as err:
+            return error(err.status, err.message, err.code, err.param, err.type)
+        return JSONResponse(minted, headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/realtime/calls")
+    async def api_calls(request: Request) -> Response:
+        if (refused := check_token(request)) is not None:
+            return refused
+        secret = bearer_token(request.headers.get("authorization"))
+        if not secret:
+            return error(401, "Missing bearer authentication: send the ek_… secret from /api/session as "
+                         "'Authorization: Bearer ek_…'.", "missing_api_key")
+        if not secret.startswith("ek_"):
+            return error(401, "Only ephemeral ek_… secrets from /api/session are accepted here.",
+                         "invalid_api_key")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            return error(415, f"Send the SDP offer as 'Content-Type: application/sdp' (got {content_type or 'none'!r}).",
+                         "unsupported_media_type")
+        raw = await _read_body(request, config.max_sdp_bytes)
+        try:
+            if raw is None:
+                raise CallError(413, f"The SDP offer is larger than {config.max_sdp_bytes} bytes.", "sdp_too_large")
+            sdp = check_offer(raw, config.max_sdp_bytes)
+            answer = await relay_offer(upstream, sdp, secret, _query(request, upstream))
+        except CallError as err:
+            return error(err.status, err.message, err.code, type_=err.type)
+        sideband.start(answer.call_id, _query(request, upstream))
+        headers = {"Cache-Control": "no-store"}
+        if answer.call_id:
+            headers["Location"] = f"/api/realtime/calls/{answer.call_id}"
+        return Response(answer.sdp, status_code=201, media_type="application/sdp", headers=headers)
+
+    @app.websocket("/api/realtime/ws")
+    async def api_ws(ws: WebSocket) -> None:
+        offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        given = subprotocol_access_token(offered) or ws.headers.get(ACCESS_TOKEN_HEADER)
+        if not token_matches(given, config.access_token):
+            await deny(ws, 401, "This server requires an access token (subprotocol parley-access-token.<token>)."
+                       if not given else "The access token is not valid.",
+                       "access_token_required" if not given else "invalid_access_token")
+            return
+        if relays.active >= config.max_relay_sessions:
+            await deny(ws, 429, f"The server is at its limit of {config.max_relay_sessions} relayed sessions.",
+                       "session_limit_reached")
+            return
+        await relay_websocket(ws, upstream, registry, _query(ws, upstream), relays)
+
+    if isinstance(upstream, LocalUpstream):
+        # The embedded engine's own surface, for SDKs pointed straight at it with an ek_ secret.
+        app.include_router(engine_router(upstream.runtime))
+
+    static = static_dir()
+    if static.is_dir():
+        app.mount("/static", StaticFiles(directory=static), name="static")
+
+    extra_connect = [] if isinstance(upstream, LocalUpstream) else [getattr(upstream, "base_url", "")]
+    app.add_middleware(OriginGuard, allowed=config.allow_origins)
+    app.add_middleware(SecurityHeaders, extra_connect=[u for u in extra_connect if u])
+    return app

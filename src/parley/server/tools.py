@@ -1,0 +1,315 @@
+"""Server-side tools: a small registry of Python functions, and the protocol driver that runs them.
+
+The model calls a server tool like any function tool; the page sees the call
+events as usual. The server (the WebSocket relay, or a sideband socket for a
+WebRTC call) answers it: on ``response.output_item.done`` for a completed
+``function_call`` it runs the function, and once that response is done it
+sends ``conversation.item.create {function_call_output}`` and, if the turn
+finished normally, ``response.create`` so the model speaks the result.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+import itertools
+import json
+import logging
+import math
+import operator
+import zoneinfo
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = "parley_server_tool_"  # event ids of the server's own client events
+TOOL_TIMEOUT_S = 10.0
+MAX_NOTES, MAX_NOTE_CHARS = 100, 500
+
+
+@dataclass
+class ToolContext:
+    """State one realtime session's tools share (e.g. the notes list)."""
+
+    notes: list[str] = field(default_factory=list)
+
+
+ToolFn = Callable[[dict[str, Any], ToolContext], Any]
+
+
+class ToolError(Exception):
+    """A tool's refusal, reported to the model as ``{"error": message}``."""
+
+
+@dataclass
+class ServerTool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    fn: ToolFn
+
+    def definition(self) -> dict[str, Any]:
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": self.parameters}
+
+
+class ToolRegistry:
+    def __init__(self, tools: list[ServerTool] | None = None) -> None:
+        self.tools: dict[str, ServerTool] = {t.name: t for t in tools or []}
+
+    def __bool__(self) -> bool:
+        return bool(self.tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tools
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [t.definition() for t in self.tools.values()]
+
+    def describe(self) -> list[dict[str, str]]:
+        return [{"name": t.name, "description": t.description} for t in self.tools.values()]
+
+    def merge(self, tools: Any) -> list[Any]:
+        """The page's tools plus ours; a page tool with a server tool's name is replaced by ours."""
+        page = [t for t in tools if not (isinstance(t, dict) and t.get("name") in self.tools)] \
+            if isinstance(tools, list) else []
+        return [*page, *self.definitions()]
+
+    def missing_from(self, tools: Any) -> bool:
+        names = {t.get("name") for t in tools if isinstance(t, dict)} if isinstance(tools, list) else set()
+        return not set(self.tools) <= names
+
+    async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
+        """The tool's result as the JSON string sent back as ``function_call_output``."""
+        tool = self.tools[name]
+        try:
+            args = json.loads(arguments) if arguments.strip() else {}
+            if not isinstance(args, dict):
+                raise ToolError("arguments must be a JSON object")
+            result = tool.fn(args, ctx)
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, TOOL_TIMEOUT_S)
+        except (ToolError, ValueError, TypeError, ArithmeticError, zoneinfo.ZoneInfoNotFoundError) as exc:
+            result = {"error": str(exc) or type(exc).__name__}
+        except TimeoutError:
+            result = {"error": f"the tool took longer than {TOOL_TIMEOUT_S:.0f} s"}
+        except Exception as exc:
+            log.exception("server tool %s failed", name)
+            result = {"error": f"internal error in {name}: {type(exc).__name__}"}
+        return json.dumps(result, ensure_ascii=False, default=str)
+
+
+# --- the built-in tools -------------------------------------------------------
+
+def current_time(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    name = str(args.get("timezone") or "UTC").strip()
+    try:
+        tz = zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris'") from None
+    now = dt.datetime.now(tz)
+    return {"timezone": name, "time": now.strftime("%H:%M"), "date": now.strftime("%Y-%m-%d"),
+            "weekday": now.strftime("%A"), "iso": now.isoformat(timespec="seconds")}
+
+
+_BINARY: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCS: dict[str, Callable[..., float]] = {"sqrt": math.sqrt, "abs": abs, "round": round}
+
+
+def _evaluate(node: ast.AST) -> float:
+    # A whitelist walk: no names, attributes or calls beyond _FUNCS, so nothing but arithmetic runs.
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and (abs(right) > 100 or abs(left) > 1e6):
+            raise ToolError("exponent too large")
+        return _BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_evaluate(node.operand))
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
+            and not node.keywords and 1 <= len(node.args) <= 2):
+        return _FUNCS[node.func.id](*(_evaluate(a) for a in node.args))
+    raise ToolError("only numbers, + - * / // % ** ( ) and sqrt/abs/round are allowed")
+
+
+def calculate(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    expression = str(args.get("expression") or "").replace("^", "**").replace("×", "*").replace("÷", "/")
+    if not expression.strip() or len(expression) > 200:
+        raise ToolError("give an arithmetic expression of at most 200 characters")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError:
+        raise ToolError(f"cannot parse {expression!r} as arithmetic") from None
+    value = _evaluate(tree)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    elif isinstance(value, float):
+        value = round(value, 10)
+    return {"expression": expression, "result": value}
+
+
+def add_note(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    text = str(args.get("text") or "").strip()
+    if not text:
+        raise ToolError("the note is empty")
+    if len(ctx.notes) >= MAX_NOTES:
+        raise ToolError(f"the notes list is full ({MAX_NOTES} notes)")
+    ctx.notes.append(text[:MAX_NOTE_CHARS])
+    return {"added": ctx.notes[-1], "count": len(ctx.notes)}
+
+
+def list_notes(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return {"notes": list(ctx.notes), "count": len(ctx.notes)}
+
+
+def clear_notes(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    count = len(ctx.notes)
+    ctx.notes.clear()
+    return {"cleared": count}
+
+
+_NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+
+
+def default_registry() -> ToolRegistry:
+    return ToolRegistry([
+        ServerTool("get_current_time", "Get the current local time and date in a time zone.",
+                   {"type": "object", "properties": {"timezone": {
+                       "type": "string", "description": "IANA time zone, e.g. 'Europe/Paris' or 'UTC'"}},
+                    "required": ["timezone"]}, current_time),
+        ServerTool("calculate", "Evaluate an arithmetic expression exactly, e.g. '12.5 * (3 + 4)'.",
+                   {"type": "object", "properties": {"expression": {
+                       "type": "string", "description": "numbers with + - * / ** and parentheses"}},
+                    "required": ["expression"]}, calculate),
+        ServerTool("add_note", "Save a short note for later in this conversation.",
+                   {"type": "object", "properties": {"text": {"type": "string", "description": "the note"}},
+                    "required": ["text"]}, add_note),
+        ServerTool("list_notes", "List the notes saved so far in this conversation.", _NO_ARGS, list_notes),
+        ServerTool("clear_notes", "Delete all notes saved in this conversation.", _NO_ARGS, clear_notes),
+    ])
+
+
+# --- the protocol driver ----------------------------------------------------------
+
+# Server events the runner acts on; others pass without being parsed. Base64 audio
+# cannot contain '"' so these markers never match inside an audio delta.
+_MARKERS = ('"response.output_item.done"', '"response.done"', '"error"', '"session.updated"', '"session.created"')
+
+
+@dataclass
+class _PendingResponse:
+    calls: list[tuple[str, asyncio.Task[str]]] = field(default_factory=list)  # (call_id, result)
+    done: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class ToolRunner:
+    """Answers server-tool calls seen in one session's server events.
+
+    ``send`` delivers a client event (JSON text) to the upstream session.
+    ``ensure_tools``: when a ``session.updated`` lacks the server tools (a
+    WebRTC page replaced the tools), add them back; the WebSocket relay
+    instead rewrites the page's ``session.update`` on its way up.
+    """
+
+    def __init__(self, registry: ToolRegistry, send: Callable[[str], Awaitable[None]], *,
+                 ensure_tools: bool = False, ctx: ToolContext | None = None) -> None:
+        self.registry = registry
+        self.send = send
+        self.ensure_tools = ensure_tools
+        self.ctx = ctx or ToolContext()
+        self._pending: dict[str, _PendingResponse] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count(1)
+        self._tool_restores = 0
+        self.calls_run = 0
+
+    @staticmethod
+    def interesting(text: str) -> bool:
+        return any(m in text for m in _MARKERS)
+
+    def observe(self, event: dict[str, Any]) -> bool:
+        """Act on one server event; False if the page must not see it (our own events' errors)."""
+        kind = event.get("type")
+        if kind == "response.output_item.done":
+            item = event.get("item") or {}
+            if (item.get("type") == "function_call" and item.get("status") == "completed"
+                    and item.get("name") in self.registry):
+                self._start_call(str(event.get("response_id")), item)
+        elif kind == "response.done":
+            response = event.get("response") or {}
+            pending = self._pending.get(str(response.get("id")))
+            if pending is not None and not pending.done.done():
+                pending.done.set_result(str(response.get("status")))
+        elif kind == "error":
+            error = event.get("error") or {}
+            if str(error.get("event_id") or "").startswith(EVENT_PREFIX):
+                log.warning("upstream refused a server-tool event: %s", error.get("message"))
+                return False
+        elif kind in ("session.updated", "session.created") and self.ensure_tools:
+            tools = (event.get("session") or {}).get("tools")
+            if self.registry.missing_from(tools) and self._tool_restores < 5:
+                self._tool_restores += 1
+                self._spawn(self._send({"type": "session.update",
+                                        "session": {"type": "realtime", "tools": self.registry.merge(tools)}}))
+        return True
+
+    def _start_call(self, response_id: str, item: dict[str, Any]) -> None:
+        pending = self._pending.get(response_id)
+        if pending is None:
+            pending = self._pending[response_id] = _PendingResponse()
+            self._spawn(self._answer(response_id, pending))
+        task = asyncio.create_task(self.registry.run(item["name"], str(item.get("arguments") or ""), self.ctx))
+        pending.calls.append((str(item.get("call_id")), task))
+        self.calls_run += 1
+
+    async def _answer(self, response_id: str, pending: _PendingResponse) -> None:
+        try:
+            # Outputs only after response.done: a response.create while the call's
+            # response is still active would be refused.
+            status = await pending.done
+            for call_id, task in pending.calls:
+                output = await task
+                await self._send({"type": "conversation.item.create",
+                                  "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+            # A cancelled turn (barge-in) gets its outputs but no new response: the user spoke.
+            if status == "completed":
+                await self._send({"type": "response.create"})
+        finally:
+            self._pending.pop(response_id, None)
+            for _, task in pending.calls:
+                task.cancel()
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        event = {**event, "event_id": f"{EVENT_PREFIX}{next(self._ids)}"}
+        await self.send(json.dumps(event, separators=(",", ":")))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.debug("server tool task ended: %r", exc)
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *(t for p in self._pending.values() for _, t in p.calls)]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._pending.clear()

@@ -1,0 +1,202 @@
+"""``WS /api/realtime/ws``: a browser WebSocket session relayed to the upstream with the server's key.
+
+Frames pass through as text. Only three kinds are parsed on the way: the
+page's ``session.update`` (server tools are added to its ``tools``), and the
+upstream's tool-call and response-done events (the relay answers server tools
+itself). Audio frames, the bulk, are forwarded untouched.
+
+Either side closing closes the other with a reason; both pump tasks, the tool
+runner and the upstream socket are gone when :func:`relay_websocket` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from parley.server.asgi_ws import WebSocketClosed, WebSocketRefused
+from parley.server.tools import ToolRegistry, ToolRunner
+from parley.server.upstream import Upstream, UpstreamSocket, UpstreamUnreachable
+from parley.transports.websocket import deny
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 10.0
+# Codes a server may not send in a close frame; they describe what happened, not what to send.
+_RESERVED_CLOSE_CODES = {1004, 1005, 1006, 1015}
+
+
+def _close_code(code: int) -> int:
+    if code in _RESERVED_CLOSE_CODES or not (1000 <= code < 5000):
+        return 1011 if code != 1005 else 1000
+    return code
+
+
+def _reason(text: str) -> str:
+    return text.encode()[:123].decode("utf-8", "ignore")  # a close reason is at most 123 bytes
+
+
+class RelayStats:
+    """Live relay counts for /healthz and the benchmark."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.total = 0
+
+
+async def connect_upstream(ws: WebSocket, upstream: Upstream, query: dict[str, str]) -> UpstreamSocket | None:
+    """Open the upstream session, or refuse the browser's handshake with a useful status."""
+    try:
+        return await upstream.connect(query, HANDSHAKE_TIMEOUT_S)
+    except WebSocketRefused as exc:
+        if exc.status in (401, 403):
+            # Our own key was refused: a server problem the page cannot fix, and the message may name it.
+            log.error("upstream %s refused the server's credentials: %s", upstream.label,
+                      upstream.redact(exc.message()))
+            await deny(ws, 502, "The realtime upstream refused the server's credentials.", "upstream_auth_failed")
+        else:
+            await deny(ws, exc.status if 400 <= exc.status < 600 else 502,
+                       upstream.redact(exc.message()), "upstream_refused")
+    except (UpstreamUnreachable, TimeoutError, WebSocketClosed) as exc:
+        log.warning("upstream %s unreachable: %s", upstream.label, upstream.redact(str(exc)))
+        await deny(ws, 502, f"Could not reach the realtime upstream ({upstream.label}).", "upstream_unreachable")
+    return None
+
+
+async def _inject_tools_on_open(upstream_ws: UpstreamSocket, registry: ToolRegistry) -> str:
+    """Give the new session the server tools before the page sees it.
+
+    Returns the ``session.created`` text to forward, with the session as it is
+    after our update, so the page's first view already lists the tools.
+    """
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+        created_text = await upstream_ws.recv()
+        created = json.loads(created_text)
+        if created.get("type") != "session.created":
+            return created_text
+        tools = (created.get("session") or {}).get("tools")
+        await upstream_ws.send(json.dumps({
+            "type": "session.update", "event_id": "parley_server_tools_init",
+            "session": {"type": "realtime", "tools": registry.merge(tools)}}))
+        while True:
+            reply = json.loads(await upstream_ws.recv())
+            if reply.get("type") == "session.updated":
+                created["session"] = reply["session"]
+                return json.dumps(created, separators=(",", ":"))
+            if reply.get("type") == "error":
+                log.warning("upstream refused the server tools: %s", (reply.get("error") or {}).get("message"))
+                return created_text
+
+
+def rewrite_session_update(text: str, registry: ToolRegistry) -> str:
+    """Add the server tools to a page ``session.update`` that sets ``tools``."""
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return text  # the upstream reports malformed JSON itself
+    if not isinstance(event, dict) or event.get("type") != "session.update":
+        return text
+    session = event.get("session")
+    if not isinstance(session, dict) or "tools" not in session or not isinstance(session["tools"], list):
+        return text
+    session["tools"] = registry.merge(session["tools"])
+    return json.dumps(event, separators=(",", ":"))
+
+
+async def relay_websocket(ws: WebSocket, upstream: Upstream, registry: ToolRegistry, query: dict[str, str],
+                          stats: RelayStats | None = None) -> None:
+    upstream_ws = await connect_upstream(ws, upstream, query)
+    if upstream_ws is None:
+        return
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    runner = ToolRunner(registry, upstream_ws.send) if registry else None
+    closed_by: dict[str, Any] = {}
+    if stats:
+        stats.active += 1
+        stats.total += 1
+    try:
+        first: str | None = None
+        if registry:
+            try:
+                first = await _inject_tools_on_open(upstream_ws, registry)
+            except (WebSocketClosed, TimeoutError, ValueError) as exc:
+                await deny(ws, 502, f"The realtime upstream did not open a session: {exc}", "upstream_error")
+                return
+        await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
+        if first is not None:
+            await ws.send_text(first)
+        down = asyncio.create_task(_downstream(ws, upstream_ws, runner, closed_by))
+        up = asyncio.create_task(_upstream(ws, upstream_ws, registry, closed_by))
+        try:
+            await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (down, up):
+                task.cancel()
+            for task in (down, up):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if "upstream" in closed_by:
+            code, reason = closed_by["upstream"]
+            if ws.application_state != WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close(_close_code(code), _reason(f"upstream closed: {reason}" if reason else
+                                                              "upstream closed the session"))
+        else:
+            code = closed_by.get("browser", 1000)
+            await upstream_ws.close(_close_code(code), "client disconnected")
+    finally:
+        if runner is not None:
+            await runner.close()
+        await upstream_ws.close(1001, "relay closed")
+        if ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(1011, "relay error")
+        if stats:
+            stats.active -= 1
+
+
+async def _downstream(ws: WebSocket, upstream_ws: UpstreamSocket, runner: ToolRunner | None,
+                      closed_by: dict[str, Any]) -> None:
+    """Upstream → browser."""
+    try:
+        while True:
+            text = await upstream_ws.recv()
+            if runner is not None and runner.interesting(text):
+                try:
+                    event = json.loads(text)
+                except ValueError:
+                    event = None
+                if isinstance(event, dict) and not runner.observe(event):
+                    continue
+            await ws.send_text(text)
+    except WebSocketClosed as exc:
+        closed_by["upstream"] = (exc.code, exc.reason)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        closed_by.setdefault("browser", 1001)
+
+
+async def _upstream(ws: WebSocket, upstream_ws: UpstreamSocket, registry: ToolRegistry,
+                    closed_by: dict[str, Any]) -> None:
+    """Browser → upstream."""
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                closed_by["browser"] = message.get("code", 1000)
+                return
+            text = message.get("text")
+            if text is None:
+                raw = message.get("bytes") or b""
+                text = raw.decode("utf-8", "replace")
+            if registry and '"session.update"' in text:
+                text = rewrite_session_update(text, registry)
+            await upstream_ws.send(text)
+    except WebSocketClosed as exc:
+        closed_by["upstream"] = (exc.code, exc.reason)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        closed_by.setdefault("browser", 1001)
