@@ -21,7 +21,8 @@ import threading
 
 import numpy as np
 
-from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
+from parley.client.lowlatency import LowLatencyResampler as Resampler
+from parley.protocol.audio_formats import CANONICAL_RATE
 
 APM_RATE = 48_000
 APM_FRAME = APM_RATE // 100  # APM processes exactly 10 ms frames
@@ -47,6 +48,7 @@ class EchoCanceller:
         self._far_frames: collections.deque[np.ndarray] = collections.deque(maxlen=200)
         self._lock = threading.Lock()
         self._pending_out = np.zeros(0, np.int16)
+        self._primed = False
 
     def set_delay_ms(self, ms: float) -> None:
         self._apm.set_stream_delay_ms(int(max(0, min(ms, 500))))
@@ -64,6 +66,11 @@ class EchoCanceller:
         """Echo-cancelled mic block, same length as ``pcm`` (a few ms of resampler delay)."""
         rtc = self._rtc
         up = self._near_up(np.asarray(pcm, np.int16))
+        if self._primed is False:
+            # The resampler's first output is a few samples short of a whole 10 ms frame; pad once
+            # so blocks map onto APM frames exactly instead of lagging a frame behind for ever.
+            self._primed = True
+            up = np.concatenate([np.zeros((-len(up)) % APM_FRAME, np.int16), up])
         self._near_buf = np.concatenate([self._near_buf, up])
         out_parts = []
         while len(self._near_buf) >= APM_FRAME:

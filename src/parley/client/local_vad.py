@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from parley.client.lowlatency import LowLatencyResampler as Resampler
 from parley.engine.models.base import VoiceActivityDetector
-from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
+from parley.protocol.audio_formats import CANONICAL_RATE
 
 
 class LocalVad:

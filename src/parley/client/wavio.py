@@ -23,6 +23,8 @@ def read_wav(path: str | Path, rate: int = CANONICAL_RATE) -> np.ndarray:
     with wave.open(str(path), "rb") as w:
         channels, width, src_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
         raw = w.readframes(w.getnframes())
+    if width == 2 and channels == 1 and src_rate == rate:
+        return np.frombuffer(raw, "<i2").astype(np.int16)  # already canonical: bit-exact
     if width == 2:
         x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
     elif width == 1:
