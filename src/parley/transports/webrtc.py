@@ -458,6 +458,11 @@ def _check_offer(offer: str) -> None:
     if not any(line.startswith("m=audio") for line in lines):
         raise CallError(400, "The SDP offer has no audio m-line; a call needs an audio track.",
                         "invalid_offer", "sdp")
+    # aiortc accepts an offer without a fingerprint and only fails once DTLS starts.
+    for attribute, what in (("a=fingerprint:", "DTLS fingerprint"), ("a=ice-ufrag:", "ICE username fragment"),
+                            ("a=ice-pwd:", "ICE password")):
+        if not any(line.startswith(attribute) for line in lines):
+            raise CallError(400, f"The SDP offer has no {what} ('{attribute[:-1]}').", "invalid_offer", "sdp")
 
 
 def _merge_updates(updates: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -170,6 +170,10 @@ class PacedAudioOutput(MediaStreamTrack):
         return frame
 
     def _take(self, n: int) -> np.ndarray | None:
+        if len(self._queue) == 0 or sum(c.remaining for c in self._queue) < n:
+            # Running dry (speech arrives slower than real time): the resampler's
+            # held-back tail (~27 ms) must go out now, not after the next clause.
+            self._flush_resampler()
         if not self._queue:
             self._report_drained()
             return None

@@ -119,7 +119,7 @@ class RealtimePeer:
 
     async def connect(self, url: str, token: str | None = None, *, session: dict[str, Any] | None = None,
                       http: httpx.AsyncClient | None = None, strip_candidates: bool = True,
-                      timeout: float = 10.0) -> None:
+                      http_timeout: float = 10.0) -> None:
         """POST the offer (raw SDP, or multipart when ``session`` is given) and apply the answer."""
         self.times["offer"] = time.perf_counter()
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -128,7 +128,7 @@ class RealtimePeer:
             offer = strip_ice_candidates(offer)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with contextlib.AsyncExitStack() as stack:
-            client = http or await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+            client = http or await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
             if session is None:
                 r = await client.post(url, content=offer, headers={**headers, "Content-Type": "application/sdp"})
             else:
@@ -141,7 +141,7 @@ class RealtimePeer:
         self.times["answer"] = time.perf_counter()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
 
-    async def wait_open(self, timeout: float = 10.0) -> None:
+    async def wait_open(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - as EventLog.wait_for
         await asyncio.wait_for(self.channel_open.wait(), timeout)
 
     def _on_open(self) -> None:
@@ -167,7 +167,7 @@ class RealtimePeer:
         return [e for e in self.events if e["type"] == kind]
 
     async def wait_for(self, kind: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10.0, start: int = 0) -> dict[str, Any]:
+                       timeout: float = 10.0, start: int = 0) -> dict[str, Any]:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         seen = start
