@@ -6,7 +6,8 @@ Routes:
 * ``GET  /api/config``             what the page needs to draw itself
 * ``POST /api/session``            mint an ``ek_`` secret upstream (see mint.py)
 * ``POST /api/realtime/calls``     relay a WebRTC offer upstream (see sdp_relay.py)
-* ``WS   /api/realtime/ws``        relay a WebSocket session upstream (see ws_relay.py)
+* ``WS   /api/realtime/ws``        relay a WebSocket session upstream (see ws_relay.py); alias
+  ``/api/v1/realtime`` for SDKs that append ``/realtime`` to a base URL
 * ``GET  /api/health``             liveness, upstream, live relays and calls
 * with the embedded engine, its own ``/v1/realtime…`` routes too (``ek_`` secrets or the engine key only)
 """
@@ -199,7 +200,10 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
             headers["Location"] = f"/api/realtime/calls/{answer.call_id}"
         return Response(answer.sdp, status_code=201, media_type="application/sdp", headers=headers)
 
+    # /api/v1/realtime: the same relay for SDKs that build "<base>/realtime" themselves
+    # (openai-python: websocket_base_url="ws://host:8000/api/v1").
     @app.websocket("/api/realtime/ws")
+    @app.websocket("/api/v1/realtime")
     async def api_ws(ws: WebSocket) -> None:
         offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         given = subprotocol_access_token(offered) or ws.headers.get(ACCESS_TOKEN_HEADER)
@@ -212,7 +216,9 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
             await deny(ws, 429, f"The server is at its limit of {config.max_relay_sessions} relayed sessions.",
                        "session_limit_reached")
             return
-        await relay_websocket(ws, upstream, registry, _query(ws, upstream), relays)
+        # The server picks the model: a page must not switch the server's account to another one.
+        query = {"model": config.model, **_query(ws, upstream)}
+        await relay_websocket(ws, upstream, registry, query, relays)
 
     if isinstance(upstream, LocalUpstream):
         # The embedded engine's own surface, for SDKs pointed straight at it with an ek_ secret.
