@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import pytest
+
+from tests.models.conftest import to_float
+from tests.support.text import words
+
+pytestmark = [pytest.mark.models]
+
+# 1–8 s of assistant-style requests.
+SENTENCES = [
+    "Hello.",
+    "Turn on the kitchen lights please.",
+    "Set a timer for ten minutes.",
+    "Please add milk, eggs and bread to my shopping list.",
+    "Remind me to call my mother at six o'clock tomorrow evening.",
+    "Can you tell me how far it is from London to Edinburgh by train?",
+    "I would like to book a table for four people at the Italian restaurant near the station on Friday night.",
+    "Yesterday I walked along the river with my sister, and we talked about our plans for the summer holidays.",
+]
+
+
+def errors(ref: str, hyp: str) -> int:
+    """Word edits between the normalised texts (substitutions + insertions + deletions, approx.)."""
+    r, h = words(ref), words(hyp)
+    matched = sum(b.size for b in difflib.SequenceMatcher(a=r, b=h, autojunk=False).get_matching_blocks())
+    return max(len(r), len(h)) - matched
+
+
+async def test_transcribes_piper_sentences(models, synth) -> None:
+    stt = models.stt
+    total_words = total_errors = 0
+    for text in SENTENCES:
+        audio = to_float(*synth(text), target=stt.sample_rate)
+        result = await stt.transcribe(audio)
+        e = errors(text, result.text)
+        total_words += len(words(text))
+        total_errors += e
+        assert e <= 1, (text, result.text)
+        assert result.audio_seconds == pytest.approx(len(audio) / stt.sample_rate)
+        # The short-window path: well under the ~0.6–1.3 s of 30 s padding.
+        assert result.elapsed_seconds < 1.5, (text, result.elapsed_seconds)
+    assert total_errors / total_words <= 0.05
+
+
+async def test_robust_on_espeak_voice(models, espeak) -> None:
+    stt = models.stt
+    total_words = total_errors = 0
+    for text in SENTENCES[1:]:
+        audio = to_float(*espeak(text), target=stt.sample_rate)
+        result = await stt.transcribe(audio)
+        total_words += len(words(text))
+        total_errors += errors(text, result.text)
+        # No loops: a repeated transcript would be much longer than the sentence.
+        assert len(words(result.text)) <= len(words(text)) + 2, (text, result.text)
+    assert total_errors / total_words <= 0.15
+
+
+async def test_short_words_do_not_loop(models, synth) -> None:
+    for text in ["Yes.", "Stop.", "Thanks.", "Good morning."]:
+        result = await models.stt.transcribe(to_float(*synth(text)))
+        assert 1 <= len(words(result.text)) <= len(words(text)) + 1, (text, result.text)
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["empty", "tiny", "silence", "noise", "hum"],
+)
+async def test_no_text_from_no_speech(models, label: str) -> None:
+    rng = np.random.default_rng(1)
+    t = np.arange(32000) / 16000
+    audio = {
+        "empty": np.zeros(0),
+        "tiny": 0.3 * rng.standard_normal(800),
+        "silence": np.zeros(32000),
+        "noise": 0.01 * rng.standard_normal(32000),
+        "hum": 0.05 * np.sin(2 * np.pi * 50 * t),
+    }[label].astype(np.float32)
+    result = await models.stt.transcribe(audio)
+    assert result.text == ""
+
+
+async def test_long_audio_uses_the_chunked_path(models, synth) -> None:
+    first = "The first part talks about the weather in Paris."
+    last = "Finally we bought fresh bread at the corner bakery."
+    middle = to_float(*synth("We walked slowly through the old town and looked at the shops."))
+    parts = [to_float(*synth(first))]
+    while sum(len(p) for p in parts) < 29 * 16000:
+        parts.append(middle)
+    parts.append(to_float(*synth(last)))
+    audio = np.concatenate(parts)
+    assert len(audio) > 30 * 16000
+    result = await models.stt.transcribe(audio)
+    heard = words(result.text)
+    assert heard[:3] == words(first)[:3]
+    assert "bakery" in heard
+
+
+async def test_prompt_and_language_are_accepted(models, synth) -> None:
+    audio = to_float(*synth("Turn on the kitchen lights please."))
+    result = await models.stt.transcribe(audio, language="en", prompt="Smart home commands.")
+    assert errors("Turn on the kitchen lights please.", result.text) <= 1
+    assert result.language == "en"
