@@ -1,0 +1,348 @@
+"""``parley bench barge-in``: how fast the assistant goes quiet when interrupted, and how exactly.
+
+Each trial opens a conversation with the real client (file devices running in
+real time), asks for a long answer, lets it play for a random 0.8–1.6 s and
+then "says" an interruption into the microphone (Piper speech mixed into the
+mic stream at a known sample). Measured per trial:
+
+* **onset → silent**: from the capture time of the first audible sample of the
+  interruption to the speaker block from which the output stays silent —
+  through the server's VAD, and with the local VAD assist;
+* **onset → speech_started**: the server VAD's share of it;
+* **truncation error**: ``audio_end_ms`` sent in ``conversation.item.truncate``
+  minus the milliseconds of the item actually written to the output file
+  (found by matching the received audio sample by sample in the output, not
+  from the player's own bookkeeping).
+
+Turn detection runs with ``create_response: false`` so the interruption does
+not start a new answer that would blur the silence measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parley.protocol.audio_formats import CANONICAL_RATE
+
+PROMPTS = [
+    "Tell me a long story about a dragon who lives in a castle.",
+    "Describe the city of Paris in detail.",
+    "Tell me a long story about a sailor and the sea.",
+    "Describe a walk through a forest in autumn.",
+]
+INTERRUPTIONS = ["Stop, please stop.", "Wait, hold on a second.", "Sorry, one question.", "No, stop there."]
+STORY_INSTRUCTIONS = "You are a storyteller. Always answer with at least five long sentences."
+ONSET_THRESHOLD = 500  # int16 amplitude: the first audible sample of an utterance
+
+
+# --- engine process ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def engine_process(port: int | None = None, *, api_key: str | None = None,
+                         ready_timeout: float = 180.0) -> AsyncIterator[tuple[str, subprocess.Popen]]:
+    """Run ``parley engine`` as a separate process; yields (base URL, process) once it accepts sessions."""
+    port = port or free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "parley", "engine", "--port", str(port)]
+    if api_key:
+        cmd += ["--api-key", api_key]
+    # Popen returns at once; the engine then lives in its own process like a real deployment.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        await wait_engine_ready(base, proc, api_key or "local", ready_timeout)
+        yield base, proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if proc.stderr:
+        proc.stderr.close()
+
+
+async def wait_engine_ready(base: str, proc: subprocess.Popen | None, key: str, ready_timeout: float) -> None:
+    """Ready = a WebSocket session opens and says ``session.created`` (models loaded)."""
+    from websockets.asyncio.client import connect
+
+    url = base.replace("http://", "ws://") + "/realtime?model=gpt-realtime"
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
+            raise RuntimeError(f"engine exited with {proc.returncode}: {err}")
+        with contextlib.suppress(OSError, asyncio.TimeoutError, TimeoutError, Exception):
+            async with connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=2) as ws:
+                first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if first.get("type") == "session.created":
+                    return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"engine at {base} not ready after {ready_timeout:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+# --- measurement helpers ------------------------------------------------------------------
+
+
+def onset_offset(pcm: np.ndarray) -> int:
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > ONSET_THRESHOLD)
+    return int(loud[0]) if len(loud) else 0
+
+
+def written_samples(out: np.ndarray, item: np.ndarray, start_hint: int = 0) -> tuple[int, int]:
+    """(first output index, number of item samples) of ``item`` found verbatim in ``out``.
+
+    File devices write the player's samples unchanged, so the item's audio appears
+    sample for sample in the output, possibly broken by all-zero underrun gaps; the
+    count stops where the output stops matching (the barge-in flush).
+    """
+    if not len(item):
+        return -1, 0
+    k0 = onset_offset(item)  # first distinctive sample
+    probe = item[k0 : k0 + 96]
+    cands = np.flatnonzero(out[start_hint:] == probe[0]) + start_hint
+    start = -1
+    for c in cands:
+        if c + len(probe) <= len(out) and np.array_equal(out[c : c + len(probe)], probe):
+            start = int(c) - k0
+            break
+    if start < 0:
+        return -1, 0
+    j, k = start, 0
+    while k < len(item) and j < len(out):
+        n = min(len(item) - k, len(out) - j)
+        eq = out[j : j + n] == item[k : k + n]
+        m = n if eq.all() else int(np.argmin(eq))
+        j, k = j + m, k + m
+        if k >= len(item) or j >= len(out):
+            break
+        z = j
+        while z < len(out) and out[z] == 0:
+            z += 1
+        if z == j:
+            break
+        ahead = min(48, len(item) - k, len(out) - z)
+        if ahead > 0 and np.array_equal(out[z : z + ahead], item[k : k + ahead]):
+            j = z  # an underrun gap; the item continues after it
+            continue
+        break
+    return start, k
+
+
+def silent_from(times: list[float], silent: list[bool], after: float, hold_s: float = 0.6) -> float | None:
+    """Time of the first block at/after ``after`` from which the output stays silent for ``hold_s``."""
+    for i, t in enumerate(times):
+        if t < after - 1e-9 or not silent[i]:
+            continue
+        j = i
+        while j < len(times) and silent[j] and times[j] - t < hold_s:
+            j += 1
+        if j >= len(times) or times[j] - t >= hold_s:
+            return t
+    return None
+
+
+@dataclass
+class Trial:
+    mode: str
+    transport: str
+    onset_to_silent_ms: float | None
+    onset_to_speech_started_ms: float | None
+    onset_to_flush_ms: float | None
+    audio_end_ms: int | None
+    written_ms: float | None
+    truncation_error_ms: float | None
+    trigger: str | None
+    played_before_ms: float
+    full_transcript: str = ""
+    truncated_transcript: str | None = None
+
+
+async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket", prompt: str,
+                    interruption: np.ndarray, play_s: float, out_wav: Path, retrieve: bool = True,
+                    api_key: str = "local") -> Trial:
+    from parley.client.conversation import ClientOptions, Conversation, SessionOptions
+    from parley.client.devices import FileAudio
+    from parley.client.wavio import read_wav
+
+    audio = FileAudio(None, out_wav)
+    conv = Conversation(base, api_key, transport=transport, audio=audio,
+                        session=SessionOptions(instructions=STORY_INSTRUCTIONS, create_response=False,
+                                               transcription_model=None),
+                        options=ClientOptions(local_vad=local_vad, reconnect=False))
+    received: dict[str, list[np.ndarray]] = {}
+    speech_started: list[float] = []
+    conv.on("input_audio_buffer.speech_started", lambda _e: speech_started.append(time.monotonic()))
+    if transport == "websocket":
+        def keep(ev: dict) -> None:
+            received.setdefault(ev["item_id"], []).append(conv._decoder(base64.b64decode(ev["delta"])))
+        conv.on("response.output_audio.delta", keep)
+    else:
+        orig = conv._on_rtc_audio
+
+        def keep_rtc(pcm: np.ndarray) -> None:
+            if conv._rtc_item is not None:
+                received.setdefault(conv._rtc_item, []).append(pcm)
+            orig(pcm)
+        conv._on_rtc_audio = keep_rtc  # type: ignore[method-assign]
+    onset: list[float] = []
+    async with conv:
+        await conv.send_text(prompt)
+        await conv.wait_for("state", lambda e: e["state"] == "speaking", timeout=60)
+        await asyncio.sleep(play_s)
+        item_id = conv.player.audible_item()
+        played_before = conv.player.handed(item_id) * 1000 / CANONICAL_RATE if item_id else 0.0
+        off = onset_offset(interruption)
+        audio.inject(interruption, lambda t: onset.append(t + off / CANONICAL_RATE))
+        try:
+            intr = await conv.wait_for("interrupted", timeout=10)
+        except TimeoutError:
+            intr = None
+        trunc = None
+        if intr is not None:
+            with contextlib.suppress(TimeoutError):
+                trunc = await conv.wait_for("conversation.item.truncated",
+                                            lambda e: e.get("item_id") == intr.item_id, timeout=5)
+        await asyncio.sleep(1.0)  # let the output show it stays silent
+        full = next((t.text for t in conv.turns if t.item_id == (intr.item_id if intr else item_id)), "")
+        truncated_text = None
+        if retrieve and intr is not None:
+            with contextlib.suppress(Exception):
+                item = await conv.retrieve_item(intr.item_id)
+                truncated_text = (item.get("content") or [{}])[0].get("transcript")
+    out = read_wav(out_wav)
+    t0 = onset[0] if onset else None
+    times, silent = list(audio.log.times), list(audio.log.silent)
+    silent_at = silent_from(times, silent, t0) if t0 is not None else None
+    written_ms = err = None
+    if intr is not None and intr.item_id in received:
+        start_hint = 0
+        item_pcm = np.concatenate(received[intr.item_id])
+        _, n = written_samples(out, item_pcm, start_hint)
+        written_ms = n * 1000 / CANONICAL_RATE
+        end_ms = trunc["audio_end_ms"] if trunc else intr.audio_end_ms
+        err = end_ms - written_ms
+    return Trial(
+        mode="local_vad" if local_vad else "server_vad", transport=transport,
+        onset_to_silent_ms=(silent_at - t0) * 1000 if silent_at is not None and t0 is not None else None,
+        onset_to_speech_started_ms=(speech_started[-1] - t0) * 1000 if speech_started and t0 else None,
+        onset_to_flush_ms=(intr.detected_at - t0) * 1000 if intr is not None and t0 is not None else None,
+        audio_end_ms=(trunc["audio_end_ms"] if trunc else intr.audio_end_ms) if intr is not None else None,
+        written_ms=written_ms, truncation_error_ms=err, trigger=intr.trigger if intr else None,
+        played_before_ms=played_before, full_transcript=full, truncated_transcript=truncated_text)
+
+
+# --- statistics & CLI ---------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def stats(values: list[float | None]) -> dict[str, Any]:
+    v = [x for x in values if x is not None]
+    return {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95),
+            "min": min(v) if v else None, "max": max(v) if v else None}
+
+
+async def bench(n: int, url: str | None, transport: str, seed: int = 1) -> dict[str, Any]:
+    import tempfile
+
+    from parley.bench.speech import silence, synthesize
+
+    rng = random.Random(seed)
+    interruptions = [np.concatenate([synthesize(t), silence(0.3)]) for t in INTERRUPTIONS]
+    trials: list[Trial] = []
+    failures: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if url is None:
+            url, _proc = await stack.enter_async_context(engine_process())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        for mode in ("server_vad", "local_vad"):
+            for i in range(n):
+                try:
+                    trial = await run_trial(url, local_vad=mode == "local_vad", transport=transport,
+                                            prompt=PROMPTS[i % len(PROMPTS)],
+                                            interruption=interruptions[i % len(interruptions)],
+                                            play_s=rng.uniform(0.8, 1.6), out_wav=tmp / f"{mode}-{i}.wav",
+                                            retrieve=False)
+                    trials.append(trial)
+                    print(f"{mode:10s} #{i + 1:2d}: onset→silent {_fmt(trial.onset_to_silent_ms)} ms, "
+                          f"onset→speech_started {_fmt(trial.onset_to_speech_started_ms)} ms, "
+                          f"truncation error {_fmt(trial.truncation_error_ms)} ms ({trial.trigger})", flush=True)
+                except Exception as exc:  # a failed trial is reported, not hidden
+                    failures.append(f"{mode} #{i + 1}: {type(exc).__name__}: {exc}")
+                    print(failures[-1], flush=True)
+    report: dict[str, Any] = {"benchmark": "barge-in", "transport": transport, "trials_per_mode": n,
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "machine": {"cpus": os.cpu_count()}, "failures": failures, "modes": {}}
+    for mode in ("server_vad", "local_vad"):
+        rows = [t for t in trials if t.mode == mode]
+        report["modes"][mode] = {
+            "onset_to_silent_ms": stats([t.onset_to_silent_ms for t in rows]),
+            "onset_to_speech_started_ms": stats([t.onset_to_speech_started_ms for t in rows]),
+            "truncation_error_ms": stats([t.truncation_error_ms for t in rows]),
+            "abs_truncation_error_ms": stats([abs(t.truncation_error_ms) for t in rows
+                                              if t.truncation_error_ms is not None]),
+            "triggers": {k: sum(1 for t in rows if t.trigger == k) for k in {t.trigger for t in rows}},
+        }
+    report["trials"] = [asdict(t) for t in trials]
+    return report
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0f}"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--trials", type=int, default=20, help="interruptions per mode (default 20)")
+    parser.add_argument("--url", default=None, help="an already running server (default: start `parley engine`)")
+    parser.add_argument("--transport", choices=["websocket", "webrtc"], default="websocket")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/barge_in.json"))
+
+
+def run(args: argparse.Namespace) -> int:
+    report = asyncio.run(bench(args.trials, args.url, args.transport))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for mode, m in report["modes"].items():
+        s, e = m["onset_to_silent_ms"], m["abs_truncation_error_ms"]
+        print(f"{mode:10s} onset→silent p50 {_fmt(s['p50'])} ms p95 {_fmt(s['p95'])} ms (n={s['n']}); "
+              f"|truncation error| p50 {_fmt(e['p50'])} ms p95 {_fmt(e['p95'])} ms")
+    print(f"wrote {args.out}")
+    return 0 if not report["failures"] else 1
