@@ -165,3 +165,20 @@ async def test_relay_session_limit() -> None:
             async with websockets.connect(f"{srv.ws}/api/realtime/ws"):
                 pass
         assert info.value.response.status_code == 429
+
+
+async def test_forced_tool_choice_does_not_loop() -> None:
+    """A session forcing a server tool: the relay's follow-up lets the model answer (reset_tool_choice)."""
+    async with serve_local() as srv, websockets.connect(f"{srv.ws}/api/realtime/ws") as ws:
+        await recv(ws, "session.created")
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "output_modalities": ["text"],
+            "tool_choice": {"type": "function", "name": "calculate"}}}))
+        await recv(ws, "session.updated")
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        first = await recv(ws, "response.done")
+        assert first["response"]["output"][0]["type"] == "function_call"
+        second = await recv(ws, "response.done")
+        assert second["response"]["output"][0]["type"] == "message"

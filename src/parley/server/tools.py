@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EVENT_PREFIX = "parley_server_tool_"  # event ids of the server's own client events
 TOOL_TIMEOUT_S = 10.0
 MAX_NOTES, MAX_NOTE_CHARS = 100, 500
+MAX_TOOL_ROUNDS = 3  # consecutive tool-call responses before the follow-up must answer in words
 
 
 @dataclass
@@ -233,6 +234,8 @@ class ToolRunner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
         self._tool_restores = 0
+        self._forced_choice = False  # the session's tool_choice is "required" or one function
+        self._rounds = 0  # consecutive responses that ended in server-tool calls
         self.calls_run = 0
 
     @staticmethod
@@ -250,16 +253,20 @@ class ToolRunner:
         elif kind == "response.done":
             response = event.get("response") or {}
             pending = self._pending.get(str(response.get("id")))
-            if pending is not None and not pending.done.done():
+            if pending is None:
+                self._rounds = 0
+            elif not pending.done.done():
                 pending.done.set_result(str(response.get("status")))
         elif kind == "error":
             error = event.get("error") or {}
             if str(error.get("event_id") or "").startswith(EVENT_PREFIX):
                 log.warning("upstream refused a server-tool event: %s", error.get("message"))
                 return False
-        elif kind in ("session.updated", "session.created") and self.ensure_tools:
-            tools = (event.get("session") or {}).get("tools")
-            if self.registry.missing_from(tools) and self._tool_restores < 5:
+        elif kind in ("session.updated", "session.created"):
+            session = event.get("session") or {}
+            self._forced_choice = session.get("tool_choice", "auto") not in ("auto", "none")
+            tools = session.get("tools")
+            if self.ensure_tools and self.registry.missing_from(tools) and self._tool_restores < 5:
                 self._tool_restores += 1
                 self._spawn(self._send({"type": "session.update",
                                         "session": {"type": "realtime", "tools": self.registry.merge(tools)}}))
@@ -285,11 +292,25 @@ class ToolRunner:
                                   "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
             # A cancelled turn (barge-in) gets its outputs but no new response: the user spoke.
             if status == "completed":
-                await self._send({"type": "response.create"})
+                self._rounds += 1
+                await self._send({"type": "response.create", **self._follow_up()})
         finally:
             self._pending.pop(response_id, None)
             for _, task in pending.calls:
                 task.cancel()
+
+    def _follow_up(self) -> dict[str, Any]:
+        """Response options after a tool round, so a forced tool choice cannot loop forever.
+
+        Like the agents SDKs' ``reset_tool_choice``: a forced choice is satisfied
+        by the call, so the follow-up may speak (``auto``); after
+        ``MAX_TOOL_ROUNDS`` rounds in a row it must (``none``).
+        """
+        if self._rounds >= MAX_TOOL_ROUNDS:
+            return {"response": {"tool_choice": "none"}}
+        if self._forced_choice:
+            return {"response": {"tool_choice": "auto"}}
+        return {}
 
     async def _send(self, event: dict[str, Any]) -> None:
         event = {**event, "event_id": f"{EVENT_PREFIX}{next(self._ids)}"}

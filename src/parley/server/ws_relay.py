@@ -129,6 +129,9 @@ async def relay_websocket(ws: WebSocket, upstream: Upstream, registry: ToolRegis
                 return
         await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
         if first is not None:
+            if runner is not None:
+                with contextlib.suppress(ValueError):
+                    runner.observe(json.loads(first))
             await ws.send_text(first)
         down = asyncio.create_task(_downstream(ws, upstream_ws, runner, closed_by))
         up = asyncio.create_task(_upstream(ws, upstream_ws, registry, closed_by))
