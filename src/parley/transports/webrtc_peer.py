@@ -113,6 +113,8 @@ class RealtimePeer:
         self.pc.addTrack(self.mic)
         self.channel.on("open", self._on_open)
         self.channel.on("message", self._on_message)
+        self._channel_closed = asyncio.Event()
+        self.channel.on("close", self._channel_closed.set)
         self.pc.on("track", self._on_track)
 
     # --- connecting ----------------------------------------------------------
@@ -143,6 +145,12 @@ class RealtimePeer:
 
     async def wait_open(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - as EventLog.wait_for
         await asyncio.wait_for(self.channel_open.wait(), timeout)
+
+    async def channel_closed(self, within: float) -> bool:
+        """Whether the events channel closes (the call ended) within ``within`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._channel_closed.wait(), within)
+        return self._channel_closed.is_set()
 
     def _on_open(self) -> None:
         self.times["channel_open"] = time.perf_counter()

@@ -1,0 +1,287 @@
+"""Whole calls over loopback WebRTC with fake models: events, playout, barge-in, sideband, teardown.
+
+A Python aiortc peer plays the browser: it POSTs an offer without candidates,
+opens ``oai-events``, sends a paced microphone track and records the RTP it
+hears. Every server event it receives is validated strictly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aioice.ice
+import numpy as np
+import pytest
+import websockets
+
+from parley.protocol.validation import validate_server_event
+from parley.transports.webrtc_peer import RealtimePeer
+from tests.fakes import FakeLlm, FakeModels
+from tests.support.servers import RunningServer
+from tests.webrtc.conftest import call_tasks, engine, fake_runtime, released
+
+KEY = "sk-engine-test"
+RATE = 24000
+
+
+@contextlib.asynccontextmanager
+async def call(srv: RunningServer, token: str = KEY, query: str = "", **connect: Any) -> AsyncIterator[RealtimePeer]:
+    peer = RealtimePeer()
+    try:
+        await peer.connect(f"{srv.http}/v1/realtime/calls{query}", token, **connect)
+        await peer.wait_open()
+        await peer.wait_for("session.created")
+        yield peer
+    finally:
+        await peer.close()
+    validate_all(peer)
+
+
+def validate_all(peer: RealtimePeer) -> None:
+    for event in peer.events:
+        if not event["type"].startswith("parley."):
+            validate_server_event({k: v for k, v in event.items() if k != "_t"})
+
+
+def user_text(text: str) -> dict[str, Any]:
+    return {"type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}
+
+
+def loud(pcm: np.ndarray, threshold: int = 1000) -> np.ndarray:
+    """Per 10 ms frame: is it audible?"""
+    n = len(pcm) // 240
+    return np.abs(pcm[: n * 240].reshape(n, 240)).max(axis=1) > threshold
+
+
+def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (np.sin(2 * np.pi * 300 * t) * amplitude * 32767).astype(np.int16)
+
+
+async def test_turn_events_on_the_channel_and_audio_on_rtp() -> None:
+    models = FakeModels(llm=FakeLlm(reply="Paris is the capital of France."))
+    async with engine(fake_runtime(models, api_key=KEY)) as srv, call(srv) as peer:
+        assert peer.events[0]["type"] == "session.created"
+        peer.send({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief."}})
+        await peer.wait_for("session.updated")
+        peer.send(user_text("Capital of France?"))
+        peer.send({"type": "response.create"})
+        done = await peer.wait_for("response.done")
+        stopped = await peer.wait_for("output_audio_buffer.stopped", timeout=10)
+        await asyncio.sleep(0.3)  # the last frames are still in the receiver's jitter buffer
+        types = [e["type"] for e in peer.events]
+        rid = done["response"]["id"]
+        assert stopped["response_id"] == rid
+        started = types.index("output_audio_buffer.started")
+        assert types.index("response.content_part.added") < started < types.index("output_audio_buffer.stopped")
+        assert types.index("response.done") < types.index("output_audio_buffer.stopped")
+        assert "response.output_audio.delta" not in types  # audio goes over RTP
+        assert not [t for t in types if t.startswith("parley.")]  # not asked for
+        # What was heard: the reply's duration of 220 Hz tone, at the level it was made.
+        item = done["response"]["output"][0]
+        heard = peer.recording.audio(since=peer.events[started]["_t"] - 0.1)
+        audible = loud(heard)
+        assert abs(audible.sum() * 10 - 6 * 250) <= 120, audible.sum()  # 6 words × 250 ms of fake speech
+        assert 7000 < np.abs(heard).max() < 9000  # FakeTts amplitude 8000: no level loss on the way
+        # Retrieved over the data channel: transcript, no audio bytes (they went over RTP).
+        peer.send({"type": "conversation.item.retrieve", "item_id": item["id"]})
+        retrieved = await peer.wait_for("conversation.item.retrieved")
+        assert retrieved["item"]["content"][0]["transcript"] == "Paris is the capital of France."
+        assert "audio" not in retrieved["item"]["content"][0]
+    await released(srv.runtime)
+
+
+async def test_metrics_only_when_asked_for() -> None:
+    models = FakeModels(llm=FakeLlm(reply="Yes."))
+    async with engine(fake_runtime(models)) as srv, call(srv, query="?parley_metrics=1") as peer:
+        peer.send(user_text("Hi"))
+        peer.send({"type": "response.create"})
+        done = await peer.wait_for("response.done")
+        metrics = await peer.wait_for("parley.metrics")
+        assert metrics["response_id"] == done["response"]["id"]
+    await released(srv.runtime)
+
+
+async def test_client_clear_stops_the_wire_and_truncates_to_what_was_sent() -> None:
+    async with engine(fake_runtime()) as srv, call(srv) as peer:
+        peer.send(user_text("Capital of France?"))
+        peer.send({"type": "response.create"})
+        started = await peer.wait_for("output_audio_buffer.started")
+        done = await peer.wait_for("response.done")
+        await asyncio.sleep(1.0 - (time.perf_counter() - started["_t"]))
+        sent_at = time.perf_counter()
+        peer.send({"type": "output_audio_buffer.clear"})
+        cleared = await peer.wait_for("output_audio_buffer.cleared")
+        truncated = await peer.wait_for("conversation.item.truncated")
+        item_id = done["response"]["output"][0]["id"]
+        assert cleared["response_id"] == done["response"]["id"]
+        assert truncated["item_id"] == item_id and truncated["content_index"] == 0
+        # The server counts what it handed to the encoder: ~1 s since playout started.
+        assert abs(truncated["audio_end_ms"] - (sent_at - started["_t"]) * 1000) <= 120, truncated
+        await asyncio.sleep(0.3)
+        after = peer.recording.audio(since=cleared["_t"] + 0.1)
+        assert len(after) > RATE // 10 and not loud(after).any()  # silence on the wire
+        assert not peer.of("output_audio_buffer.stopped")  # cleared, not drained
+        peer.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        retrieved = await peer.wait_for("conversation.item.retrieved")
+        heard = retrieved["item"]["content"][0]["transcript"]
+        full = done["response"]["output"][0]["content"][0]["transcript"]
+        assert heard and full.startswith(heard) and len(heard) < len(full)
+        assert heard.split() == full.split()[: len(heard.split())]
+        assert len(heard.split()) in (3, 4)  # ~1 s of 250 ms words
+    await released(srv.runtime)
+
+
+async def test_vad_barge_in_flushes_truncates_and_cancels() -> None:
+    models = FakeModels(llm=FakeLlm(token_delay=0.25))  # still generating when interrupted
+    async with engine(fake_runtime(models)) as srv, call(srv) as peer:
+        peer.send(user_text("Capital of France?"))
+        peer.send({"type": "response.create"})
+        started = await peer.wait_for("output_audio_buffer.started")
+        await asyncio.sleep(1.0)
+        peer.mic.play(tone(0.8))
+        onset = time.perf_counter()  # the mic queue was empty: the tone starts on the next frame
+        speech = await peer.wait_for("input_audio_buffer.speech_started")
+        done = await peer.wait_for("response.done")
+        cleared = await peer.wait_for("output_audio_buffer.cleared")
+        truncated = await peer.wait_for("conversation.item.truncated")
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"]["reason"] == "turn_detected"
+        assert cleared["response_id"] == done["response"]["id"]
+        types = [e["type"] for e in peer.events]
+        order = [types.index(t) for t in ("input_audio_buffer.speech_started", "response.done",
+                                          "output_audio_buffer.cleared", "conversation.item.truncated")]
+        assert order == sorted(order)
+        assert truncated["audio_end_ms"] == pytest.approx((speech["_t"] - started["_t"]) * 1000, abs=120)
+        # Onset → silence on the wire, as the listener hears it.
+        await asyncio.sleep(0.3)
+        reply = peer.recording.audio(since=started["_t"])
+        arrivals = np.array([t for t in peer.recording.arrivals if t >= started["_t"]])
+        frames = loud(reply)
+        last_loud = np.flatnonzero(frames)[-1] * 0.01 + arrivals[0]
+        assert last_loud - onset < 0.4, last_loud - onset
+    await released(srv.runtime)
+
+
+async def test_sideband_observes_and_controls_the_call() -> None:
+    models = FakeModels(llm=FakeLlm(reply="Goodbye now."))
+    async with engine(fake_runtime(models, api_key=KEY)) as srv:
+        async with srv_http(srv) as http:
+            r = await http.post("/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={})
+            secret = r.json()["value"]
+        async with call(srv, token=secret) as peer:
+            url = f"{srv.ws}/v1/realtime?call_id={peer.call_id}"
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {secret}"}):
+                    pass
+            assert refused.value.response.status_code == 403  # an ephemeral key cannot take control
+            async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+                side: list[dict[str, Any]] = []
+
+                async def until(kind: str) -> dict[str, Any]:
+                    async with asyncio.timeout(10):
+                        while True:
+                            event = json.loads(await ws.recv())
+                            validate_server_event(event)
+                            side.append(event)
+                            if event["type"] == kind:
+                                return event
+
+                created = await until("session.created")
+                assert created["session"]["id"] == peer.events[0]["session"]["id"]
+                await ws.send(json.dumps({"type": "session.update", "session": {
+                    "type": "realtime", "instructions": "Only say goodbye."}}))
+                updated = await until("session.updated")
+                assert updated["session"]["instructions"] == "Only say goodbye."
+                on_peer = await peer.wait_for("session.updated")
+                assert on_peer["session"]["instructions"] == "Only say goodbye."
+                # The server runs the turn; the browser hears it.
+                await ws.send(json.dumps(user_text("Bye")))
+                await ws.send(json.dumps({"type": "response.create"}))
+                done = await until("response.done")
+                started = await peer.wait_for("output_audio_buffer.started")
+                assert started["response_id"] == done["response"]["id"]
+                await until("output_audio_buffer.stopped")  # sideband sees playout too
+                assert "response.output_audio.delta" not in [e["type"] for e in side]
+                await asyncio.sleep(0.3)  # the receiver's jitter buffer
+                assert loud(peer.recording.audio(since=started["_t"])).sum() >= 40
+            await peer.wait_for("output_audio_buffer.stopped")
+        await released(srv.runtime)
+
+
+def srv_http(srv: RunningServer) -> Any:
+    import httpx
+
+    return httpx.AsyncClient(base_url=srv.http)
+
+
+async def test_oversized_event_becomes_an_error_and_the_call_goes_on() -> None:
+    models = FakeModels(llm=FakeLlm(reply="Okay."))
+    async with engine(fake_runtime(models)) as srv, call(srv) as peer:
+        # A message just within the SCTP limit both sides advertise (aiortc: 256 KiB), whose
+        # echo (conversation.item.added, with ids and status) is over it.
+        limit = 262_144
+        padding = limit - len(json.dumps(user_text("")))
+        assert len(json.dumps(user_text("x" * padding))) == limit
+        peer.send(user_text("x" * padding))
+        error = await peer.wait_for("error")
+        assert error["error"]["code"] == "message_too_large"
+        assert "conversation.item.added" in error["error"]["message"]
+        peer.send(user_text("Still there?"))
+        peer.send({"type": "response.create"})
+        done = await peer.wait_for("response.done")
+        assert done["response"]["status"] == "completed"
+    await released(srv.runtime)
+
+
+async def _vanish(peer: RealtimePeer) -> None:
+    """The peer's host disappears: its UDP sockets close without DTLS or SCTP goodbyes."""
+    for transceiver in peer.pc.getTransceivers():
+        connection = transceiver.sender.transport.transport._connection
+        for protocol in connection._protocols:
+            protocol.transport.close()
+
+
+@pytest.mark.parametrize("how", ["peer connection closed", "data channel closed", "peer vanished",
+                                 "engine shut down"])
+async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if how == "peer vanished":
+        # ICE consent checks take ~30 s to give up by default; the path is the same at 0.1 s.
+        monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
+    await asyncio.sleep(0.2)  # let earlier tests' teardown settle before counting tasks
+    tasks_before = {t for t in asyncio.all_tasks() if not t.done()}
+    rt = fake_runtime()
+    peer = RealtimePeer()
+    try:
+        async with engine(rt) as srv:
+            await peer.connect(f"{srv.http}/v1/realtime/calls", KEY)
+            await peer.wait_open()
+            await peer.wait_for("session.created")
+            server_call = rt.calls[peer.call_id]
+            assert call_tasks()  # the input pump runs
+            if how == "peer connection closed":
+                await peer.pc.close()
+            elif how == "data channel closed":
+                peer.channel.close()
+            elif how == "peer vanished":
+                await _vanish(peer)
+            if how != "engine shut down":
+                await released(rt, within=5)
+        await released(rt, within=1)
+        assert server_call.closed and server_call.pc.connectionState == "closed", server_call.close_reason
+        assert server_call.session.closed
+        assert not call_tasks()
+        if how == "engine shut down":
+            assert await peer.channel_closed(within=5)  # the browser side learns the call is over
+    finally:
+        await peer.close()
+    await asyncio.sleep(0.2)
+    leftover = [t for t in asyncio.all_tasks() if not t.done() and t not in tasks_before
+                and t is not asyncio.current_task()]
+    assert leftover == [], leftover
