@@ -184,8 +184,10 @@ class Trial:
     truncation_error_ms: float | None
     trigger: str | None
     played_before_ms: float
+    speech_started_to_silent_ms: float | None = None
     full_transcript: str = ""
     truncated_transcript: str | None = None
+    heard_audio: Any = None  # the item's samples as written to the output (for transcription checks)
 
 
 async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket", prompt: str,
@@ -244,11 +246,15 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
     t0 = onset[0] if onset else None
     times, silent = list(audio.log.times), list(audio.log.silent)
     silent_at = silent_from(times, silent, t0) if t0 is not None else None
+    ss = intr.speech_started_at if intr is not None else None
+    ss_silent = silent_from(times, silent, ss) if ss is not None else None
     written_ms = err = None
+    heard = None
     if intr is not None and intr.item_id in received:
         start_hint = 0
         item_pcm = np.concatenate(received[intr.item_id])
         _, n = written_samples(out, item_pcm, start_hint)
+        heard = item_pcm[:n]
         written_ms = n * 1000 / CANONICAL_RATE
         end_ms = trunc["audio_end_ms"] if trunc else intr.audio_end_ms
         err = end_ms - written_ms
@@ -259,7 +265,9 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
         onset_to_flush_ms=(intr.detected_at - t0) * 1000 if intr is not None and t0 is not None else None,
         audio_end_ms=(trunc["audio_end_ms"] if trunc else intr.audio_end_ms) if intr is not None else None,
         written_ms=written_ms, truncation_error_ms=err, trigger=intr.trigger if intr else None,
-        played_before_ms=played_before, full_transcript=full, truncated_transcript=truncated_text)
+        played_before_ms=played_before,
+        speech_started_to_silent_ms=(ss_silent - ss) * 1000 if ss_silent is not None and ss is not None else None,
+        full_transcript=full, truncated_transcript=truncated_text, heard_audio=heard)
 
 
 # --- statistics & CLI ---------------------------------------------------------------------
@@ -321,7 +329,7 @@ async def bench(n: int, url: str | None, transport: str, seed: int = 1) -> dict[
                                               if t.truncation_error_ms is not None]),
             "triggers": {k: sum(1 for t in rows if t.trigger == k) for k in {t.trigger for t in rows}},
         }
-    report["trials"] = [asdict(t) for t in trials]
+    report["trials"] = [{k: v for k, v in asdict(t).items() if k != "heard_audio"} for t in trials]
     return report
 
 
