@@ -25,7 +25,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from parley.engine.models.errors import ModelUnavailable
@@ -296,15 +295,6 @@ def prepare_piper_alignment(cache_dir: Path, model_path: Path, progress: Progres
     stamp, expected = _piper_stamp(dest, model_path)
     _atomic_write(stamp, iter([json.dumps(expected).encode()]))
     return dest
-
-
-@dataclass
-class AssetStatus:
-    stage: str
-    path: Path | None
-    size: int
-    ok: bool
-    detail: str = ""
 
 
 def dir_size(path: Path) -> int:
