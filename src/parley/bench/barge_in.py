@@ -217,6 +217,11 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
                 received.setdefault(conv._rtc_item, []).append(pcm)
             orig(pcm)
         conv._on_rtc_audio = keep_rtc  # type: ignore[method-assign]
+    texts: dict[str, str] = {}
+    conv.on("assistant.transcript.delta",
+            lambda e: texts.__setitem__(e["item_id"], texts.get(e["item_id"], "") + e["delta"]))
+    shown: dict[str, str] = {}
+    conv.on("assistant.transcript.truncated", lambda e: shown.__setitem__(e["item_id"], e["text"]))
     onset: list[float] = []
     async with conv:
         await conv.send_text(prompt)
@@ -236,12 +241,15 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
                 trunc = await conv.wait_for("conversation.item.truncated",
                                             lambda e: e.get("item_id") == intr.item_id, timeout=5)
         await asyncio.sleep(1.0)  # let the output show it stays silent
-        full = next((t.text for t in conv.turns if t.item_id == (intr.item_id if intr else item_id)), "")
+        full = texts.get((intr.item_id if intr else item_id) or "", "")
         truncated_text = None
         if retrieve and intr is not None:
             with contextlib.suppress(Exception):
                 item = await conv.retrieve_item(intr.item_id)
                 truncated_text = (item.get("content") or [{}])[0].get("transcript")
+        if intr is not None and intr.item_id in shown and truncated_text is not None:
+            # What the client shows after the cut must be what the server kept.
+            assert shown[intr.item_id] == truncated_text, (shown[intr.item_id], truncated_text)
     out = read_wav(out_wav)
     t0 = onset[0] if onset else None
     times, silent = list(audio.log.times), list(audio.log.silent)

@@ -218,6 +218,10 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
         vm.line_for("assistant", intr.item_id).note = f"interrupted at {intr.audio_end_ms / 1000:.2f} s"
         out(f"[barge-in] stopped at {intr.audio_end_ms} ms of {intr.received_ms:.0f} ms received ({intr.trigger})")
 
+    def on_asst_truncated(ev: dict) -> None:
+        vm.line_for("assistant", ev["item_id"]).text = ev["text"]
+        out(f"assistant (as heard): {ev['text']}")
+
     def on_latency(ev: dict) -> None:
         vm.last_latency_ms = ev["ms"]
         out(f"[latency] {ev['ms']:.0f} ms")
@@ -236,6 +240,7 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
     conv.on("assistant.transcript.delta", on_asst_delta)
     conv.on("assistant.transcript.done", on_asst_done)
     conv.on("interrupted", on_interrupted)
+    conv.on("assistant.transcript.truncated", on_asst_truncated)
     conv.on("turn.latency", on_latency)
     conv.on("error", on_error)
     conv.on("mic.level", on_level)

@@ -30,7 +30,7 @@ What it does beyond forwarding events:
 
 High-level events (``conv.on(name)``), besides every raw server event by its
 ``type`` and ``"*"`` for all of them: ``connection``, ``state``,
-``user.transcript.delta|done``, ``assistant.transcript.delta|done``,
+``user.transcript.delta|done``, ``assistant.transcript.delta|done|truncated``,
 ``interrupted``, ``turn.latency``, ``mic.level``, ``local_vad``, ``error``.
 """
 
@@ -750,6 +750,20 @@ class Conversation:
             if intr.item_id == ev.get("item_id") and intr.truncated is None:
                 intr.truncated = ev
                 break
+        # The server dropped the unheard words; fetch what it kept so the display shows the same
+        # (both official SDKs retrieve the item after a truncation too).
+        self._spawn(self._refresh_truncated(ev.get("item_id", "")))
+
+    async def _refresh_truncated(self, item_id: str) -> None:
+        try:
+            item = await self.retrieve_item(item_id)
+        except Exception:
+            return  # old servers without retrieve: the full transcript stays, marked interrupted
+        text = "".join(p.get("transcript") or p.get("text") or "" for p in item.get("content") or [])
+        turn = self._turn_by_item.get(item_id)
+        if turn is not None:
+            turn.text = text
+        await self._signal("assistant.transcript.truncated", {"item_id": item_id, "text": text})
 
     async def _h_output_audio_buffer_started(self, ev: dict) -> None:
         if not self.transport.audio_in_events and self._rtc_item is None:
