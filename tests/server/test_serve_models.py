@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,31 +23,16 @@ import pytest
 from openai import AsyncOpenAI
 
 from parley.bench.speech import silence, synthesize
-from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
 from parley.protocol.audio_formats import int16_to_float, resample
 from tests.eventlog import EventLog
 from tests.server.rtc_client import RtcClient
-from tests.server.support import Serve, serve_local
-from tests.support.models import real_models
+from tests.server.support import Serve
 from tests.support.pacing import stream_pcm
 from tests.support.text import recall, similar
 
 pytestmark = [pytest.mark.models]
 
 TRANSCRIPTION = {"transcription": {"model": "whisper-1"}}
-
-
-@pytest.fixture(scope="module")
-async def models() -> Any:
-    return await real_models()
-
-
-@pytest.fixture(scope="module")
-async def serve(models: Any) -> AsyncIterator[Serve]:
-    runtime = EngineRuntime(EngineConfig(validate_events=True), models=models)
-    async with serve_local(runtime) as srv:
-        yield srv
 
 
 async def transcribe(models: Any, pcm: np.ndarray, rate: int) -> str:

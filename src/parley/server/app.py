@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mimetypes
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -47,6 +48,8 @@ from parley.server.ws_relay import RelayStats, relay_websocket
 from parley.transports.websocket import deny
 
 log = logging.getLogger(__name__)
+# Module scripts need a JavaScript MIME type; Python's table does not know .mjs.
+mimetypes.add_type("text/javascript", ".mjs")
 
 PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Parley</title></head>
 <body><h1>Parley</h1><p>The server is running, but the browser UI is not installed
