@@ -131,6 +131,7 @@ class RealtimePeer:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with contextlib.AsyncExitStack() as stack:
             client = http or await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
+            self.times["post"] = time.perf_counter()
             if session is None:
                 r = await client.post(url, content=offer, headers={**headers, "Content-Type": "application/sdp"})
             else:
