@@ -1,0 +1,108 @@
+// The page's HTTP surface on `parley serve`: config, ephemeral secrets, SDP exchange.
+import { ParleyError } from "./realtime/errors.js";
+
+const params = new URLSearchParams(location.search);
+
+// `?token=…` in the page URL when the server requires an access token.
+export function accessToken() {
+  return params.get("token") || "";
+}
+
+export function pageParam(name) {
+  return params.get(name);
+}
+
+function headers(extra = {}) {
+  const token = accessToken();
+  return token ? { ...extra, "X-Parley-Access-Token": token } : extra;
+}
+
+async function errorFrom(res, context) {
+  let message = `${context} failed (HTTP ${res.status}).`;
+  let code = null;
+  try {
+    const body = await res.json();
+    if (body && body.error) {
+      message = body.error.message || message;
+      code = body.error.code || null;
+    }
+  } catch {
+    /* not JSON */
+  }
+  return { message, code, status: res.status };
+}
+
+function classify(status, code, message, { accessTokenRequired }) {
+  const tokenish = /access.?token/i.test(`${code || ""} ${message}`);
+  if ((status === 401 || status === 403) && (tokenish || (accessTokenRequired && !accessToken()))) {
+    return "access-token";
+  }
+  if (status === 401 || status === 403) return "auth";
+  if (status === 429) return "rate-limit";
+  if (status === 502 || status === 503 || status === 504) return "upstream";
+  return null;
+}
+
+async function request(url, init, context, fallbackKind, cfg = {}) {
+  let res;
+  try {
+    res = await fetch(url, init);
+  } catch (cause) {
+    throw new ParleyError("network", `Could not reach the Parley server (${context}).`, { cause });
+  }
+  if (!res.ok) {
+    const { message, code, status } = await errorFrom(res, context);
+    const kind = classify(status, code, message, cfg) || fallbackKind;
+    throw new ParleyError(kind, message, { status, code });
+  }
+  return res;
+}
+
+export async function fetchConfig() {
+  const res = await request("/api/config", { headers: headers() }, "Loading the configuration", "server");
+  return res.json();
+}
+
+// Mint an ephemeral `ek_…` secret carrying the session config.
+export async function mintSecret(session, cfg) {
+  const res = await request(
+    "/api/session",
+    { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify({ session }) },
+    "Creating a session",
+    "server",
+    cfg,
+  );
+  return res.json();
+}
+
+// POST the SDP offer; returns {sdp, callId}.
+export async function exchangeSdp(offerSdp, secret, { metrics, ...cfg }) {
+  const url = `/api/realtime/calls${metrics ? "?parley_metrics=1" : ""}`;
+  const res = await request(
+    url,
+    {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/sdp", Authorization: `Bearer ${secret}` }),
+      body: offerSdp,
+    },
+    "The WebRTC handshake",
+    "handshake",
+    cfg,
+  );
+  const callId = (res.headers.get("Location") || "").split("/").pop() || null;
+  return { sdp: await res.text(), callId };
+}
+
+export function websocketUrl({ model, metrics }) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const q = new URLSearchParams();
+  if (model) q.set("model", model);
+  if (metrics) q.set("parley_metrics", "1");
+  const qs = q.toString();
+  return `${scheme}://${location.host}/api/realtime/ws${qs ? `?${qs}` : ""}`;
+}
+
+export function websocketProtocols() {
+  const token = accessToken();
+  return token ? ["realtime", `parley-access-token.${token}`] : ["realtime"];
+}
