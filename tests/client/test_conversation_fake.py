@@ -6,6 +6,7 @@ import asyncio
 import socket
 import wave
 
+import numpy as np
 import pytest
 
 from parley.client.conversation import ClientOptions, Conversation, SessionOptions
@@ -144,3 +145,90 @@ async def test_recording_is_complete_after_close(tmp_path):
         assert w.getframerate() == 24000 and w.getnframes() > 24000 * 0.5
     with wave.open(str(tmp_path / "rec" / "mic.wav")) as w:
         assert w.getnframes() > 0
+
+
+async def test_push_to_talk_sends_only_while_pressed_and_interrupts(tmp_path):
+    async with fake_server(reply_seconds=4.0) as srv:
+        audio = FileAudio(None, tmp_path / "out.wav")
+        conv = Conversation(srv.base_url, "good", audio=audio,
+                            session=SessionOptions(turn_detection=None, transcription_model=None))
+        async with conv:
+            assert srv.sessions[-1]["audio"]["input"]["turn_detection"] is None
+            await asyncio.sleep(0.2)
+            assert srv.events("input_audio_buffer.append") == []  # not pressed: nothing leaves
+            await conv.push_to_talk(True)
+            await asyncio.sleep(0.3)
+            assert len(srv.events("input_audio_buffer.append")) >= 10
+            await conv.push_to_talk(False)
+            await srv.wait_event("input_audio_buffer.commit")
+            await srv.wait_event("response.create")
+            if conv.state != "speaking":
+                await conv.wait_for("state", lambda e: e["state"] == "speaking", timeout=5)
+            await asyncio.sleep(0.3)
+            # Pressing again while the assistant talks is a barge-in; no server VAD, so the client cancels.
+            await conv.push_to_talk(True)
+            trunc = await srv.wait_event("conversation.item.truncate")
+            await srv.wait_event("response.cancel")
+            assert 200 <= trunc["audio_end_ms"] <= 800
+            kinds = [e["type"] for e in srv.received]
+            assert kinds.index("conversation.item.truncate") < len(kinds) - 1 - kinds[::-1].index(
+                "input_audio_buffer.clear")
+
+
+class _ScriptedVad:
+    """Says "start" on the first block it sees after being armed (stands in for Silero)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def feed(self, pcm):
+        if self.armed:
+            self.armed = False
+            return "start"
+        return None
+
+
+async def test_local_vad_pause_resumes_when_server_does_not_confirm(tmp_path):
+    async with fake_server(reply_seconds=4.0) as srv:
+        conv = _conv(srv, tmp_path, local_vad_confirm_s=0.4)
+        async with conv:
+            conv._vad = _ScriptedVad()
+            item = await _play_until(conv, 0.4)
+            conv._vad.armed = True
+            await conv.wait_for("local_vad", timeout=2)
+            handed = conv.player.handed(item)
+            await asyncio.sleep(0.2)
+            assert conv.player.paused and conv.player.handed(item) == handed  # silent, nothing lost
+            await asyncio.sleep(0.4)
+            assert not conv.player.paused and conv.player.handed(item) > handed  # carried on
+            assert srv.events("conversation.item.truncate") == []
+
+
+async def test_local_vad_pause_then_server_confirms_truncates_at_pause(tmp_path):
+    async with fake_server(reply_seconds=4.0) as srv:
+        conv = _conv(srv, tmp_path, local_vad_confirm_s=2.0)
+        async with conv:
+            conv._vad = _ScriptedVad()
+            item = await _play_until(conv, 0.4)
+            conv._vad.armed = True
+            await conv.wait_for("local_vad", timeout=2)
+            handed = conv.player.handed(item)
+            await asyncio.sleep(0.3)  # the server's VAD is slower
+            await srv.speech_started()
+            trunc = await srv.wait_event("conversation.item.truncate")
+            assert trunc["audio_end_ms"] == handed * 1000 // 24000
+            assert conv.interruptions[-1].trigger == "local_vad"
+
+
+def test_pull_resampler_feeds_any_device_rate():
+    from parley.client.devices import _PullResampler
+    from parley.client.player import Player
+
+    p = Player()
+    p.write("a", np.full(24000, 1000, np.int16))
+    pull = _PullResampler(p, 44100)
+    out = np.concatenate([pull.read(441, 10.0 + i * 0.01) for i in range(50)])  # 0.5 s at 44.1 kHz
+    assert len(out) == 22050
+    assert abs(int(np.median(out[2000:])) - 1000) <= 2
+    # Played position is tracked in protocol samples (24 kHz), not device samples.
+    assert abs(p.position("a", now=11.0) - 12000) <= 480

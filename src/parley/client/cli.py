@@ -305,7 +305,17 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
             live.start()
             live.update(render(vm, console.height, console.width), refresh=True)
         try:
-            await conv.start()
+            # Ctrl-C while still connecting must not wait for a connect timeout.
+            starting = asyncio.ensure_future(conv.start())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
+                return 0
+            starting.result()
         except TransportError as exc:
             if live is not None:
                 live.stop()

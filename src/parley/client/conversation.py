@@ -460,15 +460,18 @@ class Conversation:
     async def retrieve_item(self, item_id: str, timeout: float = 10.0) -> dict:  # noqa: ASYNC109
         """The server's current copy of an item (after truncation: the trimmed transcript)."""
         eid = ids.event_id()
-        fut_item = asyncio.ensure_future(self.wait_for(
-            "conversation.item.retrieved", lambda e: (e.get("item") or {}).get("id") == item_id, timeout))
-        fut_err = asyncio.ensure_future(self.wait_for(
-            "error", lambda e: (e.get("error") or {}).get("event_id") == eid, timeout))
-        await self.send({"type": "conversation.item.retrieve", "item_id": item_id, "event_id": eid})
-        done, pending = await asyncio.wait({fut_item, fut_err}, return_when=asyncio.FIRST_COMPLETED)
-        for p in pending:
-            p.cancel()
-        result = done.pop().result()
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        # One future, two ways to resolve it: the item, or an error naming our event.
+        entries = [("conversation.item.retrieved", lambda e: (e.get("item") or {}).get("id") == item_id, fut),
+                   ("error", lambda e: (e.get("error") or {}).get("event_id") == eid, fut)]
+        self._waiters.extend(entries)
+        try:
+            await self.send({"type": "conversation.item.retrieve", "item_id": item_id, "event_id": eid})
+            result = await asyncio.wait_for(fut, timeout)
+        finally:
+            for entry in entries:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
         if result.get("type") == "error":
             raise RuntimeError(result["error"].get("message"))
         return result["item"]
