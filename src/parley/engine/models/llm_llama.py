@@ -43,6 +43,7 @@ from parley.engine.models.base import (
     ToolCallDelta,
     ToolSpec,
 )
+from parley.engine.models.llama_grammar import GrammarDecoder
 from parley.engine.models.llm_tools import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
@@ -135,7 +136,8 @@ class LlamaLLM:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
         self._lock = threading.Lock()
-        self._grammars: dict[str, Any] = {}
+        self._grammars: dict[str, str] = {}
+        self._grammar = GrammarDecoder(self._llm)
 
     # -- LanguageModel -------------------------------------------------------------
 
@@ -256,16 +258,13 @@ class LlamaLLM:
         stop: threading.Event,
         counts: dict[str, int],
         limit: int,
-        *,
-        grammar: Any = None,
-        repeat_penalty: float = REPEAT_PENALTY,
     ) -> Iterator[str]:
         """Decoded text per generated token; sets counts['reason']."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         produced = 0
         counts["reason"] = "stop"  # type: ignore[assignment]
         for token in self._llm.generate(
-            tokens, temp=0.0, top_k=1, repeat_penalty=repeat_penalty, grammar=grammar, reset=True
+            tokens, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True
         ):
             if stop.is_set():
                 return
@@ -282,6 +281,20 @@ class LlamaLLM:
             if produced >= limit:
                 counts["reason"] = "length"  # type: ignore[assignment]
                 return
+
+    def _constrained(
+        self, prompt: str, gbnf: str, stop: threading.Event, counts: dict[str, Any], limit: int
+    ) -> Iterator[str]:
+        """Decoded text per grammar-constrained greedy token (no repeat penalty: JSON repeats by design)."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in self._grammar.tokens(self._tokenize(prompt), gbnf, stop.is_set, limit):
+            counts["out"] += 1
+            text = decoder.decode(self._llm.detokenize([token]))
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
 
     def _text(
         self, plan: _Plan, tokens: list[int], stop: threading.Event, counts: dict[str, Any]
@@ -323,7 +336,7 @@ class LlamaLLM:
         if len(tools) == 1:
             tool = tools[0]
         else:
-            names = "".join(self._tokens(self._tokenize(prefix), stop, counts, 64, grammar=self._names_grammar(tools)))
+            names = "".join(self._constrained(prefix, self._names_grammar(tools), stop, counts, 64))
             if stop.is_set():
                 return
             chosen = json.loads(names)
@@ -331,14 +344,7 @@ class LlamaLLM:
         yield ToolCallDelta(index=0, call_id=new_call_id(), name=tool.name)
         args_prompt = prefix + json.dumps(tool.name) + ', "arguments": '
         held = ""  # trailing whitespace the grammar allows after the closing brace
-        for text in self._tokens(
-            self._tokenize(args_prompt),
-            stop,
-            counts,
-            TOOL_MAX_TOKENS,
-            grammar=self._args_grammar(tool),
-            repeat_penalty=1.0,  # JSON repeats quotes and braces by design
-        ):
+        for text in self._constrained(args_prompt, self._args_grammar(tool), stop, counts, TOOL_MAX_TOKENS):
             text = held + text
             body = text.rstrip()
             held = text[len(body) :]
@@ -348,23 +354,18 @@ class LlamaLLM:
             return
         yield Finish("tool_calls", counts["in"], counts["out"])
 
-    def _names_grammar(self, tools: list[ToolSpec]) -> Any:
-        from llama_cpp import LlamaGrammar
+    def _names_grammar(self, tools: list[ToolSpec]) -> str:
+        """GBNF: exactly one of the tool names, as a JSON string."""
+        return "root ::= " + " | ".join(json.dumps(json.dumps(t.name)) for t in tools)
 
-        key = "names:" + "\0".join(t.name for t in tools)
-        if key not in self._grammars:
-            alts = " | ".join(json.dumps(json.dumps(t.name)) for t in tools)
-            self._grammars[key] = LlamaGrammar.from_string(f"root ::= {alts}", verbose=False)
-        return self._grammars[key]
-
-    def _args_grammar(self, tool: ToolSpec) -> Any:
-        from llama_cpp import LlamaGrammar
+    def _args_grammar(self, tool: ToolSpec) -> str:
+        """GBNF for the tool's (length-capped) JSON Schema; cached per schema."""
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
         schema = json.dumps(bounded_schema(tool.parameters), sort_keys=True)
-        key = "args:" + schema
-        if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_json_schema(schema, verbose=False)
-        return self._grammars[key]
+        if schema not in self._grammars:
+            self._grammars[schema] = json_schema_to_gbnf(schema)
+        return self._grammars[schema]
 
 
 def _to_chat(messages: Iterator[ChatMessage] | Any) -> list[dict[str, str]]:
