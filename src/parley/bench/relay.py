@@ -1,0 +1,327 @@
+"""``parley bench relay``: what the WebSocket relay of ``parley serve`` adds, per event, under load.
+
+N concurrent sessions stream 20 ms audio chunks at real-time pace, first
+straight to an upstream, then through the relay to the same upstream. The
+upstream is a minimal protocol echo server (it answers every
+``input_audio_buffer.append`` with a ``response.output_audio.delta`` of the
+same size), because real models cannot serve 100 sessions on 2 cores; the
+relay in between is the real one: ``create_app`` + ``RemoteUpstream`` +
+``relay_websocket`` with the server tools enabled, in its own process under
+uvicorn, exactly as ``parley serve --upstream`` runs it.
+
+Each event carries timestamps from ``time.monotonic()`` (CLOCK_MONOTONIC is
+shared by all processes of a machine), so both directions are measured one
+way: client → upstream ("up") and upstream → client ("down"). The relay's
+added latency is the relayed percentile minus the direct one. CPU and memory
+per session are the relay process's, from psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHUNK_MS = 20
+AUDIO_B64 = base64.b64encode(bytes(48 * CHUNK_MS)).decode()  # 20 ms of 24 kHz PCM16
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary_ms(values: list[float]) -> dict[str, Any]:
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 3)
+
+    return {"n": len(values), "p50_ms": ms(percentile(values, 0.5)), "p99_ms": ms(percentile(values, 0.99)),
+            "max_ms": ms(max(values) if values else None)}
+
+
+# --- the upstream: a minimal Realtime echo server ---------------------------------------------
+
+
+async def _echo_upstream(port: int) -> None:
+    import websockets
+
+    def event_id() -> str:
+        return f"event_{time.monotonic_ns()}"
+
+    async def handle(ws: Any) -> None:
+        session: dict[str, Any] = {"type": "realtime", "object": "realtime.session", "id": "sess_bench",
+                                   "model": "gpt-realtime", "tools": [], "tool_choice": "auto"}
+        await ws.send(json.dumps({"type": "session.created", "event_id": event_id(), "session": session}))
+        async for message in ws:
+            received = time.monotonic()
+            event = json.loads(message)
+            kind = event.get("type")
+            if kind == "input_audio_buffer.append":
+                await ws.send(json.dumps({
+                    "type": "response.output_audio.delta", "event_id": event_id(), "response_id": "resp_bench",
+                    "item_id": "item_bench", "output_index": 0, "content_index": 0, "delta": event["audio"],
+                    "bench": [event["bench"], received, time.monotonic()],
+                }))
+            elif kind == "session.update":
+                session.update({k: v for k, v in (event.get("session") or {}).items() if k != "type"})
+                await ws.send(json.dumps({"type": "session.updated", "event_id": event_id(), "session": session}))
+
+    async with websockets.serve(handle, "127.0.0.1", port, max_size=2**24, compression=None, ping_interval=None):
+        await asyncio.Future()
+
+
+# --- the relay: parley serve's app against that upstream ---------------------------------------
+
+
+async def _relay(port: int, upstream_port: int) -> None:
+    import uvicorn
+
+    from parley.server.app import create_app
+    from parley.server.config import ServerConfig
+    from parley.server.upstream import RemoteUpstream
+
+    url = f"http://127.0.0.1:{upstream_port}/v1"
+    config = ServerConfig(port=port, upstream_url=url, upstream_key="bench-key", max_relay_sessions=100_000)
+    upstream = RemoteUpstream(url, config.upstream_key, config.upstream_kind, config.max_message_bytes)
+    app = create_app(config, upstream)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ws_max_size=config.max_message_bytes, ws_ping_interval=None,
+                                           lifespan="on"))
+    await server.serve()
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+@dataclass
+class Latencies:
+    up: list[float] = field(default_factory=list)
+    down: list[float] = field(default_factory=list)
+    round_trip: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    sent: int = 0
+    received: int = 0
+
+
+async def _session(url: str, start_at: float, measure_from: float, stop_at: float, out: Latencies) -> None:
+    import websockets
+
+    loop = asyncio.get_running_loop()
+    try:
+        async with websockets.connect(url, max_size=2**24, compression=None, ping_interval=None,
+                                      open_timeout=60) as ws:
+            created = json.loads(await ws.recv())
+            assert created["type"] == "session.created", created
+
+            async def reader() -> None:
+                async for message in ws:
+                    now = time.monotonic()
+                    event = json.loads(message)
+                    stamps = event.get("bench")
+                    if not stamps:
+                        continue
+                    sent, received, replied = stamps
+                    out.received += 1
+                    if sent >= measure_from:
+                        out.up.append(received - sent)
+                        out.down.append(now - replied)
+                        out.round_trip.append(now - sent)
+
+            read = asyncio.create_task(reader())
+            await asyncio.sleep(max(0.0, start_at - loop.time()))
+            tick = loop.time()
+            while tick < stop_at:
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": AUDIO_B64,
+                                          "bench": time.monotonic()}))
+                out.sent += 1
+                tick += CHUNK_MS / 1000
+                await asyncio.sleep(max(0.0, tick - loop.time()))
+            await asyncio.sleep(0.3)  # the last echoes
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await read
+    except Exception as exc:
+        out.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+async def _load(url: str, sessions: int, warmup: float, seconds: float) -> Latencies:
+    loop = asyncio.get_running_loop()
+    out = Latencies()
+    t0 = loop.time() + 2.0 + sessions * 0.01  # time to open every connection first
+    # Spread the sessions over one chunk period, like independent microphones.
+    mono_offset = time.monotonic() - loop.time()
+    measure_from = t0 + warmup + mono_offset
+    stop_at = t0 + warmup + seconds
+    tasks = [asyncio.create_task(_session(url, t0 + (i % 20) * CHUNK_MS / 1000 / 20, measure_from, stop_at, out))
+             for i in range(sessions)]
+    await asyncio.gather(*tasks)
+    return out
+
+
+def _spawn(role: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "parley.bench.relay", "--role", role, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"helper process exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    import psutil
+
+    up_port, relay_port = _free_port(), _free_port()
+    upstream = _spawn("upstream", "--port", str(up_port))
+    relay = _spawn("relay", "--port", str(relay_port), "--upstream-port", str(up_port))
+    try:
+        _wait_port(up_port, upstream)
+        _wait_port(relay_port, relay)
+        relay_proc = psutil.Process(relay.pid)
+        time.sleep(0.5)
+        results: dict[str, Any] = {}
+        for mode, url in (("direct", f"ws://127.0.0.1:{up_port}/v1/realtime"),
+                          ("relayed", f"ws://127.0.0.1:{relay_port}/api/realtime/ws")):
+            rss_before = relay_proc.memory_info().rss
+            cpu_before = relay_proc.cpu_times()
+            wall_before = time.monotonic()
+            peak_rss = [rss_before]
+
+            async def sample(peak: list[int] = peak_rss) -> None:
+                while True:
+                    peak[0] = max(peak[0], relay_proc.memory_info().rss)
+                    await asyncio.sleep(0.5)
+
+            async def run(target: str = url) -> Latencies:
+                sampler = asyncio.create_task(sample())
+                try:
+                    return await _load(target, args.sessions, args.warmup, args.seconds)
+                finally:
+                    sampler.cancel()
+
+            lat = _run_loop(run())
+            cpu_after = relay_proc.cpu_times()
+            wall = time.monotonic() - wall_before
+            cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+            results[mode] = {
+                "up": summary_ms(lat.up), "down": summary_ms(lat.down), "round_trip": summary_ms(lat.round_trip),
+                "sent": lat.sent, "received": lat.received, "errors": lat.errors[:5], "error_count": len(lat.errors),
+                "relay_cpu_percent": round(100 * cpu / wall, 1),
+                "relay_cpu_percent_per_session": round(100 * cpu / wall / args.sessions, 3),
+                "relay_rss_mb_per_session": round((peak_rss[0] - rss_before) / args.sessions / 2**20, 3),
+            }
+            time.sleep(1.0)  # let the relay close the sessions before the next phase
+        results["relay_rss_mb"] = round(relay_proc.memory_info().rss / 2**20, 1)
+        return results
+    finally:
+        for proc in (relay, upstream):
+            proc.terminate()
+        for proc in (relay, upstream):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _run_loop(coro: Any) -> Any:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def _added(results: dict[str, Any]) -> dict[str, Any]:
+    added: dict[str, Any] = {}
+    for direction in ("up", "down", "round_trip"):
+        d, r = results["direct"][direction], results["relayed"][direction]
+        added[direction] = {q: (None if d[q] is None or r[q] is None else round(r[q] - d[q], 3))
+                            for q in ("p50_ms", "p99_ms")}
+    return added
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sessions", type=int, default=100, help="concurrent sessions (default 100)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured streaming time per phase")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured streaming before that")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/relay.json"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"Relay benchmark: {args.sessions} sessions × {CHUNK_MS} ms audio chunks at real-time pace, "
+                  f"{args.seconds:.0f} s measured. Upstream: a minimal protocol echo server (not the models); "
+                  "relay: parley serve's WebSocket relay (server tools on) in its own process.")
+    results = _measure(args)
+    report = {
+        "benchmark": "relay",
+        "note": "upstream is a minimal Realtime echo server, not real models; the relay is parley serve's own "
+                "code path (create_app + RemoteUpstream) under uvicorn in a separate process",
+        "sessions": args.sessions, "chunk_ms": CHUNK_MS, "seconds": args.seconds,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        **results, "added": _added(results),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+
+    table = Table(title=f"relay vs direct, {args.sessions} sessions (ms)")
+    for col in ("path", "direction", "p50", "p99", "max"):
+        table.add_column(col)
+    for mode in ("direct", "relayed"):
+        for direction in ("up", "down", "round_trip"):
+            s = results[mode][direction]
+            table.add_row(mode, direction, str(s["p50_ms"]), str(s["p99_ms"]), str(s["max_ms"]))
+    for direction, a in report["added"].items():
+        table.add_row("added by relay", direction, str(a["p50_ms"]), str(a["p99_ms"]), "")
+    console.print(table)
+    r = results["relayed"]
+    console.print(f"relay process: {r['relay_cpu_percent']}% CPU ({r['relay_cpu_percent_per_session']}% per "
+                  f"session), {r['relay_rss_mb_per_session']} MB per session; errors: "
+                  f"{results['direct']['error_count']} direct, {r['error_count']} relayed")
+    console.print(f"wrote {args.out}")
+    return 0 if not (results["direct"]["error_count"] or r["error_count"]) else 1
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--role", choices=["upstream", "relay"], required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream-port", type=int)
+    args = parser.parse_args()
+    if args.role == "upstream":
+        _run_loop(_echo_upstream(args.port))
+    else:
+        _run_loop(_relay(args.port, args.upstream_port))
+
+
+if __name__ == "__main__":
+    _main()
