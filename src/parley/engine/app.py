@@ -96,7 +96,10 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
             "uptime_s": round(time.time() - runtime.started_at, 1),
             "sessions": len(runtime.sessions),
             "calls": len(runtime.calls),
-            "models": None if models is None else models.describe(),
+            "models": None if models is None else {
+                stage: {"backend": loaded.backend, "source": loaded.source}
+                for stage, loaded in getattr(models, "stages", {}).items()
+            },
         }
 
     # WebRTC lives in its own module; it adds /v1/realtime/calls when available.
