@@ -130,7 +130,17 @@ class WhisperSTT:
             tokens.append(tok.no_timestamps)
         return tokens
 
-    def _detect_language(self, features) -> str:
+    def _detect_language(self, audio: np.ndarray) -> str:
+        import ctranslate2
+
+        # Detection on a short window is unreliable (German espeak → "vi"); a
+        # full 30 s window costs one more encoder pass, paid only when no
+        # language is configured.
+        padded = np.zeros(int(_MAX_FAST_S * SAMPLE_RATE), dtype=np.float32)
+        padded[: len(audio)] = audio[: len(padded)]
+        mel = self._features(padded, padding=0)
+        mel = mel[:, : mel.shape[-1] - (mel.shape[-1] % 2)]
+        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
         results = self._ct2.detect_language(features)[0]
         token, _prob = results[0]
         return token[2:-2]  # "<|en|>" -> "en"
@@ -148,7 +158,7 @@ class WhisperSTT:
         frames = mel.shape[-1] - (mel.shape[-1] % 2)  # the encoder's conv has stride 2
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None, :, :frames]))
         if language is None:
-            language = self._detect_language(features)
+            language = self._detect_language(audio)
         tok = self._tokenizer(language)
         prompt_ids = self._prompt(tok, prompt, timestamps=True)
         max_length = min(len(prompt_ids) + int(_TOKENS_PER_S * seconds) + 16, 448)  # 16: timestamps
