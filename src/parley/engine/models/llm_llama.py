@@ -10,6 +10,9 @@ Generation runs in a worker thread that feeds an asyncio queue; a
 the consumer closes the stream (barge-in). A lock serialises generations:
 there is one model and one KV cache.
 
+Decoding is greedy with a repeat penalty whatever ``temperature`` the request
+carries: sampled, SmolLM2-135M drifts into nonsense within a sentence.
+
 Tool calls are grammar-constrained (GBNF from the tool's JSON Schema), so the
 arguments are always valid JSON matching the schema, even from a 135M model:
 
