@@ -18,10 +18,16 @@ from parley.protocol.audio_formats import CANONICAL_RATE
 
 
 class LocalVad:
-    """Onset/offset detector over 24 kHz int16 blocks (Silero at 16 kHz, 32 ms frames)."""
+    """Onset/offset detector over 24 kHz int16 blocks (Silero at 16 kHz, 32 ms frames).
+
+    One speech frame is enough to pause: a false start only costs a short pause
+    (playback resumes unless the server confirms), while waiting for a second
+    frame adds ~40 ms to every real interruption (measured on Piper speech:
+    onset → detected p50 62 ms with one frame, 102 ms with two).
+    """
 
     def __init__(self, vad: VoiceActivityDetector | None = None, *, threshold: float = 0.5,
-                 min_speech_ms: int = 64, min_silence_ms: int = 300) -> None:
+                 min_speech_ms: int = 32, min_silence_ms: int = 300) -> None:
         if vad is None:
             # The engine's Silero wrapper (onnxruntime + numpy, no torch) is reused as is.
             from parley.engine.models.vad_silero import SileroVad
