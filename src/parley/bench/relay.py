@@ -281,13 +281,16 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"Relay benchmark: {args.sessions} sessions × {CHUNK_MS} ms audio chunks at real-time pace, "
                   f"{args.seconds:.0f} s measured. Upstream: a minimal protocol echo server (not the models); "
                   "relay: parley serve's WebSocket relay (server tools on) in its own process.")
+    load_before = os.getloadavg()
     results = _measure(args)
     report = {
         "benchmark": "relay",
         "note": "upstream is a minimal Realtime echo server, not real models; the relay is parley serve's own "
                 "code path (create_app + RemoteUpstream) under uvicorn in a separate process",
         "sessions": args.sessions, "chunk_ms": CHUNK_MS, "seconds": args.seconds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    # The machine may be shared: a high load average makes every tail figure worse.
+                    "load_average_before": [round(x, 2) for x in load_before]},
         **results, "added": _added(results),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"relay process: {r['relay_cpu_percent']}% CPU ({r['relay_cpu_percent_per_session']}% per "
                   f"session), {r['relay_rss_mb_per_session']} MB per session; errors: "
                   f"{results['direct']['error_count']} direct, {r['error_count']} relayed")
+    console.print(f"load average before the run: {' '.join(f'{x:.2f}' for x in load_before)} on "
+                  f"{os.cpu_count()} CPUs (other work on the machine inflates the tails)")
     console.print(f"wrote {args.out}")
     return 0 if not (results["direct"]["error_count"] or r["error_count"]) else 1
 
