@@ -45,7 +45,11 @@ REPLY = "Sure, I can help with that. The capital of France is Paris, a city famo
 
 def stats(values: list[float], scale: float = 1000.0) -> dict[str, float]:
     arr = np.asarray(values) * scale
-    return {"p50": round(float(np.percentile(arr, 50)), 2), "p95": round(float(np.percentile(arr, 95)), 2), "n": len(arr)}
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 2),
+        "p95": round(float(np.percentile(arr, 95)), 2),
+        "n": len(arr),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -72,7 +76,9 @@ async def speech_clips(models: ModelSet) -> dict[int, np.ndarray]:
 async def bench_vad(models: ModelSet, clip: np.ndarray) -> dict[str, float]:
     vad = models.vad
     stream = vad.stream()
-    frames = [clip[i : i + vad.frame_samples] for i in range(0, len(clip) - vad.frame_samples, vad.frame_samples)]
+    frames = [
+        clip[i : i + vad.frame_samples] for i in range(0, len(clip) - vad.frame_samples, vad.frame_samples)
+    ]
     times = []
     for _ in range(10):
         for frame in frames:
@@ -132,7 +138,9 @@ async def all_at_once(models: ModelSet, clip: np.ndarray) -> float:
     t0 = time.perf_counter()
 
     async def llm() -> None:
-        async for _ in models.llm.stream(ChatRequest([ChatMessage("user", "Tell me a story.")], max_tokens=96)):
+        async for _ in models.llm.stream(
+            ChatRequest([ChatMessage("user", "Tell me a story.")], max_tokens=96)
+        ):
             pass
 
     async def tts() -> None:
@@ -163,7 +171,11 @@ async def main() -> None:
 
     clips = await speech_clips(models)
     results = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_start": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": os.getloadavg(),
+        },
         "load_s": {
             "total": round(load_total, 2),
             **{s: round(v.load_seconds + v.warmup_seconds, 2) for s, v in models.stages.items()},
@@ -185,15 +197,21 @@ async def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'stage':<28}{'p50':>10}{'p95':>10}")
-    print(f"{'VAD per frame (µs)':<28}{results['vad_frame_us']['p50']:>10}{results['vad_frame_us']['p95']:>10}")
+    print(
+        f"{'VAD per frame (µs)':<28}{results['vad_frame_us']['p50']:>10}{results['vad_frame_us']['p95']:>10}"
+    )
     for k, v in results["stt_ms"].items():
         print(f"{'STT ' + k + ' clip (ms)':<28}{v['p50']:>10}{v['p95']:>10}")
     llm = results["llm"]
     print(f"{'LLM TTFT (ms)':<28}{llm['ttft_ms']['p50']:>10}{llm['ttft_ms']['p95']:>10}")
-    print(f"{'LLM decode (tok/s)':<28}{llm['decode_tok_per_s']['p50']:>10}{llm['decode_tok_per_s']['p95']:>10}")
+    print(
+        f"{'LLM decode (tok/s)':<28}{llm['decode_tok_per_s']['p50']:>10}{llm['decode_tok_per_s']['p95']:>10}"
+    )
     tts = results["tts"]
     print(f"{'TTS first chunk (ms)':<28}{tts['first_chunk_ms']['p50']:>10}{tts['first_chunk_ms']['p95']:>10}")
-    print(f"{'TTS real-time factor':<28}{tts['real_time_factor']['p50']:>10}{tts['real_time_factor']['p95']:>10}")
+    print(
+        f"{'TTS real-time factor':<28}{tts['real_time_factor']['p50']:>10}{tts['real_time_factor']['p95']:>10}"
+    )
     print(f"load: {results['load_s']}  all stages at once: {results['all_stages_at_once_s']} s")
     print(f"RSS MB: {results['rss_mb']}  -> {RESULTS}")
 

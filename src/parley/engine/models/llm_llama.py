@@ -132,7 +132,9 @@ class LlamaLLM:
         self._formatter = Jinja2ChatFormatter(
             template=template,
             eos_token=self._llm.detokenize([eos_id], special=True).decode(errors="ignore"),
-            bos_token=self._llm.detokenize([bos_id], special=True).decode(errors="ignore") if bos_id >= 0 else "",
+            bos_token=self._llm.detokenize([bos_id], special=True).decode(errors="ignore")
+            if bos_id >= 0
+            else "",
         )
         import llama_cpp
 
@@ -198,7 +200,9 @@ class LlamaLLM:
         # A full-length chat turn: a 4-token warm-up leaves the first real
         # question slow (≈330 ms TTFT, 7 tok/s measured), a real turn does not.
         request = ChatRequest(
-            messages=[ChatMessage("user", "What is the capital of France? Tell me about it in two sentences.")],
+            messages=[
+                ChatMessage("user", "What is the capital of France? Tell me about it in two sentences.")
+            ],
             max_tokens=48,
         )
         for _ in self.generate_sync(request):
@@ -266,9 +270,7 @@ class LlamaLLM:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         produced = 0
         counts["reason"] = "stop"  # type: ignore[assignment]
-        for token in self._llm.generate(
-            tokens, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True
-        ):
+        for token in self._llm.generate(tokens, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True):
             if stop.is_set():
                 return
             if token == self._eos or self._is_eog(self._vocab, token):
@@ -384,7 +386,9 @@ def _to_chat(messages: Iterator[ChatMessage] | Any) -> list[dict[str, str]]:
                     args: Any = json.loads(call.arguments or "{}")
                 except ValueError:
                     args = call.arguments
-                parts.append(TOOL_CALL_OPEN + json.dumps({"name": call.name, "arguments": args}) + TOOL_CALL_CLOSE)
+                parts.append(
+                    TOOL_CALL_OPEN + json.dumps({"name": call.name, "arguments": args}) + TOOL_CALL_CLOSE
+                )
             out.append({"role": "assistant", "content": "\n".join(parts)})
         elif m.role == "tool":
             name = names.get(m.tool_call_id or "", "the tool")

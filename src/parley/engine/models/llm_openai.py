@@ -44,7 +44,9 @@ class OpenAICompatibleLLM:
         self.model = model or "default"
         self.max_tokens = max_tokens
         # Local servers need no key, but the client insists on one.
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1)
+        self._client = AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         kwargs: dict[str, Any] = {
@@ -90,7 +92,10 @@ class OpenAICompatibleLLM:
         for index, frag in pending.items():  # a server that never sent a name: still report the call
             if not started.get(index):
                 yield ToolCallDelta(
-                    index=index, call_id=frag.get("id") or new_call_id(), name=frag.get("name") or "", arguments=frag["args"]
+                    index=index,
+                    call_id=frag.get("id") or new_call_id(),
+                    name=frag.get("name") or "",
+                    arguments=frag["args"],
                 )
                 started[index] = True
         if reason in ("tool_calls", "function_call") or (started and reason == "stop"):
@@ -112,7 +117,9 @@ class OpenAICompatibleLLM:
         await self._client.close()
 
 
-def _tool_deltas(call: Any, started: dict[int, bool], pending: dict[int, dict[str, Any]]) -> list[ToolCallDelta]:
+def _tool_deltas(
+    call: Any, started: dict[int, bool], pending: dict[int, dict[str, Any]]
+) -> list[ToolCallDelta]:
     index = call.index or 0
     fn = call.function
     args = (fn.arguments if fn is not None else None) or ""
@@ -127,7 +134,11 @@ def _tool_deltas(call: Any, started: dict[int, bool], pending: dict[int, dict[st
         return []  # hold arguments until the call's name is known
     started[index] = True
     del pending[index]
-    return [ToolCallDelta(index=index, call_id=frag["id"] or new_call_id(), name=frag["name"], arguments=frag["args"])]
+    return [
+        ToolCallDelta(
+            index=index, call_id=frag["id"] or new_call_id(), name=frag["name"], arguments=frag["args"]
+        )
+    ]
 
 
 def _message(m: ChatMessage) -> dict[str, Any]:
@@ -136,7 +147,11 @@ def _message(m: ChatMessage) -> dict[str, Any]:
             "role": "assistant",
             "content": m.content or None,
             "tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                }
                 for c in m.tool_calls
             ],
         }

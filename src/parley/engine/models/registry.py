@@ -97,7 +97,9 @@ async def load_stage(stage: str, cfg: ModelConfig, progress: Progress | None = N
     backend = str(getattr(cfg, stage)).lower()
     if backend not in BACKENDS[stage]:
         raise ModelUnavailable(
-            stage, f"unknown {stage} backend {backend!r}", f"set {_ENV[stage]} to one of: {', '.join(BACKENDS[stage])}"
+            stage,
+            f"unknown {stage} backend {backend!r}",
+            f"set {_ENV[stage]} to one of: {', '.join(BACKENDS[stage])}",
         )
     report = progress or (lambda _s, _m: None)
     report(stage, f"loading {backend}")
@@ -157,7 +159,9 @@ def _load_llama(cfg: ModelConfig) -> tuple[Any, str, int]:
     if cfg.llm_model_path is not None:
         path = Path(cfg.llm_model_path)
         if not path.is_file():
-            raise ModelUnavailable("llm", f"GGUF file {path} does not exist", "fix PARLEY_LLM_MODEL_PATH or unset it")
+            raise ModelUnavailable(
+                "llm", f"GGUF file {path} does not exist", "fix PARLEY_LLM_MODEL_PATH or unset it"
+            )
     else:
         path = assets.smollm2_gguf_path()
     llm = LlamaLLM(path, n_threads=cfg.llm_threads, n_ctx=cfg.llm_context)
@@ -179,7 +183,9 @@ def _load_piper(cfg: ModelConfig) -> tuple[Any, str, int]:
         config = onnx.with_name(onnx.name + ".json")
         for p in (onnx, config):
             if not p.is_file():
-                raise ModelUnavailable("tts", f"Piper voice file {p} does not exist", "fix PARLEY_TTS_VOICE or unset it")
+                raise ModelUnavailable(
+                    "tts", f"Piper voice file {p} does not exist", "fix PARLEY_TTS_VOICE or unset it"
+                )
     else:
         onnx, config = assets.piper_voice_files()
     try:

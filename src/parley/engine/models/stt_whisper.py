@@ -83,7 +83,9 @@ class WhisperSTT:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.transcribe_sync, audio, language, prompt)
 
-    def transcribe_sync(self, audio: np.ndarray, language: str | None = None, prompt: str | None = None) -> Transcript:
+    def transcribe_sync(
+        self, audio: np.ndarray, language: str | None = None, prompt: str | None = None
+    ) -> Transcript:
         """Blocking version of :meth:`transcribe` (``language`` None = the configured default)."""
         started = time.perf_counter()
         language = language or self.language

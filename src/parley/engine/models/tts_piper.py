@@ -97,7 +97,9 @@ class PiperTTS:
         opts.log_severity_level = 3
         if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(load_path or model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(load_path or model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
         self._has_durations = len(session.get_outputs()) > 1
         if not self._has_durations:
             log.warning("piper voice has no duration output: word timings are estimated")
@@ -116,7 +118,9 @@ class PiperTTS:
     def voices(self) -> list[str]:
         return [VOICE_NAME]
 
-    async def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncIterator[SpeechChunk]:
         # Any voice name (OpenAI's "alloy", "verse"…) maps to the one voice there is.
         chunks = split_chunks(text)
         if not chunks:
@@ -164,7 +168,11 @@ class PiperTTS:
                 offset += len(audio)
         audio = np.concatenate(audio_parts) if audio_parts else np.zeros(0, dtype=np.float32)
         peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-        pcm = (np.clip(audio / peak, -1.0, 1.0) * 32767).astype(np.int16) if peak > 1e-8 else audio.astype(np.int16)
+        pcm = (
+            (np.clip(audio / peak, -1.0, 1.0) * 32767).astype(np.int16)
+            if peak > 1e-8
+            else audio.astype(np.int16)
+        )
         words: list[WordTiming]
         if bounds and len(bounds) == len(phonemes):  # exact: from the model's durations
             words = align_words(text, phonemes, bounds, self.sample_rate, self._phonemize_word)
@@ -206,11 +214,12 @@ class PiperTTS:
 
     def _phonemize_word(self, word: str) -> str:
         with_lock = self._voice.phonemize(word)
-        return " ".join("".join(p for p in sentence if p not in _PUNCT).strip() for sentence in with_lock).strip()
+        return " ".join(
+            "".join(p for p in sentence if p not in _PUNCT).strip() for sentence in with_lock
+        ).strip()
 
     def warmup(self) -> None:
         self.synthesize_chunk("Hello, this is a warm-up sentence for the voice.")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-

@@ -161,7 +161,9 @@ def align_words(
     return _finish(tokens, pieces, sample_rate)
 
 
-def _finish(tokens: list[str], pieces: dict[int, list[tuple[int, int]]], sample_rate: int) -> list[WordTiming]:
+def _finish(
+    tokens: list[str], pieces: dict[int, list[tuple[int, int]]], sample_rate: int
+) -> list[WordTiming]:
     out: list[WordTiming] = []
     prev_end = 0
     for i, token in enumerate(tokens):
