@@ -211,3 +211,23 @@ async def test_cors_preflight_and_exposed_location() -> None:
             await call.close()
     await asyncio.sleep(0)
     await released(rt)
+
+
+async def test_openai_python_calls_create_multipart() -> None:
+    """openai-python's own ``client.realtime.calls.create(sdp=…, session=…)`` (the unified form)."""
+    from openai import AsyncOpenAI
+
+    offer = await browser_like_offer()
+    async with engine(api_key=KEY) as srv:
+        client = AsyncOpenAI(api_key=KEY, base_url=f"{srv.http}/v1")
+        answer = await client.realtime.calls.create(sdp=offer, session={
+            "type": "realtime", "model": "gpt-realtime", "instructions": "Keep it short.",
+            "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+        assert answer.response.status_code == 201
+        assert answer.text.startswith("v=0") and "a=msid:" in answer.text
+        call_id = answer.response.headers["location"].rsplit("/", 1)[-1]
+        session = srv.runtime.calls[call_id].session.session
+        assert session["instructions"] == "Keep it short."
+        assert session["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"
+        await srv.runtime.calls[call_id].close()
+        await released(srv.runtime)

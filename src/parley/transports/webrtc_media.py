@@ -85,6 +85,9 @@ class PacedAudioOutput(MediaStreamTrack):
         self._start: float | None = None
         self._frames = 0
         self._silence = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
+        # Frames that went out (partly) silent while a response was still due to speak:
+        # speech arrived slower than real time. Diagnostics only.
+        self.underruns = 0
 
     # --- MediaOutput (called by the session) -----------------------------
 
@@ -176,6 +179,7 @@ class PacedAudioOutput(MediaStreamTrack):
             self._flush_resampler()
         if not self._queue:
             self._report_drained()
+            self.underruns += any(p.started for p in self._playouts.values())
             return None
         out = np.zeros(n, dtype=np.int16)
         filled = 0
