@@ -592,7 +592,9 @@ class Conversation:
                 continue
             if self.session_options.turn_detection is None and not self.ptt_active:
                 continue  # manual turns: only what is said while the key is held
-            gated = self.muted or (self.options.half_duplex and self.player.is_playing())
+            # Half duplex keeps the mic shut 200 ms past the last played sample: the room's echo tail.
+            gated = self.muted or (self.options.half_duplex and (
+                self.player.is_playing() or time.monotonic() < self.player.sounding_until() + 0.2))
             # Silence (not nothing) keeps the server's audio clock in step with ours.
             out = np.zeros_like(pcm) if gated else pcm
             self._sent_marks.append((self._sent_samples, t))
