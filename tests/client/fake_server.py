@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Response
 
 from parley.protocol import ids
+from parley.protocol.audio_formats import AudioFormat, OutputEncoder
 from parley.protocol.session_config import apply_update, default_session, wire_session
 
 RATE = 24000
@@ -77,7 +78,8 @@ class FakeServer:
                     session.update(apply_update(session, ev["session"]))
                     await self._send(conn, {"type": "session.updated", "session": wire_session(session)})
                 elif kind == "response.create":
-                    active["task"] = asyncio.create_task(self._respond(conn, active))
+                    fmt = AudioFormat.from_json(session["audio"]["output"]["format"])
+                    active["task"] = asyncio.create_task(self._respond(conn, active, OutputEncoder(fmt)))
                 elif kind == "response.cancel":
                     task = active.get("task")
                     if task is None or task.done():
@@ -93,7 +95,7 @@ class FakeServer:
         except Exception:
             pass
 
-    async def _respond(self, conn: ServerConnection, active: dict) -> None:
+    async def _respond(self, conn: ServerConnection, active: dict, encode: OutputEncoder) -> None:
         rid, iid = ids.response_id(), ids.item_id()
         active["response_id"], active["item_id"] = rid, iid
         await self._send(conn, {"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
@@ -111,9 +113,16 @@ class FakeServer:
                                         "item_id": iid, "output_index": 0, "content_index": 0, "delta": "la "})
                 await self._send(conn, {"type": "response.output_audio.delta", "response_id": rid, "item_id": iid,
                                         "output_index": 0, "content_index": 0,
-                                        "delta": base64.b64encode(chunk.tobytes()).decode()})
+                                        "delta": base64.b64encode(encode(chunk)).decode()})
                 self.item_audio_ms[iid] = (i + len(chunk)) / 24
                 await asyncio.sleep(0.01)
+            tail = encode(np.zeros(0, np.int16), last=True)  # the resampler's buffered end
+            if tail:
+                await self._send(conn, {"type": "response.output_audio.delta", "response_id": rid, "item_id": iid,
+                                        "output_index": 0, "content_index": 0,
+                                        "delta": base64.b64encode(tail).decode()})
+            await self._send(conn, {"type": "response.output_audio.done", "response_id": rid, "item_id": iid,
+                                    "output_index": 0, "content_index": 0})
         except asyncio.CancelledError:
             status = "cancelled"
         await self._send(conn, {"type": "response.done", "response": {"id": rid, "status": status}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import wave
 
@@ -13,6 +14,7 @@ from parley.client.conversation import ClientOptions, Conversation, SessionOptio
 from parley.client.devices import FileAudio
 from parley.client.recorder import Recorder, load_events
 from parley.client.transport import TransportError
+from parley.client.wavio import read_wav
 from tests.client.fake_server import fake_server
 
 
@@ -232,3 +234,24 @@ def test_pull_resampler_feeds_any_device_rate():
     assert abs(int(np.median(out[2000:])) - 1000) <= 2
     # Played position is tracked in protocol samples (24 kHz), not device samples.
     assert abs(p.position("a", now=11.0) - 12000) <= 480
+
+
+async def test_g711_output_is_decoded_and_truncated_in_milliseconds(tmp_path):
+    async with fake_server(reply_seconds=3.0) as srv:
+        audio = FileAudio(None, tmp_path / "out.wav")
+        conv = Conversation(srv.base_url, "good", audio=audio,
+                            session=SessionOptions(output_format="audio/pcmu", input_format="audio/pcmu",
+                                                   transcription_model=None))
+        async with conv:
+            assert srv.sessions[-1]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+            item = await _play_until(conv, 0.5)
+            await asyncio.sleep(0.5)  # everything received by now
+            assert abs(conv.player.received(item) / 24000 - 3.0) < 0.05  # 8 kHz µ-law → 24 kHz PCM
+            appends = srv.events("input_audio_buffer.append")
+            sizes = [len(base64.b64decode(a["audio"])) for a in appends[5:]]
+            assert sizes and all(150 <= n <= 170 for n in sizes)  # 20 ms of 8 kHz µ-law each, no bursts
+            await srv.speech_started()
+            trunc = await srv.wait_event("conversation.item.truncate")
+            assert abs(trunc["audio_end_ms"] - conv.player.handed(item) / 24) <= 1
+    out = read_wav(tmp_path / "out.wav")
+    assert np.abs(out).max() > 5000  # the tone survived the µ-law round trip

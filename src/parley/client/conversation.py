@@ -53,7 +53,15 @@ from parley.client.devices import AudioDevice, NullAudio
 from parley.client.player import Player
 from parley.client.transport import ConnectionLost, Transport, TransportError
 from parley.protocol import ids
-from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, InputDecoder, OutputEncoder
+from parley.protocol.audio_formats import (
+    CANONICAL_RATE,
+    AudioFormat,
+    Resampler,
+    alaw_decode,
+    alaw_encode,
+    ulaw_decode,
+    ulaw_encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +154,51 @@ def _dbfs(pcm: np.ndarray) -> float:
     return 20.0 * float(np.log10(max(rms, 1e-3) / 32768.0))
 
 
+class _OutputDecoder:
+    """Server audio (PCM16 or G.711) → 24 kHz int16, with the resampler's tail flushed per item.
+
+    A streaming 8→24 kHz resampler holds back the last ~100 ms of what it was given;
+    without a flush at the end of each item that tail would play only at the start
+    of the next reply, attributed to the wrong item.
+    """
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        self.format = fmt
+        self._rs = Resampler(fmt.rate, CANONICAL_RATE)
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        if self.format.type == "audio/pcm":
+            return np.frombuffer(data[: len(data) - len(data) % 2], "<i2").astype(np.int16)
+        return self._rs(ulaw_decode(data) if self.format.type == "audio/pcmu" else alaw_decode(data))
+
+    def flush(self) -> np.ndarray:
+        if self.format.type == "audio/pcm":
+            return np.zeros(0, np.int16)
+        tail = self._rs(np.zeros(0, np.int16), last=True)
+        self._rs = Resampler(self.format.rate, CANONICAL_RATE)
+        return tail
+
+
+class _InputEncoder:
+    """Mic blocks (24 kHz int16) → the session's input format, one block in, one block out.
+
+    G.711 goes through the low-latency resampler: soxr's HQ stream would hold each
+    20 ms block back and send it 20–40 ms later in bursts (plus empty appends).
+    """
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        from parley.client.lowlatency import LowLatencyResampler
+
+        self.format = fmt
+        self._rs = LowLatencyResampler(CANONICAL_RATE, fmt.rate)
+
+    def __call__(self, pcm: np.ndarray) -> bytes:
+        if self.format.type == "audio/pcm":
+            return np.asarray(pcm, "<i2").tobytes()
+        x = self._rs(pcm)
+        return ulaw_encode(x) if self.format.type == "audio/pcmu" else alaw_encode(x)
+
+
 class Conversation:
     def __init__(
         self,
@@ -192,8 +245,8 @@ class Conversation:
         self._local_event: asyncio.Event = asyncio.Event()
         self._sent_samples = 0
         self._sent_marks: collections.deque[tuple[int, float]] = collections.deque(maxlen=3000)
-        self._decoder = InputDecoder(AudioFormat(self.session_options.output_format))
-        self._encoder = OutputEncoder(AudioFormat(self.session_options.input_format))
+        self._decoder = _OutputDecoder(AudioFormat(self.session_options.output_format))
+        self._encoder = _InputEncoder(AudioFormat(self.session_options.input_format))
         self._aec = None
         self._vad = None
         self.connection_status = "connecting"
@@ -601,8 +654,10 @@ class Conversation:
             self._sent_samples += len(out)
             try:
                 if self.transport.audio_in_events:
-                    await self.send({"type": "input_audio_buffer.append",
-                                     "audio": base64.b64encode(self._encoder(out)).decode("ascii")})
+                    data = self._encoder(out)
+                    if data:
+                        await self.send({"type": "input_audio_buffer.append",
+                                         "audio": base64.b64encode(data).decode("ascii")})
                 else:
                     self.transport.send_audio(out)
             except ConnectionLost:
@@ -662,10 +717,10 @@ class Conversation:
         self.server_session = ev.get("session") or {}
         fmt = ((self.server_session.get("audio") or {}).get("output") or {}).get("format")
         if fmt:
-            self._decoder = InputDecoder(AudioFormat.from_json(fmt))
+            self._decoder = _OutputDecoder(AudioFormat.from_json(fmt))
         fmt_in = ((self.server_session.get("audio") or {}).get("input") or {}).get("format")
         if fmt_in:
-            self._encoder = OutputEncoder(AudioFormat.from_json(fmt_in))
+            self._encoder = _InputEncoder(AudioFormat.from_json(fmt_in))
 
     async def _h_input_audio_buffer_speech_started(self, ev: dict) -> None:
         now = time.monotonic()
@@ -733,6 +788,11 @@ class Conversation:
         pcm = self._decoder(base64.b64decode(ev.get("delta") or ""))
         self._note_first_audio()
         self.player.write(ev.get("item_id"), pcm)
+
+    async def _h_response_output_audio_done(self, ev: dict) -> None:
+        tail = self._decoder.flush()
+        if len(tail):
+            self.player.write(ev.get("item_id"), tail)
 
     async def _h_response_output_audio_transcript_delta(self, ev: dict) -> None:
         turn = self._turn_by_item.get(ev.get("item_id", ""))
