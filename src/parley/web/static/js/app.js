@@ -187,26 +187,9 @@ function createClient() {
     const rid = responseId || app.conversation.responseOf(itemId);
     app.turns.firstAudio(rid, t, approx);
   });
-  c.on("assistant-speaking", (on) => {
-    refreshControls();
-    if (!on && app.turns.bargeIn && c.transport && c.transport.kind === "webrtc") {
-      /* silence is reported by assistant-silent with its exact time */
-    }
-  });
-  c.on("barge-in", ({ t, via }) => {
-    app.turns.bargeInStarted(t, via);
-    if (c.transport && c.transport.kind === "webrtc") {
-      // Already quiet (a pause between phrases)? Then it is silent now.
-      if (c.activity && !c.activity.active) app.turns.silenced(t);
-      setTimeout(() => {
-        if (app.turns.bargeIn && app.turns.bargeIn.t === t) app.turns.bargeIn = null; // never went quiet
-      }, 4000);
-    }
-  });
+  c.on("assistant-speaking", refreshControls);
+  c.on("barge-in", ({ t, via }) => app.turns.bargeInStarted(t, via));
   c.on("silenced", ({ t }) => app.turns.silenced(t));
-  c.on("assistant-silent", ({ t }) => {
-    if (c.transport && c.transport.kind === "webrtc") app.turns.silenced(t);
-  });
   c.on("ptt", ({ active, tooShort }) => {
     el.ptt.dataset.active = String(active);
     el.ptt.querySelector(".ptt-label").textContent = active ? "Listening…" : "Hold to talk";

@@ -67,7 +67,7 @@ export class TurnMetrics extends Emitter {
     turn.firstAudioAt = t;
     turn.latencyMs = t - turn.endAt;
     turn.approx = approx;
-    turn.status = "speaking";
+    if (turn.status === "responding") turn.status = "speaking";
     this.emit("changed", turn);
   }
 

@@ -15,6 +15,8 @@ export class ActivityDetector extends Emitter {
     this.quietSince = null;
     this.lastRms = 0;
     this.peak = 0;
+    this.lastLoudAt = null;
+    this.watch = null;
     this.timer = setInterval(() => this.tick(), intervalMs);
   }
 
@@ -23,6 +25,12 @@ export class ActivityDetector extends Emitter {
     const rms = this.meter.rms();
     this.lastRms = rms;
     if (rms > this.peak) this.peak = rms;
+    if (rms > ON_RMS) this.lastLoudAt = now;
+    if (this.watch && now - Math.max(this.watch.t0, this.lastLoudAt || 0) >= this.watch.quietMs) {
+      const { t0, resolve } = this.watch;
+      this.watch = null;
+      resolve(Math.max(t0, this.lastLoudAt || 0));
+    }
     if (!this.active) {
       if (rms > ON_RMS) {
         this.active = true;
@@ -43,7 +51,24 @@ export class ActivityDetector extends Emitter {
     }
   }
 
+  // After a barge-in at t0: resolves with the time the audio was last audible
+  // (t0 if it already was silent) once it has stayed quiet for `quietMs`.
+  watchSilence(t0, quietMs = 400, timeoutMs = 5000) {
+    if (this.watch) this.watch.resolve(null);
+    return new Promise((resolve) => {
+      this.watch = { t0, quietMs, resolve };
+      setTimeout(() => {
+        if (this.watch && this.watch.resolve === resolve) {
+          this.watch = null;
+          resolve(null); // never went quiet
+        }
+      }, timeoutMs);
+    });
+  }
+
   stop() {
+    if (this.watch) this.watch.resolve(null);
+    this.watch = null;
     clearInterval(this.timer);
   }
 }

@@ -76,6 +76,7 @@ export class RealtimeClient extends Emitter {
       await this.graph.resume();
       if (!textOnly) {
         this.mic = await openMicrophone(processing);
+        this.micOpenedAt = performance.now();
         this.graph.attachMic(this.mic);
         this.applyMute();
       }
@@ -283,9 +284,16 @@ export class RealtimeClient extends Emitter {
     return Boolean(td && td.interrupt_response !== false);
   }
 
+  // The assistant stopped being audible after a barge-in at t (WebRTC: measured on its audio).
+  watchSilence(t) {
+    if (!this.activity || this.transport.kind !== "webrtc") return;
+    this.activity.watchSilence(t).then((end) => end !== null && this.emit("silenced", { t: end }));
+  }
+
   onSpeechStarted(t) {
     if (!this.assistantAudible()) return;
     this.emit("barge-in", { t, via: "voice" });
+    this.watchSilence(t);
     if (this.transport.kind === "websocket") {
       // The server cannot know what was played: stop now and tell it.
       this.stopPlaybackAndTruncate();
@@ -314,7 +322,10 @@ export class RealtimeClient extends Emitter {
     if (!this.connected) return;
     const t = performance.now();
     const audible = this.assistantAudible();
-    if (audible) this.emit("barge-in", { t, via });
+    if (audible) {
+      this.emit("barge-in", { t, via });
+      this.watchSilence(t);
+    }
     if (this.activeResponse) this.send({ type: "response.cancel" });
     if (this.transport.kind === "websocket") {
       if (audible) await this.stopPlaybackAndTruncate();
