@@ -59,6 +59,18 @@ def loud(pcm: np.ndarray, threshold: int = 1000) -> np.ndarray:
     return np.abs(pcm[: n * 240].reshape(n, 240)).max(axis=1) > threshold
 
 
+def heard(peer: RealtimePeer, since: float, until: float = float("inf")) -> list[tuple[float, bool]]:
+    """(arrival time, audible?) per received chunk in a window."""
+    return [(t, bool(loud(c).any())) for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True)
+            if since <= t < until]
+
+
+def heard_ms(peer: RealtimePeer, since: float, until: float = float("inf")) -> int:
+    """Milliseconds of audible audio the peer received in a window (the fake voice is a steady tone)."""
+    chunks = [c for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True) if since <= t < until]
+    return int(loud(np.concatenate(chunks)).sum()) * 10 if chunks else 0
+
+
 def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * RATE)) / RATE
     return (np.sin(2 * np.pi * 300 * t) * amplitude * 32767).astype(np.int16)
@@ -115,26 +127,27 @@ async def test_client_clear_stops_the_wire_and_truncates_to_what_was_sent() -> N
         started = await peer.wait_for("output_audio_buffer.started")
         done = await peer.wait_for("response.done")
         await asyncio.sleep(1.0 - (time.perf_counter() - started["_t"]))
-        sent_at = time.perf_counter()
         peer.send({"type": "output_audio_buffer.clear"})
         cleared = await peer.wait_for("output_audio_buffer.cleared")
         truncated = await peer.wait_for("conversation.item.truncated")
         item_id = done["response"]["output"][0]["id"]
         assert cleared["response_id"] == done["response"]["id"]
         assert truncated["item_id"] == item_id and truncated["content_index"] == 0
-        # The server counts what it handed to the encoder: ~1 s since playout started.
-        assert abs(truncated["audio_end_ms"] - (sent_at - started["_t"]) * 1000) <= 120, truncated
+        assert truncated["audio_end_ms"] >= 500
         await asyncio.sleep(0.3)
         after = peer.recording.audio(since=cleared["_t"] + 0.1)
         assert len(after) > RATE // 10 and not loud(after).any()  # silence on the wire
         assert not peer.of("output_audio_buffer.stopped")  # cleared, not drained
+        # The truncation point is exactly what reached the listener (wall time would lie under load).
+        assert abs(heard_ms(peer, started["_t"] - 0.1) - truncated["audio_end_ms"]) <= 40
         peer.send({"type": "conversation.item.retrieve", "item_id": item_id})
         retrieved = await peer.wait_for("conversation.item.retrieved")
         heard = retrieved["item"]["content"][0]["transcript"]
         full = done["response"]["output"][0]["content"][0]["transcript"]
         assert heard and full.startswith(heard) and len(heard) < len(full)
         assert heard.split() == full.split()[: len(heard.split())]
-        assert len(heard.split()) in (3, 4)  # ~1 s of 250 ms words
+        # A word is kept once half of it was heard (fake words are 250 ms each).
+        assert len(heard.split()) == (truncated["audio_end_ms"] + 125) // 250
     await released(srv.runtime)
 
 
@@ -158,14 +171,15 @@ async def test_vad_barge_in_flushes_truncates_and_cancels() -> None:
         order = [types.index(t) for t in ("input_audio_buffer.speech_started", "response.done",
                                           "output_audio_buffer.cleared", "conversation.item.truncated")]
         assert order == sorted(order)
-        assert truncated["audio_end_ms"] == pytest.approx((speech["_t"] - started["_t"]) * 1000, abs=120)
-        # Onset → silence on the wire, as the listener hears it.
+        # What reached the listener is exactly the truncation point.
         await asyncio.sleep(0.3)
-        reply = peer.recording.audio(since=started["_t"])
-        arrivals = np.array([t for t in peer.recording.arrivals if t >= started["_t"]])
-        frames = loud(reply)
-        last_loud = np.flatnonzero(frames)[-1] * 0.01 + arrivals[0]
-        assert last_loud - onset < 0.4, last_loud - onset
+        next_reply = next((e["_t"] for e in peer.of("output_audio_buffer.started")
+                           if e["response_id"] != done["response"]["id"]), float("inf"))
+        assert abs(heard_ms(peer, started["_t"] - 0.1, next_reply) - truncated["audio_end_ms"]) <= 40
+        # Onset → silence on the wire, as the listener hears it (fake VAD; loaded CI machines are slow).
+        last_loud = max(t for t, audible in heard(peer, started["_t"], cleared["_t"] + 0.5) if audible)
+        assert last_loud - onset < 0.6, last_loud - onset
+        assert speech["_t"] - onset < 0.5
     await released(srv.runtime)
 
 
@@ -211,7 +225,12 @@ async def test_sideband_observes_and_controls_the_call() -> None:
                 assert "response.output_audio.delta" not in [e["type"] for e in side]
                 await asyncio.sleep(0.3)  # the receiver's jitter buffer
                 assert loud(peer.recording.audio(since=started["_t"])).sum() >= 40
-            await peer.wait_for("output_audio_buffer.stopped")
+                await peer.wait_for("output_audio_buffer.stopped")
+                await peer.close()  # the browser hangs up: the sideband is closed by the server
+                with pytest.raises(websockets.ConnectionClosed):
+                    async with asyncio.timeout(5):
+                        while True:
+                            await ws.recv()
         await released(srv.runtime)
 
 
@@ -249,14 +268,14 @@ async def _vanish(peer: RealtimePeer) -> None:
 
 
 @pytest.mark.parametrize("how", ["peer connection closed", "data channel closed", "peer vanished",
-                                 "engine shut down"])
+                                 "session expired", "engine shut down"])
 async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if how == "peer vanished":
         # ICE consent checks take ~30 s to give up by default; the path is the same at 0.1 s.
         monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
     await asyncio.sleep(0.2)  # let earlier tests' teardown settle before counting tasks
     tasks_before = {t for t in asyncio.all_tasks() if not t.done()}
-    rt = fake_runtime()
+    rt = fake_runtime(max_session_seconds=1) if how == "session expired" else fake_runtime()
     peer = RealtimePeer()
     try:
         async with engine(rt) as srv:
@@ -271,6 +290,10 @@ async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.Mo
                 peer.channel.close()
             elif how == "peer vanished":
                 await _vanish(peer)
+            elif how == "session expired":
+                error = await peer.wait_for("error", timeout=3)
+                assert error["error"]["code"] == "session_expired"
+                assert await peer.channel_closed(within=5)
             if how != "engine shut down":
                 await released(rt, within=5)
         await released(rt, within=1)
@@ -285,3 +308,56 @@ async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.Mo
     leftover = [t for t in asyncio.all_tasks() if not t.done() and t not in tasks_before
                 and t is not asyncio.current_task()]
     assert leftover == [], leftover
+
+
+async def test_audio_only_peer_driven_by_a_sideband() -> None:
+    models = FakeModels(llm=FakeLlm(reply="Hello there."))
+    async with engine(fake_runtime(models, api_key=KEY)) as srv:
+        peer = RealtimePeer(channel_label=None)
+        try:
+            await peer.connect(f"{srv.http}/v1/realtime/calls", KEY)
+            server_call = srv.runtime.calls[peer.call_id]
+            assert server_call.opened  # no events channel to wait for
+            url = f"{srv.ws}/v1/realtime?call_id={peer.call_id}"
+            async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+                seen: list[str] = []
+
+                async def until(kind: str) -> dict[str, Any]:
+                    async with asyncio.timeout(10):
+                        while True:
+                            event = json.loads(await ws.recv())
+                            validate_server_event(event)
+                            seen.append(event["type"])
+                            if event["type"] == kind:
+                                return event
+
+                await until("session.created")
+                await ws.send(json.dumps(user_text("Hi")))
+                await ws.send(json.dumps({"type": "response.create"}))
+                started = await until("output_audio_buffer.started")
+                t_started = time.perf_counter()
+                await until("output_audio_buffer.stopped")
+                await asyncio.sleep(0.3)
+                assert started["response_id"]
+                assert loud(peer.recording.audio(since=t_started - 0.2)).sum() >= 35  # 2 words × 250 ms
+        finally:
+            await peer.close()
+        await released(srv.runtime)
+
+
+async def test_session_starts_without_the_events_channel_after_a_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_WEBRTC_DATACHANNEL_GRACE", "0.3")
+    async with engine(fake_runtime()) as srv:
+        peer = RealtimePeer(channel_label="chat")  # a channel, but not oai-events
+        try:
+            await peer.connect(f"{srv.http}/v1/realtime/calls", KEY)
+            await peer.wait_open()
+            server_call = srv.runtime.calls[peer.call_id]
+            assert not server_call.opened
+            async with asyncio.timeout(3):
+                while not server_call.opened:  # noqa: ASYNC110 - polling a flag on the server object
+                    await asyncio.sleep(0.05)
+            assert server_call.session.created_at and not peer.events  # nothing on a foreign channel
+        finally:
+            await peer.close()
+        await released(srv.runtime)

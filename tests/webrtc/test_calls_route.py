@@ -112,6 +112,18 @@ async def test_ephemeral_key_session_applies_and_expires() -> None:
         await released(srv.runtime)
 
 
+def _only_codec(sdp: str, codec: str) -> str:
+    """The offer with its audio m-line reduced to one made-up codec."""
+    out = []
+    for line in sdp.splitlines():
+        if line.startswith("m=audio"):
+            out.append(" ".join([*line.split()[:3], "96"]))
+            out.append(f"a=rtpmap:96 {codec}")
+        elif not line.startswith(("a=rtpmap", "a=fmtp", "a=rtcp-fb")):
+            out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
 def _without(sdp: str, prefix: str) -> str:
     return "\r\n".join(line for line in sdp.splitlines() if not line.startswith(prefix)) + "\r\n"
 
@@ -131,6 +143,8 @@ async def test_bad_requests_table() -> None:
         ("oversized", {"content": b"v=0\r\n" + b"a=x-padding:" + b"x" * 300_000 + b"\r\n",
                        "headers": {**auth(), **sdp}}, 413, "request_too_large", None),
         ("no ICE credentials", {"content": _without(offer, "a=ice-ufrag"), "headers": {**auth(), **sdp}},
+         400, "invalid_offer", "sdp"),
+        ("no common codec", {"content": _only_codec(offer, "foo/8000"), "headers": {**auth(), **sdp}},
          400, "invalid_offer", "sdp"),
         ("no DTLS fingerprint", {"content": _without(offer, "a=fingerprint"), "headers": {**auth(), **sdp}},
          400, "invalid_offer", "sdp"),
@@ -231,3 +245,13 @@ async def test_openai_python_calls_create_multipart() -> None:
         assert session["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"
         await srv.runtime.calls[call_id].close()
         await released(srv.runtime)
+
+
+def test_ice_server_urls() -> None:
+    from parley.transports.webrtc_ice import ice_servers
+
+    stun, turn = ice_servers(["stun:stun.example.org:3478", "turn:alice:s3cret@turn.example.org:3478?transport=udp"])
+    assert stun.urls == "stun:stun.example.org:3478" and stun.username is None
+    assert turn.urls == "turn:turn.example.org:3478?transport=udp"
+    assert (turn.username, turn.credential) == ("alice", "s3cret")
+    assert ice_servers([]) == []

@@ -84,6 +84,19 @@ def char_similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, "".join(words(a)), "".join(words(b))).ratio()
 
 
+def locate(segment: np.ndarray, recording: np.ndarray) -> tuple[int, float]:
+    """Where ``segment`` best matches in ``recording``: (offset, normalised correlation)."""
+    seg = segment.astype(np.float64)
+    rec = recording.astype(np.float64)
+    n = len(rec) + len(seg)
+    corr = np.fft.irfft(np.fft.rfft(rec, n) * np.conj(np.fft.rfft(seg, n)), n)[: len(rec) - len(seg) + 1]
+    energy = np.cumsum(np.concatenate([[0.0], rec**2]))
+    window = np.sqrt(np.maximum(energy[len(seg):] - energy[: -len(seg)], 1e-9))
+    ncc = corr / (np.linalg.norm(seg) * window + 1e-9)
+    best = int(np.argmax(ncc))
+    return best, float(ncc[best])
+
+
 def loud_frames(pcm: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     n = len(pcm) // 240
     frames = pcm[: n * 240].astype(np.float32).reshape(n, 240) / 32768
@@ -128,18 +141,17 @@ async def test_spoken_turn_with_sideband(srv: RunningServer, models: Any) -> Non
                 reply = peer.recording.audio(since=started["_t"] - 0.05)
                 back = await transcribe(models, reply)
                 assert said.strip() and char_similarity(said, back) >= 0.8, (said, back)
-                # Nothing lost or added on the way: the audible span matches the item's audio.
+                # Nothing lost on the way: the item's first and last 300 ms are both in what was heard.
                 item_id = done["response"]["output"][0]["id"]
                 item = srv.runtime.calls[peer.call_id].session.conversation.get(item_id)
-                span = voiced_span(reply)
-                expected = voiced_span(item.audio)
-                assert abs((span[1] - span[0]) - (expected[1] - expected[0])) < 0.15, (span, expected)
-                # Playout lasts the audio plus any frames that waited for speech (TTS behind real time).
+                head, tail = item.audio[: RATE * 3 // 10], item.audio[-RATE * 3 // 10 :]
+                at_head, corr_head = locate(head, reply)
+                at_tail, corr_tail = locate(tail, reply)
+                assert corr_head > 0.8 and corr_tail > 0.8, (corr_head, corr_tail)
+                assert at_tail - at_head >= len(item.audio) - len(tail) - RATE // 50  # in order, none skipped
                 underruns = srv.runtime.calls[peer.call_id].output.underruns
-                print(f"\nplayout {stopped['_t'] - started['_t']:.2f} s for {item.audio_ms / 1000:.2f} s of audio, "
-                      f"{underruns} underrun frames")
-                assert stopped["_t"] - started["_t"] == pytest.approx(item.audio_ms / 1000 + underruns * 0.02,
-                                                                      abs=0.15)
+                print(f"\nplayout {stopped['_t'] - started['_t']:.2f} s for {item.audio_ms / 1000:.2f} s of audio "
+                      f"({underruns} frames waited for speech); Opus correlation {corr_head:.2f}/{corr_tail:.2f}")
 
                 # The sideband saw the very same events (one emission, every sink).
                 await asyncio.sleep(0.1)
@@ -191,30 +203,32 @@ async def test_barge_in_server_truncates_what_was_heard(srv: RunningServer, mode
         assert truncated["item_id"] == item_id and truncated["content_index"] == 0
         if done["response"]["status"] == "cancelled":  # still generating when interrupted
             assert done["response"]["status_details"]["reason"] == "turn_detected"
-        # The server cut at what it had handed to the encoder when VAD fired: the time since playout
-        # started, less any frames that went out empty because speech was not ready yet.
-        underrun_ms = srv.runtime.calls[peer.call_id].output.underruns * 20
-        sent_ms = (speech["_t"] - started["_t"]) * 1000 - underrun_ms
-        assert truncated["audio_end_ms"] == pytest.approx(sent_ms, abs=150), underrun_ms
         assert not [e for e in peer.events if e["type"] == "output_audio_buffer.stopped"
                     and e["response_id"] == rid]
 
-        # Silence on the wire right after the clear, until the next reply.
+        # The truncation point is where the listener's audio stops: the kept audio's last 300 ms is
+        # the last thing heard, and silence follows until the next reply.
         await asyncio.sleep(0.6)
         next_start = next((e["_t"] for e in peer.of("output_audio_buffer.started") if e["response_id"] != rid),
-                          None)
-        window = [c for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True)
-                  if cleared["_t"] + 0.15 <= t < (next_start or float("inf"))]
-        assert window and not loud_frames(np.concatenate(window)).any()
+                          float("inf"))
+        item = srv.runtime.calls[peer.call_id].session.conversation.get(item_id)
+        assert abs(item.audio_ms - truncated["audio_end_ms"]) <= 1
+        reply = np.concatenate([c for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True)
+                                if started["_t"] - 0.05 <= t < next_start])
+        at, corr = locate(item.audio[-RATE * 3 // 10 :], reply)
+        assert corr > 0.8, corr
+        after = reply[at + RATE * 3 // 10 + RATE // 25 :]  # 40 ms of slack for the codec's tail
+        assert len(after) > RATE // 5 and not loud_frames(after).any()
         # Onset of the user's speech → the assistant silent, as the peer hears it.
         frames = [(t, loud_frames(c).any()) for c, t in zip(peer.recording.chunks, peer.recording.arrivals,
                                                           strict=True) if started["_t"] <= t < cleared["_t"] + 0.5]
         last_loud = max(t for t, is_loud in frames if is_loud)
         stop_latency = last_loud - onset
         assert stop_latency < 0.6, stop_latency
-        print(f"\nbarge-in over WebRTC: onset → silent at the peer {stop_latency * 1000:.0f} ms "
-              f"(onset → speech_started {(speech['_t'] - onset) * 1000:.0f} ms), "
-              f"truncated at {truncated['audio_end_ms']} ms, underruns {underrun_ms} ms")
+        # (The reply's own pauses can make the last audible frame come earlier than the clear.)
+        print(f"\nbarge-in over WebRTC: onset → speech_started (server clears) {(speech['_t'] - onset) * 1000:.0f} ms, "
+              f"last audible reply frame at the peer {stop_latency * 1000:.0f} ms after onset, "
+              f"truncated at {truncated['audio_end_ms']} ms (Opus correlation of its last 300 ms {corr:.2f})")
 
         # What the item keeps is what was heard: a prefix of what was generated.
         peer.send({"type": "conversation.item.retrieve", "item_id": item_id})

@@ -39,7 +39,7 @@ from parley.engine.session import RealtimeSession
 from parley.protocol import ids
 from parley.protocol.errors import ProtocolError
 from parley.protocol.session_config import apply_update, default_session
-from parley.transports import webrtc_ice
+from parley.transports import webrtc_ice, webrtc_media
 from parley.transports.webrtc_media import InputAudioPump, PacedAudioOutput
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,9 @@ class WebRTCCall:
             return
         self._remote_tracks += 1
         if self._remote_tracks == 1:  # one microphone per call
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    webrtc_media.lower_input_latency(transceiver.receiver)
             self._spawn(self.pump.run(track), f"{self.id} input")
 
     def _feed(self, pcm: Any) -> None:

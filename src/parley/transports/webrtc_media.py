@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
@@ -272,3 +274,19 @@ def to_mono(frame: AudioFrame) -> np.ndarray:
         return (data.astype(np.int32).sum(axis=0) // channels).astype(np.int16)
     inter = data.reshape(-1, channels).astype(np.int32)
     return (inter.sum(axis=1) // channels).astype(np.int16)
+
+
+def lower_input_latency(receiver: RTCRtpReceiver) -> None:
+    """Let decoded microphone frames through as soon as they are complete.
+
+    aiortc's audio jitter buffer holds four frames (80 ms) before it releases
+    one. That smooths nothing here: the session consumes audio as it comes
+    (there is no playout clock on this side), and reordering and loss are
+    handled the same with or without the prefetch. So it is pure delay on every
+    turn and on barge-in detection. The buffer is private aiortc state, hence
+    the defensive lookup: if it changes, we keep aiortc's default.
+    """
+    name = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, name, None)
+    if isinstance(current, JitterBuffer) and getattr(current, "_prefetch", 0) > 1:
+        setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=1))

@@ -98,10 +98,13 @@ class Recording:
 class RealtimePeer:
     """One call from the client side: peer connection, events channel, mic, recording."""
 
-    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None,
+                 channel_label: str | None = "oai-events") -> None:
+        """``channel_label=None``: an audio-only peer (the call is then driven over a sideband)."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
-        self.channel: RTCDataChannel = self.pc.createDataChannel("oai-events")
+        self.channel: RTCDataChannel | None = (
+            self.pc.createDataChannel(channel_label) if channel_label is not None else None)
         self.recording = Recording()
         self.events: list[dict[str, Any]] = []
         self.on_event = on_event
@@ -111,10 +114,11 @@ class RealtimePeer:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pc.addTrack(self.mic)
-        self.channel.on("open", self._on_open)
-        self.channel.on("message", self._on_message)
         self._channel_closed = asyncio.Event()
-        self.channel.on("close", self._channel_closed.set)
+        if self.channel is not None:
+            self.channel.on("open", self._on_open)
+            self.channel.on("message", self._on_message)
+            self.channel.on("close", self._channel_closed.set)
         self.pc.on("track", self._on_track)
 
     # --- connecting ----------------------------------------------------------
@@ -170,6 +174,7 @@ class RealtimePeer:
         self._changed.set()
 
     def send(self, event: dict[str, Any]) -> None:
+        assert self.channel is not None, "an audio-only peer has no events channel"
         self.channel.send(json.dumps(event))
 
     def of(self, kind: str) -> list[dict[str, Any]]:
