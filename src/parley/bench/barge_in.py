@@ -120,25 +120,24 @@ def onset_offset(pcm: np.ndarray) -> int:
 
 
 def written_samples(out: np.ndarray, item: np.ndarray, start_hint: int = 0) -> tuple[int, int]:
-    """(first output index, number of item samples) of ``item`` found verbatim in ``out``.
+    """(output index of the item's first distinctive sample, number of item samples written).
 
     File devices write the player's samples unchanged, so the item's audio appears
-    sample for sample in the output, possibly broken by all-zero underrun gaps; the
-    count stops where the output stops matching (the barge-in flush).
+    sample for sample in the output, possibly broken by all-zero underrun gaps (over
+    WebRTC, audio arrives in real time and the player can run dry for a moment). The
+    search anchors on the first audible stretch of the item, counts everything before
+    it as written (it was, in order), and follows the item through gaps until the output
+    stops matching: the barge-in flush.
     """
     if not len(item):
         return -1, 0
-    k0 = onset_offset(item)  # first distinctive sample
-    probe = item[k0 : k0 + 96]
+    k = onset_offset(item)
+    probe = item[k : k + 96]
     cands = np.flatnonzero(out[start_hint:] == probe[0]) + start_hint
-    start = -1
-    for c in cands:
-        if c + len(probe) <= len(out) and np.array_equal(out[c : c + len(probe)], probe):
-            start = int(c) - k0
-            break
-    if start < 0:
+    j = next((int(c) for c in cands if np.array_equal(out[c : c + len(probe)], probe)), -1)
+    if j < 0:
         return -1, 0
-    j, k = start, 0
+    anchor = j
     while k < len(item) and j < len(out):
         n = min(len(item) - k, len(out) - j)
         eq = out[j : j + n] == item[k : k + n]
@@ -149,14 +148,12 @@ def written_samples(out: np.ndarray, item: np.ndarray, start_hint: int = 0) -> t
         z = j
         while z < len(out) and out[z] == 0:
             z += 1
-        if z == j:
-            break
         ahead = min(48, len(item) - k, len(out) - z)
-        if ahead > 0 and np.array_equal(out[z : z + ahead], item[k : k + ahead]):
+        if z > j and ahead > 0 and np.array_equal(out[z : z + ahead], item[k : k + ahead]):
             j = z  # an underrun gap; the item continues after it
             continue
         break
-    return start, k
+    return anchor, k
 
 
 def silent_from(times: list[float], silent: list[bool], after: float, hold_s: float = 0.6) -> float | None:
@@ -204,6 +201,8 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
                         options=ClientOptions(local_vad=local_vad, reconnect=False))
     received: dict[str, list[np.ndarray]] = {}
     speech_started: list[float] = []
+    truncations: list[dict] = []
+    conv.on("conversation.item.truncated", truncations.append)
     conv.on("input_audio_buffer.speech_started", lambda _e: speech_started.append(time.monotonic()))
     if transport == "websocket":
         def keep(ev: dict) -> None:
@@ -235,12 +234,14 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
             intr = await conv.wait_for("interrupted", timeout=10)
         except TimeoutError:
             intr = None
-        trunc = None
         if intr is not None:
             with contextlib.suppress(TimeoutError):
-                trunc = await conv.wait_for("conversation.item.truncated",
-                                            lambda e: e.get("item_id") == intr.item_id, timeout=5)
+                await conv.wait_for("conversation.item.truncated", lambda e: e.get("item_id") == intr.item_id,
+                                    timeout=5)
         await asyncio.sleep(1.0)  # let the output show it stays silent
+        # Over WebRTC the server truncates first (to what it sent) and the client's own figure
+        # (what reached the speaker) follows: the item ends up cut at the last one.
+        trunc = truncations[-1] if truncations else None
         full = texts.get((intr.item_id if intr else item_id) or "", "")
         truncated_text = None
         if retrieve and intr is not None:
@@ -263,6 +264,8 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
         item_pcm = np.concatenate(received[intr.item_id])
         _, n = written_samples(out, item_pcm, start_hint)
         heard = item_pcm[:n]
+        if os.environ.get("PARLEY_BENCH_DUMP"):
+            np.savez(os.environ["PARLEY_BENCH_DUMP"], out=out, item=item_pcm)
         written_ms = n * 1000 / CANONICAL_RATE
         end_ms = trunc["audio_end_ms"] if trunc else intr.audio_end_ms
         err = end_ms - written_ms

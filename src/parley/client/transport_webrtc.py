@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from parley.client.lowlatency import LowLatencyResampler as Resampler
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
-from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
+from parley.protocol.audio_formats import CANONICAL_RATE
 from parley.transports.webrtc_media import FRAME_SAMPLES, FRAME_SECONDS, RTP_RATE, to_mono
 
 
@@ -49,8 +50,8 @@ def _mic_track_class():  # type: ignore[no-untyped-def]
             if len(pcm):
                 self._buf.append(pcm)
                 self._buffered += len(pcm)
-            # A stalled sender must not build up delay: keep at most ~100 ms.
-            while self._buffered > 5 * FRAME_SAMPLES and len(self._buf) > 1:
+            # A stalled sender must not build up delay: keep at most ~40 ms.
+            while self._buffered > 2 * FRAME_SAMPLES and len(self._buf) > 1:
                 self._buffered -= len(self._buf.popleft())
 
         async def recv(self) -> AudioFrame:
