@@ -9,10 +9,13 @@ TURN credentials go inline: ``turn:user:secret@host:3478?transport=udp``.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 
 import aioice.ice
 from aiortc import RTCIceServer
+
+log = logging.getLogger(__name__)
 
 LOOPBACK_V4 = "127.0.0.1"
 
@@ -39,7 +42,10 @@ def allow_loopback_candidates() -> None:
     peers. ``get_host_addresses`` is private aioice API (pinned in pyproject);
     patching it is idempotent.
     """
-    current = aioice.ice.get_host_addresses
+    current = getattr(aioice.ice, "get_host_addresses", None)
+    if current is None:  # aioice changed its internals: same-host peers fall back to real interfaces
+        log.warning("aioice has no get_host_addresses; 127.0.0.1 will not be offered as a candidate")
+        return
     if getattr(current, "_parley_loopback", False):
         return
     aioice.ice.get_host_addresses = _with_loopback(current)
