@@ -25,7 +25,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
-from parley.transports.webrtc_media import FRAME_SAMPLES, FRAME_SECONDS, RTP_RATE, to_mono
+from parley.transports.webrtc_media import (
+    FRAME_SAMPLES,
+    FRAME_SECONDS,
+    RTP_RATE,
+    lower_input_latency,
+    to_mono,
+)
 
 TIME_BASE = fractions.Fraction(1, RTP_RATE)
 
@@ -202,6 +208,9 @@ class RealtimePeer:
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.receiver.track is track:  # record as soon as frames arrive, like a browser
+                    lower_input_latency(transceiver.receiver)
             task = asyncio.create_task(self._record(track))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
