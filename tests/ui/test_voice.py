@@ -18,7 +18,7 @@ import pytest
 from tests.server.support import Serve
 from tests.support.text import recall
 from tests.ui.conftest import LEAD_S, QUESTION, OpenPage
-from tests.ui.support import speech_wav
+from tests.ui.support import speech_timeline, speech_wav
 
 pytestmark = [pytest.mark.models, pytest.mark.browser]
 
@@ -32,7 +32,7 @@ def settings(**kw: object) -> dict[str, object]:
 
 async def assert_spoken_turn(page, expect_transport: str) -> dict:
     turn = await page.wait_reply_done(timeout=120)
-    assert turn["latencyMs"] is not None and 0 < turn["latencyMs"] < 15000, turn
+    assert turn["latencyMs"] is not None and 0 < turn["latencyMs"] < 60000, turn
     # Both transcripts are on the page.
     await page.until("() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
                      what="the user's transcript")
@@ -76,6 +76,7 @@ async def test_websocket_transport_spoken_turn(serve: Serve, open_page: OpenPage
     counts = await page.js("Object.fromEntries(parley.events.typeCounts)")
     assert counts.get("input_audio_buffer.append", 0) > 50, counts
     assert counts.get("response.output_audio.delta", 0) > 0, counts
+    await page.until("() => !parley.client.assistantSpeaking", timeout=30, what="the reply to finish playing")
     played = await page.js("(rid) => { const e = parley.conversation.list().find(e => e.responseId === rid && "
                            "e.kind === 'assistant'); return parley.graph.player.playedMs(e.id); }",
                            result["turn"]["responseId"])
@@ -151,33 +152,34 @@ async def test_barge_in_over_websocket_truncates_to_what_was_played(serve: Serve
 
 
 @pytest.fixture(scope="module")
-def ptt_wav(wav_dir: Path) -> Path:
-    return speech_wav(wav_dir / "ptt.wav", 2.0, QUESTION, 25.0)
+def ptt_wav(wav_dir: Path) -> tuple[Path, list[tuple[float, float]]]:
+    return speech_timeline(wav_dir / "ptt.wav", LEAD_S + 0.5, QUESTION, 25.0)
 
 
-async def test_push_to_talk_with_the_space_bar(serve: Serve, open_page: OpenPage, ptt_wav: Path) -> None:
-    page = await open_page(serve.http, wav=ptt_wav)
+async def test_push_to_talk_with_the_space_bar(serve: Serve, open_page: OpenPage,
+                                               ptt_wav: tuple[Path, list[tuple[float, float]]]) -> None:
+    wav, [(_, question_end)] = ptt_wav
+    page = await open_page(serve.http, wav=wav)
     await page.choose("turn", "push_to_talk")
-    assert await page.page.is_visible("#ptt-btn") is False or True  # shown once connected
+    assert await page.page.is_hidden("#ptt-help") is False
     await page.connect()
     assert await page.page.is_visible("#ptt-btn")
     assert "Push to talk" in await page.page.inner_text("#mode-chip")
-    # Not holding: the microphone is closed, so the server hears nothing.
-    await page.until("() => performance.now() - parley.client.micOpenedAt > 1500", what="t=1.5 s")
-    await page.page.locator("body").focus()
+    # Hold Space from before the question until after it; release commits and asks for a reply.
+    await page.page.locator("#transcript").focus()
     await page.page.keyboard.down("Space")
     assert await page.page.get_attribute("#ptt-btn", "data-active") == "true"
-    await page.until("() => performance.now() - parley.client.micOpenedAt > 4600", timeout=10, what="t=4.6 s")
+    await page.until("(t) => performance.now() - parley.client.micOpenedAt > t", (question_end + 0.8) * 1000,
+                     timeout=20, what="the end of the question")
     await page.page.keyboard.up("Space")
     turn = await page.wait_reply_done(timeout=120)
     assert turn["latencyMs"] is not None
     sent = [e["type"] for e in await page.events(direction="out")]
-    assert "input_audio_buffer.clear" in sent and "input_audio_buffer.commit" in sent and "response.create" in sent
+    assert "input_audio_buffer.clear" in sent and "input_audio_buffer.commit" in sent, sent
     assert sent.index("input_audio_buffer.commit") < sent.index("response.create")
     received = [e["type"] for e in await page.events(direction="in")]
     assert "input_audio_buffer.speech_started" not in received  # no VAD in push-to-talk
-    session = await page.js("parley.session.audio.input.turn_detection")
-    assert session is None
+    assert await page.js("parley.session.audio.input.turn_detection") is None
     await page.until("() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
                      what="the user's transcript")
     user = [b for b in await page.bubbles() if b["role"] == "user"]
@@ -185,28 +187,29 @@ async def test_push_to_talk_with_the_space_bar(serve: Serve, open_page: OpenPage
 
 
 @pytest.fixture(scope="module")
-def mute_wav(wav_dir: Path) -> Path:
-    return speech_wav(wav_dir / "mute.wav", 2.5, "The weather is nice today in Paris.", 3.5,
-                      "What is two plus two?", 25.0)
+def mute_wav(wav_dir: Path) -> tuple[Path, list[tuple[float, float]]]:
+    return speech_timeline(wav_dir / "mute.wav", LEAD_S, "The weather is nice today in Paris.", 4.0,
+                           "What is two plus two?", 25.0)
 
 
-async def test_mute_keeps_speech_from_the_server(serve: Serve, open_page: OpenPage, mute_wav: Path) -> None:
-    page = await open_page(serve.http, wav=mute_wav)
+async def test_mute_keeps_speech_from_the_server(serve: Serve, open_page: OpenPage,
+                                                 mute_wav: tuple[Path, list[tuple[float, float]]]) -> None:
+    wav, [(_, first_end), _second] = mute_wav
+    page = await open_page(serve.http, wav=wav)
     await page.connect()
     await page.page.click("#mute-btn")
     assert await page.page.get_attribute("#mute-btn", "aria-pressed") == "true"
     assert await page.page.get_attribute("#mute-btn", "aria-label") == "Unmute microphone"
     assert "muted" in (await page.page.inner_text("#presence")).lower()
-    # The first sentence plays (2.5–5 s) while muted: the server hears silence.
-    await page.until("() => performance.now() - parley.client.micOpenedAt > 6000", timeout=15, what="t=6 s")
+    # The first sentence plays while muted: the server hears silence.
+    await page.until("(t) => performance.now() - parley.client.micOpenedAt > t", (first_end + 1.2) * 1000,
+                     timeout=20, what="the end of the first sentence")
     assert not await page.events("input_audio_buffer.speech_started"), "speech got through while muted"
-    stats = await page.stats()
-    assert stats["micRms"] < 0.001, stats
+    assert (await page.stats())["micRms"] < 0.001
     unmuted_at = await page.now()
     await page.page.click("#mute-btn")
     assert await page.page.get_attribute("#mute-btn", "aria-pressed") == "false"
-    started = await page.wait_event("input_audio_buffer.speech_started", timeout=15, after=unmuted_at)
-    assert started
+    await page.wait_event("input_audio_buffer.speech_started", timeout=15, after=unmuted_at)
     await page.wait_reply_done(timeout=120)
     await page.until("() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 3",
                      what="the user's transcript")

@@ -37,7 +37,7 @@ function classify(status, code, message, { accessTokenRequired }) {
   if ((status === 401 || status === 403) && (tokenish || (accessTokenRequired && !accessToken()))) {
     return "access-token";
   }
-  if (status === 401 || status === 403) return "auth";
+  if (status === 401 || status === 403 || /auth|api_key|credential/i.test(code || "")) return "auth";
   if (status === 429) return "rate-limit";
   if (status === 502 || status === 503 || status === 504) return "upstream";
   return null;

@@ -83,7 +83,10 @@ function setPresence(state, text) {
 function idlePresence() {
   const c = app.client;
   if (!c || !c.connected) return setPresence("off", "Not connected");
-  if (c.assistantSpeaking) return setPresence("speaking", "Parley is speaking — talk to interrupt");
+  if (c.assistantSpeaking) {
+    const how = app.settings.turn === "push_to_talk" ? "hold to interrupt" : "talk to interrupt";
+    return setPresence("speaking", `Parley is speaking — ${how}`);
+  }
   if (c.textOnly) return setPresence("listening", "Text only — type a message");
   if (c.userMuted) return setPresence("muted", "Microphone muted");
   if (app.settings.turn === "push_to_talk") return setPresence("listening", c.ptt ? "Listening… release to send" : "Hold to talk");
@@ -108,6 +111,14 @@ function refreshControls() {
   el.input.placeholder = connected ? "Type a message…" : "Connect to send a message";
   el.modeChip.textContent = { server_vad: "Hands-free", semantic_vad: "Hands-free · semantic", push_to_talk: "Push to talk" }[app.settings.turn];
   el.stop.disabled = !(connected && (app.client.assistantSpeaking || app.client.activeResponse));
+  if (connected) {
+    $("#empty-title").textContent = "Say something";
+    $("#empty-text").textContent = app.client.textOnly
+      ? "Type a message below to start the conversation."
+      : ptt
+        ? "Hold the talk button (or the space bar) while you speak, then let go. You can also type below."
+        : "Parley is listening. Ask anything — or type a message below. Talk over Parley any time to interrupt.";
+  }
   if (state === "idle" && el.status.dataset.state !== "error") setStatus("idle", "Disconnected");
   if (state === "connecting") setStatus("connecting", "Connecting…");
   if (connected) setStatus("connected", "Connected", app.client.transport.kind === "webrtc" ? "WebRTC" : "WebSocket");
