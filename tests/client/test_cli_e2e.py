@@ -178,3 +178,48 @@ async def test_bad_key_and_dropped_connection(question_wav, tmp_path):
         assert sum('"session.updated"' in e for e in events) == 2  # configured again after reconnecting
     finally:
         stop_process(proc)
+
+
+async def test_webrtc_turn_from_the_command_line(engine, question_wav, tmp_path):
+    code, out, err = await _run([*TALK, "--plain", "--transport", "webrtc", "--url", engine, "--input-wav",
+                                 str(question_wav), "--output-wav", str(tmp_path / "a.wav"), "--exit-when-done"])
+    assert code == 0, err
+    assert "you: What is the capital of France?" in out
+    assert re.search(r"assistant: .*Paris", out), out
+
+
+@pytest.mark.parametrize("transport", ["websocket", "webrtc"])
+async def test_through_parley_serve(serve, question_wav, tmp_path, transport):
+    code, out, err = await _run([*TALK, "--plain", "--transport", transport, "--serve", serve, "--input-wav",
+                                 str(question_wav), "--output-wav", str(tmp_path / "a.wav"), "--exit-when-done"])
+    assert code == 0, out + err
+    assert "you: What is the capital of France?" in out
+    assert re.search(r"assistant: .*Paris", out), out
+
+
+@pytest.fixture(scope="module")
+async def serve():
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the app runs in its own process
+        [sys.executable, "-m", "parley", "serve", "--local", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OPENAI_API_KEY=""))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            deadline = time.monotonic() + 180
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+                try:
+                    r = await http.get(base + "/api/health")
+                    if r.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "parley serve did not start"
+                await asyncio.sleep(0.5)
+        await wait_engine_ready(base + "/api/v1", proc, "relay", 180)
+        yield base
+    finally:
+        stop_process(proc)

@@ -30,6 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help=f"server base URL (default $PARLEY_URL or {DEFAULT_URL}; a `parley serve` relay: "
                           "http://HOST:PORT/v1)")
     srv.add_argument("--openai", action="store_true", help=f"talk to OpenAI ({OPENAI_URL}, key $OPENAI_API_KEY)")
+    srv.add_argument("--serve", default=None, metavar="URL",
+                     help="go through a `parley serve` web app, e.g. http://127.0.0.1:8000 (its relays; "
+                          "WebRTC calls get an ek_ secret from its /api/session)")
+    srv.add_argument("--access-token", default=None,
+                     help="the `parley serve` access token, if it requires one (env PARLEY_ACCESS_TOKEN)")
     srv.add_argument("--api-key", default=None,
                      help="API key (default $OPENAI_API_KEY with --openai, else $PARLEY_API_KEY or 'local')")
     srv.add_argument("--model", default="gpt-realtime", help="model name (default gpt-realtime)")
@@ -74,7 +79,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="with --input-wav: hang up once the file has been said and the assistant has answered")
 
 
-def _resolve_target(args: argparse.Namespace) -> tuple[str, str]:
+def _resolve_target(args: argparse.Namespace) -> tuple[str, str, dict]:
+    if args.serve:
+        serve = args.serve.rstrip("/")
+        token = args.access_token or os.environ.get("PARLEY_ACCESS_TOKEN")
+        headers = {"x-parley-access-token": token} if token else {}
+        if args.transport == "webrtc":
+            return serve + "/api", "minted", {"calls_url": serve + "/api/realtime/calls",
+                                              "mint_url": serve + "/api/session", "headers": headers}
+        # The relay holds the upstream key; it only needs its own access token.
+        return serve + "/api/v1", "relay", {"headers": headers}
+    url, key = _resolve_direct(args)
+    return url, key, {}
+
+
+def _resolve_direct(args: argparse.Namespace) -> tuple[str, str]:
     if args.openai:
         key = args.api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
@@ -155,7 +174,7 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
     from parley.client.transport import TransportError
     from parley.client.tui import KeyReader, LineEditor, ViewModel, render
 
-    url, key = _resolve_target(args)
+    url, key, transport_options = _resolve_target(args)
     ptt = args.push_to_talk or args.turn_detection == "none"
     session = SessionOptions(
         model=args.model, voice=args.voice, instructions=args.instructions,
@@ -166,7 +185,7 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
                             half_duplex=args.half_duplex, reconnect=not args.no_reconnect)
     recorder = Recorder(args.record) if args.record else None
     conv = Conversation(url, key, transport=args.transport, session=session, options=options, audio=audio,
-                        recorder=recorder)
+                        recorder=recorder, transport_options=transport_options)
     console = Console()
     interactive = not args.plain and sys.stdout.isatty()
     vm = ViewModel(url=url, transport=args.transport, ptt=ptt, voice=args.voice)

@@ -210,6 +210,7 @@ class Conversation:
         options: ClientOptions | None = None,
         audio: AudioDevice | None = None,
         recorder: Any | None = None,
+        transport_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.api_key = api_key or "local"
@@ -218,6 +219,7 @@ class Conversation:
         self.audio: AudioDevice = audio if audio is not None else NullAudio()
         self.recorder = recorder
         self._transport_spec = transport
+        self._transport_options = dict(transport_options or {})
         self.transport: Transport = self._make_transport()
         self.player = Player()
         self._handlers: dict[str, list[Callback]] = collections.defaultdict(list)
@@ -263,11 +265,12 @@ class Conversation:
         if spec in ("websocket", "ws"):
             from parley.client.transport_ws import WebSocketTransport
 
-            return WebSocketTransport(self.url, self.api_key, self.session_options.model)
+            opts = {k: v for k, v in self._transport_options.items() if k in ("headers", "open_timeout")}
+            return WebSocketTransport(self.url, self.api_key, self.session_options.model, **opts)
         if spec == "webrtc":
             from parley.client.transport_webrtc import WebRTCTransport
 
-            return WebRTCTransport(self.url, self.api_key, self.session_options.model)
+            return WebRTCTransport(self.url, self.api_key, self.session_options.model, **self._transport_options)
         raise ValueError(f"unknown transport {spec!r} (websocket or webrtc)")
 
     # --- callbacks ------------------------------------------------------------------

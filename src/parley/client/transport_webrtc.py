@@ -89,9 +89,15 @@ def _mic_track_class():  # type: ignore[no-untyped-def]
 class WebRTCTransport:
     audio_in_events = False
 
-    def __init__(self, base_url: str, api_key: str, model: str, *, open_timeout: float = 15.0) -> None:
+    def __init__(self, base_url: str, api_key: str, model: str, *, open_timeout: float = 15.0,
+                 calls_url: str | None = None, mint_url: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/realtime/calls"
+        self.url = calls_url or self.base_url + "/realtime/calls"
+        # Through `parley serve` a fresh ek_ secret is minted for every call (they live ~60 s),
+        # so a reconnection minutes later still gets in.
+        self.mint_url = mint_url
+        self.headers = dict(headers or {})
         self.api_key, self.model = api_key, model
         self.open_timeout = open_timeout
         self.on_audio: Callable[[np.ndarray], None] | None = None
@@ -127,8 +133,15 @@ class WebRTCTransport:
         await pc.setLocalDescription(await pc.createOffer())
         try:
             async with httpx.AsyncClient(timeout=self.open_timeout) as http:
+                key = self.api_key
+                if self.mint_url:
+                    m = await http.post(self.mint_url, json={}, headers=self.headers)
+                    if m.status_code != 200:
+                        await self.close()
+                        raise describe_http_status(m.status_code, self.mint_url, m.text)
+                    key = m.json()["value"]
                 r = await http.post(self.url, content=pc.localDescription.sdp, headers={
-                    "Authorization": f"Bearer {self.api_key}", "Content-Type": "application/sdp"})
+                    **self.headers, "Authorization": f"Bearer {key}", "Content-Type": "application/sdp"})
         except httpx.ConnectError as exc:
             await self.close()
             raise TransportError(f"Cannot reach {self.url}: {exc}. Is the server running?"

@@ -32,11 +32,13 @@ def http_to_ws(base_url: str) -> str:
 class WebSocketTransport:
     audio_in_events = True
 
-    def __init__(self, base_url: str, api_key: str, model: str, *, open_timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, api_key: str, model: str, *, open_timeout: float = 10.0,
+                 headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = http_to_ws(self.base_url) + f"/realtime?model={model}"
         self.api_key, self.model = api_key, model
         self.open_timeout = open_timeout
+        self.headers = dict(headers or {})  # e.g. a `parley serve` access token
         self._conn = None
         self._manager = None
         self.on_audio: Callable[[np.ndarray], None] | None = None
@@ -46,7 +48,8 @@ class WebSocketTransport:
         from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
         client = AsyncOpenAI(api_key=self.api_key, base_url=self.base_url,
-                             websocket_base_url=http_to_ws(self.base_url), max_retries=0)
+                             websocket_base_url=http_to_ws(self.base_url), max_retries=0,
+                             default_headers=self.headers or None)
         self._manager = client.realtime.connect(
             model=self.model, websocket_connection_options={"open_timeout": self.open_timeout, "ping_interval": 20,
                                                              "ping_timeout": 20, "max_queue": None})
