@@ -265,6 +265,10 @@ class RealtimeSession:
         self.emit({"type": "session.updated", "session": wire_session(self.session)})
 
     def _on_append(self, event: dict[str, Any]) -> None:
+        if self.media is not None:
+            # Over WebRTC the microphone arrives over RTP; mixing in appended audio would corrupt it.
+            raise invalid_event("input_audio_buffer.append is not supported on WebRTC calls; "
+                                "the microphone audio arrives over RTP.")
         audio = event["audio"]
         if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
             raise ProtocolError("audio_too_large", "Each append may carry at most 15 MiB of audio.", "audio")

@@ -100,7 +100,7 @@ class TurnDetector:
         self.vad_rate = vad_rate
         self.frame = frame_samples
         self.frame_ms = frame_samples * 1000 / vad_rate
-        self._resample = Resampler(CANONICAL_RATE, vad_rate)
+        self._resample = Resampler(CANONICAL_RATE, vad_rate, quality="LQ")
         self._pending = np.zeros(0, dtype=np.float32)
         self.position = 0  # absolute 24 kHz index of the next sample to arrive
         self._analysed = 0  # absolute 24 kHz index up to which frames were scored
