@@ -33,7 +33,8 @@ async def engine():
 @pytest.fixture(scope="module")
 def question_wav(tmp_path_factory):
     path = tmp_path_factory.mktemp("q") / "q.wav"
-    write_wav(path, np.concatenate([silence(0.5), synthesize("What is the capital of France?"), silence(0.3)]))
+    # A second of lead-in: over WebRTC the first RTP packets can go out before the server listens.
+    write_wav(path, np.concatenate([silence(1.0), synthesize("What is the capital of France?"), silence(0.3)]))
     return path
 
 
@@ -184,7 +185,7 @@ async def test_webrtc_turn_from_the_command_line(engine, question_wav, tmp_path)
     code, out, err = await _run([*TALK, "--plain", "--transport", "webrtc", "--url", engine, "--input-wav",
                                  str(question_wav), "--output-wav", str(tmp_path / "a.wav"), "--exit-when-done"])
     assert code == 0, err
-    assert "you: What is the capital of France?" in out
+    assert re.search(r"you: What('s| is) the capital of France\?", out), out
     assert re.search(r"assistant: .*Paris", out), out
 
 
@@ -193,7 +194,7 @@ async def test_through_parley_serve(serve, question_wav, tmp_path, transport):
     code, out, err = await _run([*TALK, "--plain", "--transport", transport, "--serve", serve, "--input-wav",
                                  str(question_wav), "--output-wav", str(tmp_path / "a.wav"), "--exit-when-done"])
     assert code == 0, out + err
-    assert "you: What is the capital of France?" in out
+    assert re.search(r"you: What('s| is) the capital of France\?", out), out
     assert re.search(r"assistant: .*Paris", out), out
 
 
