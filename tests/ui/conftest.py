@@ -79,18 +79,27 @@ async def open_page(request: pytest.FixtureRequest, browsers: Browsers) -> Async
     """``await open_page(base_url, wav=…, query=…, viewport=…)`` → a loaded UiPage (closed after the test)."""
     pages: list[tuple[UiPage, Any]] = []
 
-    async def open_(base_url: str, *, wav: Path | None = None, query: str = "", allow_mic: bool = True,
-                    has_mic: bool = True, viewport: dict[str, int] | None = None,
-                    storage: dict[str, Any] | None = None) -> UiPage:
+    async def open_(
+        base_url: str,
+        *,
+        wav: Path | None = None,
+        query: str = "",
+        allow_mic: bool = True,
+        has_mic: bool = True,
+        viewport: dict[str, int] | None = None,
+        storage: dict[str, Any] | None = None,
+    ) -> UiPage:
         browser = await browsers.get(wav, allow_mic=allow_mic, has_mic=has_mic)
-        context = await browser.new_context(viewport=viewport or {"width": 1360, "height": 880},
-                                            accept_downloads=True)
+        context = await browser.new_context(
+            viewport=viewport or {"width": 1360, "height": 880}, accept_downloads=True
+        )
         if storage:
             import json
 
             await context.add_init_script(
                 "(s => { for (const [k, v] of Object.entries(s)) localStorage.setItem(k, v); })"
-                f"({json.dumps({k: json.dumps(v) for k, v in storage.items()})})")
+                f"({json.dumps({k: json.dumps(v) for k, v in storage.items()})})"
+            )
         page = UiPage(await context.new_page(), base_url)
         pages.append((page, context))
         return await page.open(query)

@@ -57,7 +57,9 @@ class Browsers:
             if not allow_mic:  # no auto-accept: getUserMedia is denied (NotAllowedError)
                 args = [a for a in args if a != "--use-fake-ui-for-media-stream"]
             if not has_mic:  # no fake device: there is no microphone at all (NotFoundError)
-                args = [a for a in args if not a.startswith(("--use-fake-device", "--use-file-for-fake-audio"))]
+                args = [
+                    a for a in args if not a.startswith(("--use-fake-device", "--use-file-for-fake-audio"))
+                ]
             self.launched[key] = await self.pw.chromium.launch(executable_path=CHROMIUM, args=args)
         return self.launched[key]
 
@@ -92,13 +94,13 @@ class UiPage:
         await self.tab("settings")
         await self.page.click(f"label[for='set-{name}-{value}']")
 
-    async def connect(self, timeout: float = 30) -> None:
+    async def connect(self, within: float = 30) -> None:
         await self.page.click("#connect-btn")
-        await self.wait_connected(timeout)
+        await self.wait_connected(within)
 
-    async def wait_connected(self, timeout: float = 30) -> None:
+    async def wait_connected(self, within: float = 30) -> None:
         try:
-            await self.page.wait_for_selector("#status-pill[data-state=connected]", timeout=timeout * 1000)
+            await self.page.wait_for_selector("#status-pill[data-state=connected]", timeout=within * 1000)
         except Exception as exc:
             banner = await self.page.inner_text("#banner") if await self.page.is_visible("#banner") else ""
             raise AssertionError(f"did not connect: {banner!r}\n" + "\n".join(self.logs[-20:])) from exc
@@ -112,12 +114,14 @@ class UiPage:
     async def js(self, expr: str, arg: Any = None) -> Any:
         return await self.page.evaluate(expr, arg)
 
-    async def until(self, predicate: str, arg: Any = None, timeout: float = 30, what: str = "") -> Any:
+    async def until(self, predicate: str, arg: Any = None, within: float = 30, what: str = "") -> Any:
         try:
-            handle = await self.page.wait_for_function(predicate, arg=arg, timeout=timeout * 1000, polling=100)
+            handle = await self.page.wait_for_function(predicate, arg=arg, timeout=within * 1000, polling=100)
             return await handle.json_value()
         except Exception as exc:
-            raise AssertionError(f"timed out waiting for {what or predicate}\n" + "\n".join(self.logs[-20:])) from exc
+            raise AssertionError(
+                f"timed out waiting for {what or predicate}\n" + "\n".join(self.logs[-20:])
+            ) from exc
 
     async def events(self, type_: str | None = None, direction: str | None = None) -> list[dict[str, Any]]:
         """Every event the page logged (audio events only when its debug switch was on)."""
@@ -128,10 +132,13 @@ class UiPage:
             [type_, direction],
         )
 
-    async def wait_event(self, type_: str, timeout: float = 30, after: float = 0.0) -> dict[str, Any]:
+    async def wait_event(self, type_: str, within: float = 30, after: float = 0.0) -> dict[str, Any]:
         return await self.until(
             "([t, after]) => parley.events.records.find(r => r.type === t && r.t > after)?.event",
-            [type_, after], timeout=timeout, what=type_)
+            [type_, after],
+            within=within,
+            what=type_,
+        )
 
     async def now(self) -> float:
         return await self.js("performance.now()")
@@ -139,7 +146,7 @@ class UiPage:
     async def stats(self) -> dict[str, Any]:
         return await self.js("parley.client.stats()")
 
-    async def wait_reply_done(self, timeout: float = 60, after_turns: int = 0) -> dict[str, Any]:
+    async def wait_reply_done(self, within: float = 60, after_turns: int = 0) -> dict[str, Any]:
         """The first completed (or cut) turn after ``after_turns`` with audio heard."""
         return await self.until(
             """(n) => {
@@ -148,7 +155,10 @@ class UiPage:
                  return t ? {index: t.index, latencyMs: t.latencyMs, responseId: t.responseId, status: t.status,
                              approx: t.approx, stages: t.stages, bargeInMs: t.bargeInMs} : null;
                }""",
-            after_turns, timeout=timeout, what="a finished reply with audio")
+            after_turns,
+            within=within,
+            what="a finished reply with audio",
+        )
 
     async def bubbles(self) -> list[dict[str, Any]]:
         return await self.js(
@@ -157,7 +167,8 @@ class UiPage:
                  text: m.querySelector('.bubble').innerText,
                  cut: m.querySelector('.cut')?.innerText || '',
                  meta: m.querySelector('.meta')?.innerText || '',
-                 id: m.dataset.id}))""")
+                 id: m.dataset.id}))"""
+        )
 
     async def banner(self) -> dict[str, str]:
         await self.page.wait_for_selector("#banner:not([hidden])", timeout=30000)
@@ -166,7 +177,8 @@ class UiPage:
                        title: document.querySelector('#banner-title').innerText,
                        message: document.querySelector('#banner-message').innerText,
                        hint: document.querySelector('#banner-hint').innerText,
-                       actions: [...document.querySelectorAll('#banner-actions button')].map(b => b.dataset.action)})""")
+                       actions: [...document.querySelectorAll('#banner-actions button')].map(b => b.dataset.action)})"""
+        )
 
     async def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ async def test_microphone_denied_offers_text_only(serve: Serve, open_page: OpenP
     assert await page.page.is_hidden("#banner")
     assert await page.page.is_disabled("#mute-btn")
     await page.send_text("Hello there.")
-    await page.wait_reply_done(timeout=120)
+    await page.wait_reply_done(within=120)
 
 
 @pytest.mark.models

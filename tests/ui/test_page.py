@@ -18,7 +18,7 @@ async def test_text_message_gets_a_spoken_reply(serve: Serve, open_page: OpenPag
     await page.connect()
     await page.send_text("What is the capital of France?")
     assert await page.page.input_value("#composer-input") == ""
-    turn = await page.wait_reply_done(timeout=120)
+    turn = await page.wait_reply_done(within=120)
     assert turn["latencyMs"] is not None
     bubbles = await page.bubbles()
     assert bubbles[0]["role"] == "user" and bubbles[0]["text"] == "What is the capital of France?"
@@ -61,8 +61,10 @@ async def test_settings_change_produces_session_updated(serve: Serve, open_page:
     await page.page.locator("#set-instructions").blur()
     updated = await page.wait_event("session.updated", after=before)
     assert updated["session"]["instructions"] == "You are a pirate. Answer like one."
-    await page.until("() => document.querySelector('#settings-applied').innerText.includes('Applied')",
-                     what="the 'Applied' indicator")
+    await page.until(
+        "() => document.querySelector('#settings-applied').innerText.includes('Applied')",
+        what="the 'Applied' indicator",
+    )
 
     # Push-to-talk switches turn detection off and shows the talk button.
     before = await page.now()
@@ -81,7 +83,7 @@ async def test_events_panel_filters_and_searches(serve: Serve, open_page: OpenPa
     page = await open_page(serve.http)
     await page.connect()
     await page.send_text("Say hello.")
-    await page.wait_reply_done(timeout=120)
+    await page.wait_reply_done(within=120)
     await page.tab("events")
     rows = page.page.locator("#events-list .ev")
     total = await rows.count()
@@ -101,7 +103,9 @@ async def test_events_panel_filters_and_searches(serve: Serve, open_page: OpenPa
     await page.page.click("#panel-events .chip[data-cat=session]")
     # Direction filter.
     await page.page.select_option("#events-dir", "out")
-    assert set(await page.js("[...document.querySelectorAll('#events-list .ev')].map(e => e.dataset.dir)")) == {"out"}
+    assert set(
+        await page.js("[...document.querySelectorAll('#events-list .ev')].map(e => e.dataset.dir)")
+    ) == {"out"}
     await page.page.select_option("#events-dir", "all")
     # Type filter, with per-type counts in its options.
     options = await page.js("[...document.querySelectorAll('#events-type option')].map(o => o.textContent)")
@@ -129,7 +133,9 @@ async def test_events_panel_filters_and_searches(serve: Serve, open_page: OpenPa
     await page.page.wait_for_selector("#events-jump:not([hidden])", timeout=20000)
     assert await page.js("document.querySelector('#events-list').scrollTop") == 0
     await page.page.click("#events-jump")
-    assert await page.js("(l => l.scrollHeight - l.scrollTop - l.clientHeight < 40)(document.querySelector('#events-list'))")
+    assert await page.js(
+        "(l => l.scrollHeight - l.scrollTop - l.clientHeight < 40)(document.querySelector('#events-list'))"
+    )
     # Audio events only with the debug switch (none over WebRTC anyway).
     assert not await page.events("input_audio_buffer.append")
 
@@ -138,7 +144,7 @@ async def test_phone_layout_and_labelled_controls(serve: Serve, open_page: OpenP
     page = await open_page(serve.http, viewport={"width": 390, "height": 844})
     await page.connect()
     await page.send_text("Hello!")
-    await page.wait_reply_done(timeout=120)
+    await page.wait_reply_done(within=120)
     # Nothing is wider than the phone screen.
     assert await page.js("document.documentElement.scrollWidth") <= 390
     # Every control has an accessible name.

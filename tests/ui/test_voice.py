@@ -7,6 +7,7 @@ its state through ``window.parley`` (transcripts, turns, getStats, analysers).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import wave
@@ -31,11 +32,13 @@ def settings(**kw: object) -> dict[str, object]:
 
 
 async def assert_spoken_turn(page, expect_transport: str) -> dict:
-    turn = await page.wait_reply_done(timeout=120)
+    turn = await page.wait_reply_done(within=120)
     assert turn["latencyMs"] is not None and 0 < turn["latencyMs"] < 60000, turn
     # Both transcripts are on the page.
-    await page.until("() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
-                     what="the user's transcript")
+    await page.until(
+        "() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
+        what="the user's transcript",
+    )
     bubbles = await page.bubbles()
     user = [b for b in bubbles if b["role"] == "user"]
     assistant = [b for b in bubbles if b["role"] == "assistant"]
@@ -49,8 +52,9 @@ async def assert_spoken_turn(page, expect_transport: str) -> dict:
     return {"turn": turn, "stats": stats, "bubbles": bubbles}
 
 
-async def test_spoken_turn_shows_both_transcripts_and_plays_audio(serve: Serve, open_page: OpenPage,
-                                                                  question_wav: Path) -> None:
+async def test_spoken_turn_shows_both_transcripts_and_plays_audio(
+    serve: Serve, open_page: OpenPage, question_wav: Path
+) -> None:
     page = await open_page(serve.http, wav=question_wav)
     await page.connect()
     result = await assert_spoken_turn(page, "webrtc")
@@ -63,7 +67,9 @@ async def test_spoken_turn_shows_both_transcripts_and_plays_audio(serve: Serve, 
     await page.tab("metrics")
     item = page.page.locator("#turn-list .turn").first
     assert await item.locator(".waterfall .seg").count() >= 3
-    assert "ms" in (await page.page.inner_text("#stat-latency")) or " s" in (await page.page.inner_text("#stat-latency"))
+    assert "ms" in (await page.page.inner_text("#stat-latency")) or " s" in (
+        await page.page.inner_text("#stat-latency")
+    )
 
 
 async def test_websocket_transport_spoken_turn(serve: Serve, open_page: OpenPage, question_wav: Path) -> None:
@@ -76,10 +82,12 @@ async def test_websocket_transport_spoken_turn(serve: Serve, open_page: OpenPage
     counts = await page.js("Object.fromEntries(parley.events.typeCounts)")
     assert counts.get("input_audio_buffer.append", 0) > 50, counts
     assert counts.get("response.output_audio.delta", 0) > 0, counts
-    await page.until("() => !parley.client.assistantSpeaking", timeout=30, what="the reply to finish playing")
-    played = await page.js("(rid) => { const e = parley.conversation.list().find(e => e.responseId === rid && "
-                           "e.kind === 'assistant'); return parley.graph.player.playedMs(e.id); }",
-                           result["turn"]["responseId"])
+    await page.until("() => !parley.client.assistantSpeaking", within=30, what="the reply to finish playing")
+    played = await page.js(
+        "(rid) => { const e = parley.conversation.list().find(e => e.responseId === rid && "
+        "e.kind === 'assistant'); return parley.graph.player.playedMs(e.id); }",
+        result["turn"]["responseId"],
+    )
     assert played > 500, played
 
 
@@ -101,15 +109,18 @@ def barge_wav(wav_dir: Path) -> Path:
 async def barge_in(page, transport: str) -> None:
     await page.connect()
     # The question goes through; mute once its turn has ended, before the talk starts.
-    await page.wait_event("input_audio_buffer.speech_stopped", timeout=30)
+    await page.wait_event("input_audio_buffer.speech_stopped", within=30)
     await page.page.click("#mute-btn")
     # Wait until the story has been playing for a while, then talk over it.
-    await page.until("() => { const t = parley.turns.turns.find(t => t.firstAudioAt !== null); "
-                     "return t && parley.client.assistantSpeaking && performance.now() - t.firstAudioAt > 1500; }",
-                     timeout=120, what="the story to be playing")
+    await page.until(
+        "() => { const t = parley.turns.turns.find(t => t.firstAudioAt !== null); "
+        "return t && parley.client.assistantSpeaking && performance.now() - t.firstAudioAt > 1500; }",
+        within=120,
+        what="the story to be playing",
+    )
     spoke_at = await page.now()
     await page.page.click("#mute-btn")
-    await page.wait_event("input_audio_buffer.speech_started", timeout=15, after=spoke_at)
+    await page.wait_event("input_audio_buffer.speech_started", within=15, after=spoke_at)
     await page.page.wait_for_timeout(400)
     # The assistant went quiet at once (the analyser on its output reads silence).
     assert (await page.stats())["assistantRms"] < 0.01
@@ -117,7 +128,9 @@ async def barge_in(page, transport: str) -> None:
     await page.page.click("#mute-btn")  # done talking
     cut = await page.until(
         "() => { const e = parley.conversation.list().find(e => e.cut); return e && e.cut.heard !== null ? e.id : null; }",
-        timeout=30, what="a reply cut by the barge-in")
+        within=30,
+        what="a reply cut by the barge-in",
+    )
     # The page marks the part that was never heard.
     el = page.page.locator(f"#transcript .msg.assistant[data-id='{cut}']")
     await el.locator(".cut").wait_for(timeout=5000)
@@ -126,8 +139,14 @@ async def barge_in(page, transport: str) -> None:
     assert unheard, "nothing marked as cut"
     assert "Not heard after" in meta, meta
     # The turn records barge-in → silence.
-    stop_ms = (await page.until("() => { const t = parley.turns.turns.find(t => t.bargeInMs !== null); "
-                                "return t ? {ms: t.bargeInMs} : null; }", timeout=10, what="barge-in → silence"))["ms"]
+    stop_ms = (
+        await page.until(
+            "() => { const t = parley.turns.turns.find(t => t.bargeInMs !== null); "
+            "return t ? {ms: t.bargeInMs} : null; }",
+            within=10,
+            what="barge-in → silence",
+        )
+    )["ms"]
     assert 0 <= stop_ms < 2000, stop_ms
     events = await page.events()
     types = [e["type"] for e in events]
@@ -139,15 +158,19 @@ async def barge_in(page, transport: str) -> None:
         assert "output_audio_buffer.cleared" in types, types
 
 
-async def test_barge_in_stops_audio_and_marks_the_cut(serve: Serve, open_page: OpenPage,
-                                                      barge_wav: Path) -> None:
+async def test_barge_in_stops_audio_and_marks_the_cut(
+    serve: Serve, open_page: OpenPage, barge_wav: Path
+) -> None:
     page = await open_page(serve.http, wav=barge_wav, storage=settings(instructions=STORYTELLER))
     await barge_in(page, "webrtc")
 
 
-async def test_barge_in_over_websocket_truncates_to_what_was_played(serve: Serve, open_page: OpenPage,
-                                                                   barge_wav: Path) -> None:
-    page = await open_page(serve.http, wav=barge_wav, storage=settings(instructions=STORYTELLER, transport="websocket"))
+async def test_barge_in_over_websocket_truncates_to_what_was_played(
+    serve: Serve, open_page: OpenPage, barge_wav: Path
+) -> None:
+    page = await open_page(
+        serve.http, wav=barge_wav, storage=settings(instructions=STORYTELLER, transport="websocket")
+    )
     await barge_in(page, "websocket")
 
 
@@ -156,8 +179,9 @@ def ptt_wav(wav_dir: Path) -> tuple[Path, list[tuple[float, float]]]:
     return speech_timeline(wav_dir / "ptt.wav", LEAD_S + 0.5, QUESTION, 25.0)
 
 
-async def test_push_to_talk_with_the_space_bar(serve: Serve, open_page: OpenPage,
-                                               ptt_wav: tuple[Path, list[tuple[float, float]]]) -> None:
+async def test_push_to_talk_with_the_space_bar(
+    serve: Serve, open_page: OpenPage, ptt_wav: tuple[Path, list[tuple[float, float]]]
+) -> None:
     wav, [(_, question_end)] = ptt_wav
     page = await open_page(serve.http, wav=wav)
     await page.choose("turn", "push_to_talk")
@@ -169,10 +193,14 @@ async def test_push_to_talk_with_the_space_bar(serve: Serve, open_page: OpenPage
     await page.page.locator("#transcript").focus()
     await page.page.keyboard.down("Space")
     assert await page.page.get_attribute("#ptt-btn", "data-active") == "true"
-    await page.until("(t) => performance.now() - parley.client.micOpenedAt > t", (question_end + 0.8) * 1000,
-                     timeout=20, what="the end of the question")
+    await page.until(
+        "(t) => performance.now() - parley.client.micOpenedAt > t",
+        (question_end + 0.8) * 1000,
+        within=20,
+        what="the end of the question",
+    )
     await page.page.keyboard.up("Space")
-    turn = await page.wait_reply_done(timeout=120)
+    turn = await page.wait_reply_done(within=120)
     assert turn["latencyMs"] is not None
     sent = [e["type"] for e in await page.events(direction="out")]
     assert "input_audio_buffer.clear" in sent and "input_audio_buffer.commit" in sent, sent
@@ -180,20 +208,29 @@ async def test_push_to_talk_with_the_space_bar(serve: Serve, open_page: OpenPage
     received = [e["type"] for e in await page.events(direction="in")]
     assert "input_audio_buffer.speech_started" not in received  # no VAD in push-to-talk
     assert await page.js("parley.session.audio.input.turn_detection") is None
-    await page.until("() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
-                     what="the user's transcript")
+    await page.until(
+        "() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
+        what="the user's transcript",
+    )
     user = [b for b in await page.bubbles() if b["role"] == "user"]
     assert recall(QUESTION, user[0]["text"]) >= 0.6, user
 
 
 @pytest.fixture(scope="module")
 def mute_wav(wav_dir: Path) -> tuple[Path, list[tuple[float, float]]]:
-    return speech_timeline(wav_dir / "mute.wav", LEAD_S, "The weather is nice today in Paris.", 4.0,
-                           "What is two plus two?", 25.0)
+    return speech_timeline(
+        wav_dir / "mute.wav",
+        LEAD_S,
+        "The weather is nice today in Paris.",
+        4.0,
+        "What is two plus two?",
+        25.0,
+    )
 
 
-async def test_mute_keeps_speech_from_the_server(serve: Serve, open_page: OpenPage,
-                                                 mute_wav: tuple[Path, list[tuple[float, float]]]) -> None:
+async def test_mute_keeps_speech_from_the_server(
+    serve: Serve, open_page: OpenPage, mute_wav: tuple[Path, list[tuple[float, float]]]
+) -> None:
     wav, [(_, first_end), _second] = mute_wav
     page = await open_page(serve.http, wav=wav)
     await page.connect()
@@ -202,17 +239,23 @@ async def test_mute_keeps_speech_from_the_server(serve: Serve, open_page: OpenPa
     assert await page.page.get_attribute("#mute-btn", "aria-label") == "Unmute microphone"
     assert "muted" in (await page.page.inner_text("#presence")).lower()
     # The first sentence plays while muted: the server hears silence.
-    await page.until("(t) => performance.now() - parley.client.micOpenedAt > t", (first_end + 1.2) * 1000,
-                     timeout=20, what="the end of the first sentence")
+    await page.until(
+        "(t) => performance.now() - parley.client.micOpenedAt > t",
+        (first_end + 1.2) * 1000,
+        within=20,
+        what="the end of the first sentence",
+    )
     assert not await page.events("input_audio_buffer.speech_started"), "speech got through while muted"
     assert (await page.stats())["micRms"] < 0.001
     unmuted_at = await page.now()
     await page.page.click("#mute-btn")
     assert await page.page.get_attribute("#mute-btn", "aria-pressed") == "false"
-    await page.wait_event("input_audio_buffer.speech_started", timeout=15, after=unmuted_at)
-    await page.wait_reply_done(timeout=120)
-    await page.until("() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 3",
-                     what="the user's transcript")
+    await page.wait_event("input_audio_buffer.speech_started", within=15, after=unmuted_at)
+    await page.wait_reply_done(within=120)
+    await page.until(
+        "() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 3",
+        what="the user's transcript",
+    )
     user = [b for b in await page.bubbles() if b["role"] == "user"]
     assert len(user) == 1 and recall("What is two plus two?", user[0]["text"]) >= 0.5, user
 
@@ -220,9 +263,11 @@ async def test_mute_keeps_speech_from_the_server(serve: Serve, open_page: OpenPa
 async def test_downloads_contain_the_turn(serve: Serve, open_page: OpenPage, question_wav: Path) -> None:
     page = await open_page(serve.http, wav=question_wav)
     await page.connect()
-    await page.wait_reply_done(timeout=120)
-    await page.until("() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
-                     what="the user's transcript")
+    await page.wait_reply_done(within=120)
+    await page.until(
+        "() => document.querySelector('#transcript .msg.user .bubble')?.innerText.trim().length > 5",
+        what="the user's transcript",
+    )
     await page.page.wait_for_timeout(1500)  # let the reply play out into the recording
     bubbles = await page.bubbles()
     user_text = next(b["text"] for b in bubbles if b["role"] == "user")
@@ -235,7 +280,7 @@ async def test_downloads_contain_the_turn(serve: Serve, open_page: OpenPage, que
         d = await info.value
         path = await d.path()
         assert d.suggested_filename.startswith("parley-") and d.suggested_filename.endswith(f".{kind}")
-        return Path(path).read_bytes()
+        return await asyncio.to_thread(Path(path).read_bytes)
 
     text = (await download("txt")).decode()
     assert f"You: {user_text.strip()}" in text, text
@@ -251,7 +296,9 @@ async def test_downloads_contain_the_turn(serve: Serve, open_page: OpenPage, que
     wav = await download("wav")
     with wave.open(io.BytesIO(wav)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 24000)
-        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768
+        frames = (
+            np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768
+        )
     assert len(frames) > 24000 * 3
     mic, assistant = np.sqrt((frames**2).mean(axis=0))
     # Left: the user's question from the microphone; right: the assistant's reply.

@@ -142,7 +142,7 @@ async function connect({ textOnly = false, reconnect = false } = {}) {
   app.connectStartedAt = performance.now();
   setStatus("connecting", "Connecting…");
   try {
-    if (!app.graph) app.graph = await AudioGraph.create(app.recording);
+    if (!app.graph) app.graph = (await app.graphReady) || (await AudioGraph.create(app.recording));
     if (!app.client) createClient();
     app.client.textOnly = textOnly;
     refreshControls();
@@ -440,6 +440,8 @@ async function loadConfig() {
 }
 
 async function main() {
+  // Load the audio worklets while the page sets up; the context resumes on Connect.
+  app.graphReady = AudioGraph.create(app.recording).catch(() => null);
   app.transcript = new TranscriptView($("#transcript"), app.conversation, app.turns, {
     transcriptionOn: () => Boolean(app.session ? app.session.audio && app.session.audio.input.transcription : app.settings.transcription),
   });
@@ -461,6 +463,7 @@ async function main() {
   app.settingsPanel = new SettingsPanel($("#panel-settings"), { settings: app.settings, defaults: app.defaults, voices: app.cfg && app.cfg.voices });
   app.settingsPanel.on("change", onSettingsChange);
   refreshControls();
+  app.readyAt = performance.now();
   if (cfgError) showError(cfgError);
   else if (pageParam("connect") === "1") connect();
   document.body.dataset.ready = "true";

@@ -70,21 +70,29 @@ export class RealtimeClient extends Emitter {
 
   async connect({ transport, session, processing, textOnly = false, cfg }) {
     this.setState("connecting");
+    const mark = (name) => (this.timeline[name] = performance.now());
+    this.timeline = {};
+    mark("start");
     this.pushToTalk = session.audio.input.turn_detection === null;
     const metrics = Boolean(cfg.features && cfg.features.stage_metrics);
+    // Mint the WebRTC secret while the microphone opens.
+    const minting = transport === "websocket" ? null : mintSecret(session, { accessTokenRequired: cfg.access_token_required });
+    minting?.catch(() => {}); // awaited below; avoid an unhandled rejection if the mic fails first
     try {
       await this.graph.resume();
       if (!textOnly) {
         this.mic = await openMicrophone(processing);
-        this.micOpenedAt = performance.now();
+        this.micOpenedAt = mark("mic");
         this.graph.attachMic(this.mic);
         this.applyMute();
       }
       if (transport === "websocket") await this.connectWebSocket({ session, cfg, metrics });
-      else await this.connectWebRtc({ session, cfg, metrics });
+      else await this.connectWebRtc({ minting, cfg, metrics });
+      mark("open");
       const updated = this.waitUpdated();
       this.send({ type: "session.update", session });
       await updated;
+      mark("updated");
       if (this.transport.kind === "websocket" && this.mic) {
         this.graph.startCapture((msg) => this.onCapture(msg));
       }
@@ -96,8 +104,9 @@ export class RealtimeClient extends Emitter {
     }
   }
 
-  async connectWebRtc({ session, cfg, metrics }) {
-    const minted = await mintSecret(session, { accessTokenRequired: cfg.access_token_required });
+  async connectWebRtc({ minting, cfg, metrics }) {
+    const minted = await minting;
+    this.timeline.secret = performance.now();
     const secret = minted.value || (minted.client_secret && minted.client_secret.value);
     if (!secret) throw new ParleyError("server", "The server did not return a session secret.");
     const t = (this.transport = new WebRtcTransport());

@@ -42,7 +42,9 @@ export class WebRtcTransport extends Emitter {
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     if (this.closing) throw new ParleyError("handshake", "Cancelled.");
+    this.offeredAt = performance.now();
     const answer = await exchangeSdp(offer.sdp, secret, { metrics, ...cfg });
+    this.answeredAt = performance.now();
     this.callId = answer.callId;
     try {
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
