@@ -185,3 +185,19 @@ async def test_concurrent_streams_are_serialised(models) -> None:
 
     a, b = await asyncio.gather(ask("What is the capital of France?"), ask("Who wrote Hamlet?"))
     assert "Paris" in a and "Shakespeare" in b
+
+
+async def test_auto_calls_a_tool_when_the_question_needs_one(models) -> None:
+    # The tool-call few-shot turn makes the 135M model pick the tool here (greedy, so deterministic).
+    chunks = await collect(
+        models.llm,
+        ChatRequest(
+            [ChatMessage("user", "What's the weather in Berlin?")],
+            tools=[WEATHER, SHOPPING],
+            tool_choice=ToolChoice("auto"),
+        ),
+    )
+    deltas = [c for c in chunks if isinstance(c, ToolCallDelta)]
+    assert deltas and deltas[0].name == "get_weather", chunks
+    check_schema(json.loads("".join(d.arguments for d in deltas)), WEATHER)
+    assert chunks[-1].reason == "tool_calls"
