@@ -28,6 +28,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ async def _relay(port: int, upstream_port: int) -> None:
     app = create_app(config, upstream)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            ws_max_size=config.max_message_bytes, ws_ping_interval=None,
-                                           lifespan="on"))
+                                           lifespan="on", ws=os.environ.get("PARLEY_BENCH_WS", "auto")))
     await server.serve()
 
 
@@ -180,20 +181,49 @@ async def _load(url: str, sessions: int, warmup: float, seconds: float) -> Laten
 
 
 def _spawn(role: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "parley.bench.relay", "--role", role, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe nobody reads: a full pipe would block the helper mid-run.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "parley.bench.relay", "--role", role, *args],
+                            stdout=subprocess.DEVNULL, stderr=log)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"helper process exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            log = proc.log  # type: ignore[attr-defined]
+            log.seek(0)
+            raise RuntimeError(f"helper process exited: {log.read().decode(errors='replace')[-2000:]}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {port}")
+
+
+def _phase(args: argparse.Namespace, url: str, relay_proc: Any) -> tuple[Latencies, float, float, int]:
+    """One load phase: (latencies, relay CPU seconds, wall seconds, relay RSS growth in bytes)."""
+    rss_before = relay_proc.memory_info().rss
+    cpu_before = sum(relay_proc.cpu_times()[:2])
+    wall_before = time.monotonic()
+    peak = [rss_before]
+
+    async def sample() -> None:
+        while True:
+            peak[0] = max(peak[0], relay_proc.memory_info().rss)
+            await asyncio.sleep(0.5)
+
+    async def run() -> Latencies:
+        sampler = asyncio.create_task(sample())
+        try:
+            return await _load(url, args.sessions, args.warmup, args.seconds)
+        finally:
+            sampler.cancel()
+
+    lat = _run_loop(run())
+    return lat, sum(relay_proc.cpu_times()[:2]) - cpu_before, time.monotonic() - wall_before, peak[0] - rss_before
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,39 +237,40 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         _wait_port(relay_port, relay)
         relay_proc = psutil.Process(relay.pid)
         time.sleep(0.5)
+        urls = {"direct": f"ws://127.0.0.1:{up_port}/v1/realtime",
+                "relayed": f"ws://127.0.0.1:{relay_port}/api/realtime/ws"}
+        pooled = {mode: Latencies() for mode in urls}
+        cpu = dict.fromkeys(urls, 0.0)
+        wall = dict.fromkeys(urls, 0.0)
+        rss = dict.fromkeys(urls, 0)
+        # Alternate the two paths so a change in background load hits both alike.
+        for _ in range(args.rounds):
+            for mode, url in urls.items():
+                lat, c, w, r = _phase(args, url, relay_proc)
+                into = pooled[mode]
+                into.up += lat.up
+                into.down += lat.down
+                into.round_trip += lat.round_trip
+                into.errors += lat.errors
+                into.sent += lat.sent
+                into.received += lat.received
+                cpu[mode] += c
+                wall[mode] += w
+                rss[mode] = max(rss[mode], r)
+                time.sleep(1.0)  # let the relay close the sessions before the next phase
         results: dict[str, Any] = {}
-        for mode, url in (("direct", f"ws://127.0.0.1:{up_port}/v1/realtime"),
-                          ("relayed", f"ws://127.0.0.1:{relay_port}/api/realtime/ws")):
-            rss_before = relay_proc.memory_info().rss
-            cpu_before = relay_proc.cpu_times()
-            wall_before = time.monotonic()
-            peak_rss = [rss_before]
-
-            async def sample(peak: list[int] = peak_rss) -> None:
-                while True:
-                    peak[0] = max(peak[0], relay_proc.memory_info().rss)
-                    await asyncio.sleep(0.5)
-
-            async def run(target: str = url) -> Latencies:
-                sampler = asyncio.create_task(sample())
-                try:
-                    return await _load(target, args.sessions, args.warmup, args.seconds)
-                finally:
-                    sampler.cancel()
-
-            lat = _run_loop(run())
-            cpu_after = relay_proc.cpu_times()
-            wall = time.monotonic() - wall_before
-            cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        for mode, lat in pooled.items():
+            relayed_events = (lat.sent + lat.received) if mode == "relayed" else 0
             results[mode] = {
                 "up": summary_ms(lat.up), "down": summary_ms(lat.down), "round_trip": summary_ms(lat.round_trip),
                 "sent": lat.sent, "received": lat.received,
-                "expected": int(args.sessions * (args.warmup + args.seconds) * 1000 / CHUNK_MS), "errors": lat.errors[:5], "error_count": len(lat.errors),
-                "relay_cpu_percent": round(100 * cpu / wall, 1),
-                "relay_cpu_percent_per_session": round(100 * cpu / wall / args.sessions, 3),
-                "relay_rss_mb_per_session": round((peak_rss[0] - rss_before) / args.sessions / 2**20, 3),
+                "expected": int(args.rounds * args.sessions * (args.warmup + args.seconds) * 1000 / CHUNK_MS),
+                "errors": lat.errors[:5], "error_count": len(lat.errors),
+                "relay_cpu_percent": round(100 * cpu[mode] / wall[mode], 1),
+                "relay_cpu_percent_per_session": round(100 * cpu[mode] / wall[mode] / args.sessions, 3),
+                "relay_cpu_us_per_event": round(1e6 * cpu[mode] / relayed_events, 1) if relayed_events else None,
+                "relay_rss_mb_per_session": round(rss[mode] / args.sessions / 2**20, 3),
             }
-            time.sleep(1.0)  # let the relay close the sessions before the next phase
         results["relay_rss_mb"] = round(relay_proc.memory_info().rss / 2**20, 1)
         return results
     finally:
@@ -253,11 +284,11 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_loop(coro: Any) -> Any:
-    with contextlib.suppress(ImportError):
+    try:
         import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def _added(results: dict[str, Any]) -> dict[str, Any]:
@@ -273,6 +304,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", type=int, default=100, help="concurrent sessions (default 100)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured streaming time per phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured streaming before that")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating direct/relayed rounds (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/relay.json"))
 
 
@@ -290,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "relay",
         "note": "upstream is a minimal Realtime echo server, not real models; the relay is parley serve's own "
                 "code path (create_app + RemoteUpstream) under uvicorn in a separate process",
-        "sessions": args.sessions, "chunk_ms": CHUNK_MS, "seconds": args.seconds,
+        "sessions": args.sessions, "chunk_ms": CHUNK_MS, "seconds": args.seconds, "rounds": args.rounds,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     # The machine may be shared: a high load average makes every tail figure worse.
                     "load_average_before": [round(x, 2) for x in load_before]},
@@ -311,7 +343,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     r = results["relayed"]
     console.print(f"relay process: {r['relay_cpu_percent']}% CPU ({r['relay_cpu_percent_per_session']}% per "
-                  f"session), {r['relay_rss_mb_per_session']} MB per session; errors: "
+                  f"session, {r['relay_cpu_us_per_event']} µs per relayed event), "
+                  f"{r['relay_rss_mb_per_session']} MB per session; errors: "
                   f"{results['direct']['error_count']} direct, {r['error_count']} relayed")
     console.print(f"load average before the run: {' '.join(f'{x:.2f}' for x in load_before)} on "
                   f"{os.cpu_count()} CPUs (other work on the machine inflates the tails)")
