@@ -226,6 +226,11 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
         await conv.send_text(prompt)
         await conv.wait_for("state", lambda e: e["state"] == "speaking", timeout=60)
         await asyncio.sleep(play_s)
+        # Interrupt while the reply is audible (over WebRTC on a loaded machine the stream can stall).
+        for _ in range(200):
+            if conv.player.audible_item() is not None:
+                break
+            await asyncio.sleep(0.05)
         item_id = conv.player.audible_item()
         played_before = conv.player.handed(item_id) * 1000 / CANONICAL_RATE if item_id else 0.0
         off = onset_offset(interruption)
