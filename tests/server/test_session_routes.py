@@ -132,6 +132,11 @@ async def test_origin_check_on_api_routes() -> None:
         preflight = await http.options("/api/session", headers={"Origin": "https://evil.example",
                                                                  "Access-Control-Request-Method": "POST"})
         assert preflight.status_code == 403
+        friendly = await http.options("/api/realtime/calls", headers={
+            "Origin": "https://friend.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert friendly.status_code == 200
+        assert friendly.headers["access-control-allow-origin"] == "https://friend.example"
         with pytest.raises(websockets.InvalidStatus) as info:
             async with websockets.connect(f"{srv.ws}/api/realtime/ws", origin="https://evil.example"):
                 pass

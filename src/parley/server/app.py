@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -232,6 +233,12 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
         app.mount("/static", StaticFiles(directory=static), name="static")
 
     extra_connect = [] if isinstance(upstream, LocalUpstream) else [getattr(upstream, "base_url", "")]
+    if config.allow_origins:
+        # Pages on the allow-listed origins call us cross-origin: answer their preflights
+        # and let them read the call's Location.
+        app.add_middleware(CORSMiddleware, allow_origins=config.allow_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Parley-Access-Token",
+                                          "X-OpenAI-Agents-SDK"], expose_headers=["Location"])
     app.add_middleware(OriginGuard, allowed=config.allow_origins)
     app.add_middleware(SecurityHeaders, extra_connect=[u for u in extra_connect if u])
     return app
