@@ -66,6 +66,22 @@ async def test_settings_change_produces_session_updated(serve: Serve, open_page:
         what="the 'Applied' indicator",
     )
 
+    # Input transcription off and on.
+    before = await page.now()
+    await page.page.click("label[for='set-transcription']")
+    updated = await page.wait_event("session.updated", after=before)
+    assert updated["session"]["audio"]["input"]["transcription"] is None
+    before = await page.now()
+    await page.page.click("label[for='set-transcription']")
+    updated = await page.wait_event("session.updated", after=before)
+    assert updated["session"]["audio"]["input"]["transcription"]["model"]
+
+    # Microphone processing switches on the live track (no session.update needed).
+    track = "parley.client.mic.getAudioTracks()[0].getSettings()"
+    assert await page.js(f"{track}.echoCancellation") is True
+    await page.page.click("label[for='set-echoCancellation']")
+    await page.until(f"() => {track}.echoCancellation === false", what="echo cancellation off")
+
     # Push-to-talk switches turn detection off and shows the talk button.
     before = await page.now()
     await page.page.click("label[for='set-turn-push_to_talk']")
@@ -125,7 +141,7 @@ async def test_events_panel_filters_and_searches(serve: Serve, open_page: OpenPa
     first = page.page.locator("#events-list .ev").first
     await first.locator(".ev-line").click()
     assert await first.locator(".ev-line").get_attribute("aria-expanded") == "true"
-    assert '"type": "session.' in await first.locator("pre").inner_text()
+    assert '"type": "session.' in await first.locator("pre").text_content()
     # Auto-scroll pauses when scrolled up, and offers a jump to the new events.
     await page.js("document.querySelector('#events-list').scrollTop = 0")
     await page.page.wait_for_timeout(100)
@@ -161,3 +177,31 @@ async def test_phone_layout_and_labelled_controls(serve: Serve, open_page: OpenP
     assert await page.page.is_visible("#panel-events")
     await page.page.keyboard.press("ArrowRight")
     assert await page.page.is_visible("#panel-settings")
+
+
+async def test_tool_call_shows_name_arguments_and_result(serve: Serve, open_page: OpenPage) -> None:
+    page = await open_page(serve.http)
+    await page.connect()
+    tools = await page.js("parley.session.tools.map(t => t.name)")
+    assert "calculate" in tools, tools
+    # A developer forcing the tool (the small local model would not always pick it by itself).
+    before = await page.now()
+    await page.js(
+        "parley.client.update({type: 'realtime', tool_choice: {type: 'function', name: 'calculate'}})"
+    )
+    await page.wait_event("session.updated", after=before)
+    await page.send_text("What is 12 times 7?")
+    card = page.page.locator("#transcript .tool-card[data-tool=calculate]")
+    await card.wait_for(timeout=120000)
+    await card.locator(".tool-result").wait_for(timeout=60000)
+    args = await card.locator(".tool-args").inner_text()
+    assert "expression" in args, args
+    result = await card.locator(".tool-result").inner_text()
+    assert result.strip(), result
+    assert "done" in await card.locator(".tool-head").inner_text()
+    # The server speaks the result in a follow-up response.
+    await page.until(
+        "() => parley.turns.turns.some(t => t.origin === 'follow-up' && t.firstAudioAt !== null)",
+        within=120,
+        what="the spoken follow-up",
+    )

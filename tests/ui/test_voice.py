@@ -75,10 +75,15 @@ async def test_spoken_turn_shows_both_transcripts_and_plays_audio(
 async def test_websocket_transport_spoken_turn(serve: Serve, open_page: OpenPage, question_wav: Path) -> None:
     page = await open_page(serve.http, wav=question_wav)
     await page.choose("transport", "websocket")
+    await page.tab("events")
+    await page.page.click("label[for='events-debug']")  # show raw audio events too
     await page.connect()
     assert "WebSocket" in await page.page.inner_text("#status-pill")
     result = await assert_spoken_turn(page, "websocket")
     # The mic went up as input_audio_buffer.append, and the playback worklet counted what it played.
+    appends = page.page.locator("#events-list .ev[data-type='input_audio_buffer.append']")
+    assert await appends.count() > 10
+    assert "bytes of base64 audio" in await appends.first.locator(".ev-sum").text_content()
     counts = await page.js("Object.fromEntries(parley.events.typeCounts)")
     assert counts.get("input_audio_buffer.append", 0) > 50, counts
     assert counts.get("response.output_audio.delta", 0) > 0, counts

@@ -6,7 +6,6 @@ import { RealtimeClient } from "./realtime/client.js";
 import { fullSession, sessionDiff } from "./realtime/session-config.js";
 import { AudioGraph } from "./audio/graph.js";
 import { Recording } from "./audio/recorder.js";
-import { applyProcessing } from "./audio/mic.js";
 import { Conversation } from "./conversation.js";
 import { TurnMetrics } from "./turns.js";
 import { DEFAULT_SETTINGS, serverDefaults } from "./defaults.js";
@@ -87,6 +86,7 @@ function idlePresence() {
     const how = app.settings.turn === "push_to_talk" ? "hold to interrupt" : "talk to interrupt";
     return setPresence("speaking", `Parley is speaking — ${how}`);
   }
+  if (c.activeResponse) return setPresence("thinking", "Thinking…");
   if (c.textOnly) return setPresence("listening", "Text only — type a message");
   if (c.userMuted) return setPresence("muted", "Microphone muted");
   if (app.settings.turn === "push_to_talk") return setPresence("listening", c.ptt ? "Listening… release to send" : "Hold to talk");
@@ -140,6 +140,7 @@ async function connect({ textOnly = false, reconnect = false } = {}) {
     }
   }
   app.connectStartedAt = performance.now();
+  if (app.sessions === 0) app.events.setOrigin(app.connectStartedAt); // event times count from the first connect
   setStatus("connecting", "Connecting…");
   try {
     if (!app.graph) app.graph = (await app.graphReady) || (await AudioGraph.create(app.recording));
@@ -161,7 +162,6 @@ async function connect({ textOnly = false, reconnect = false } = {}) {
     return;
   }
   app.connectedAt = performance.now();
-  if (app.sessions === 0) app.events.setOrigin(app.connectStartedAt);
   if (app.sessions > 0 || reconnect) app.conversation.divider(`New session · ${new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`);
   app.sessions++;
   app.reconnects = 0;
@@ -283,8 +283,11 @@ function onSettingsChange({ settings, prev, key }) {
       app.settingsPanel.setApplied("pending", "Applying…");
     }
   }
-  if (MIC_KEYS.has(key) && c && c.mic) {
-    applyProcessing(c.mic, settings).then((ok) => !ok && toast("The browser could not change that on the live microphone"));
+  if (MIC_KEYS.has(key) && c && c.mic && c.connected) {
+    c.reopenMic(settings).then(
+      () => toast("Microphone restarted with the new setting"),
+      (err) => showError(err),
+    );
   }
   if (key === "transport" && c && c.state !== "idle") toast("The new transport is used the next time you connect");
   refreshControls();

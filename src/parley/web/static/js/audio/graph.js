@@ -65,11 +65,13 @@ export class AudioGraph {
     if (this.ctx.state !== "running") await Promise.race([this.ctx.resume(), new Promise((r) => setTimeout(r, 1500))]);
   }
 
+  // (Re)attach a microphone stream; a running capture keeps going from the new one.
   attachMic(stream) {
-    this.detachMic();
+    if (this.micSource) this.micSource.disconnect();
     this.micSource = this.ctx.createMediaStreamSource(stream);
     this.micSource.connect(this.micAnalyser);
     this.micSource.connect(this.recorder, 0, 0);
+    if (this.capture) this.micSource.connect(this.capture);
   }
 
   detachMic() {

@@ -18,18 +18,6 @@ export async function openMicrophone(processing) {
   }
 }
 
-// Switch echo cancellation / noise suppression / auto gain on a live track.
-export async function applyProcessing(stream, processing) {
-  const track = stream && stream.getAudioTracks()[0];
-  if (!track) return false;
-  try {
-    await track.applyConstraints(micConstraints(processing));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export function setMuted(stream, muted) {
   for (const track of stream ? stream.getAudioTracks() : []) track.enabled = !muted;
 }

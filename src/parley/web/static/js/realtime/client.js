@@ -350,6 +350,24 @@ export class RealtimeClient extends Emitter {
     setMuted(this.mic, this.userMuted || pttClosed);
   }
 
+  // New echo cancellation / noise suppression / gain settings: browsers apply these
+  // when the device opens, so open it again and swap the track in place.
+  async reopenMic(processing) {
+    if (!this.mic || !this.connected) return false;
+    const fresh = await openMicrophone(processing);
+    const track = fresh.getAudioTracks()[0];
+    if (this.transport.kind === "webrtc") {
+      const sender = this.transport.pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+      if (sender) await sender.replaceTrack(track);
+    }
+    const old = this.mic;
+    this.mic = fresh;
+    this.graph.attachMic(fresh);
+    this.applyMute();
+    stopStream(old);
+    return true;
+  }
+
   setMuted(muted) {
     this.userMuted = muted;
     this.applyMute();

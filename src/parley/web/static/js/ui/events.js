@@ -377,7 +377,7 @@ export class EventsPanel {
   refreshTypes() {
     this.knownTypes = this.typeCounts.size;
     const current = this.typeSelect.value;
-    const opts = [h("option", { value: "" }, `All types (${this.total.toLocaleString()})`)];
+    const opts = [h("option", { value: "" }, "All types")];
     for (const type of [...this.typeCounts.keys()].sort()) {
       opts.push(h("option", { value: type }, `${type} (${this.typeCounts.get(type).toLocaleString()})`));
     }
