@@ -329,6 +329,10 @@ function bindControls() {
     e.preventDefault();
     app.client.pttStart();
   });
+  document.addEventListener("keydown", (e) => {
+    // Escape stops the assistant (when no menu is open).
+    if (e.key === "Escape" && $("#download-menu").hidden && app.client && !el.stop.disabled) app.client.interrupt("escape key");
+  });
   document.addEventListener("keyup", (e) => {
     if (e.code !== "Space" || typing(e.target)) return;
     if (app.client && app.client.ptt) {

@@ -31,7 +31,7 @@ export function waterfall(turn) {
   if (s) {
     const shift = s.origin === "response.created" && turn.createdAt !== null ? turn.createdAt - turn.detectedAt : 0;
     const seg = (kind, a, b) => {
-      if (typeof a === "number" && typeof b === "number" && b >= a) segs.push([kind, a + shift, b + shift]);
+      if (typeof a === "number" && typeof b === "number" && b - a >= 0.5) segs.push([kind, a + shift, b + shift]);
     };
     seg("stt", s.stt_started_ms, s.stt_done_ms);
     seg("llm", s.llm_started_ms, s.llm_first_token_ms);
