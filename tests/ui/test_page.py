@@ -96,7 +96,8 @@ async def test_settings_change_produces_session_updated(serve: Serve, open_page:
 
 
 async def test_events_panel_filters_and_searches(serve: Serve, open_page: OpenPage) -> None:
-    page = await open_page(serve.http)
+    # A short window, so that one turn's events overflow the list and it can scroll.
+    page = await open_page(serve.http, viewport={"width": 1280, "height": 620})
     await page.connect()
     await page.send_text("Say hello.")
     await page.wait_reply_done(within=120)
@@ -143,6 +144,9 @@ async def test_events_panel_filters_and_searches(serve: Serve, open_page: OpenPa
     assert await first.locator(".ev-line").get_attribute("aria-expanded") == "true"
     assert '"type": "session.' in await first.locator("pre").text_content()
     # Auto-scroll pauses when scrolled up, and offers a jump to the new events.
+    assert await page.js(
+        "(l => l.scrollHeight > l.clientHeight + 100)(document.querySelector('#events-list'))"
+    )
     await page.js("document.querySelector('#events-list').scrollTop = 0")
     await page.page.wait_for_timeout(100)
     await page.send_text("Say goodbye.")
