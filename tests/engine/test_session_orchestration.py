@@ -107,7 +107,6 @@ async def test_barge_in_cancels_and_nothing_follows() -> None:
     assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
     cut = log.index("response.done")
     assert log.index("input_audio_buffer.speech_started", log.index("response.created")) < cut
-    import asyncio
     await asyncio.sleep(0.3)
     rid = done["response"]["id"]
     late = [e for e in log.events[cut + 1 :] if e.get("response_id") == rid and not e["type"].startswith("parley.")]

@@ -183,7 +183,7 @@ async def run_session(url: str, question: np.ndarray, interruption: np.ndarray, 
         try:
             mic.say(np.concatenate([silence(0.3), question]), "question")
             # Turn 1: the question.
-            i_stop, t_stop, stop = await wait_for("input_audio_buffer.speech_stopped")
+            i_stop, t_stop, _ = await wait_for("input_audio_buffer.speech_stopped")
             i_audio, t_audio, first = await wait_for("response.output_audio.delta", start=i_stop)
             response_id = first["response_id"]
             # Barge in the moment the reply starts playing.
@@ -211,7 +211,7 @@ async def run_session(url: str, question: np.ndarray, interruption: np.ndarray, 
             result.turns.append(turn)
             # Turn 2: the interruption itself gets answered.
             _, t_stop2, _ = await wait_for("input_audio_buffer.speech_stopped", start=i_started)
-            i2, t_audio2, first2 = await wait_for("response.output_audio.delta",
+            _, t_audio2, first2 = await wait_for("response.output_audio.delta",
                                                   where=lambda e: e["response_id"] != response_id, start=i_started)
             end2 = mic.sent_voice["interruption"][1]
             turn2 = {"speech_end_to_speech_stopped_ms": (t_stop2 - end2) * 1000,
@@ -262,8 +262,9 @@ def _peak_rss_mb(pid: int) -> float | None:
 @contextlib.asynccontextmanager
 async def engine_process(port: int):  # type: ignore[no-untyped-def]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PARLEY_VALIDATE_EVENTS="0")
-    proc = subprocess.Popen([sys.executable, "-m", "parley", "engine", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-m", "parley", "engine", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         import httpx
 
@@ -347,11 +348,19 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path) -> dict[str
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    _write_json(out, report)
     _print(console, report)
     console.print(f"wrote {out}")
     return report
+
+
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
 
 
 def _print(console: Any, report: dict[str, Any]) -> None:
@@ -362,8 +371,7 @@ def _print(console: Any, report: dict[str, Any]) -> None:
     for name in ("metric", "p50 ms", "p95 ms", "n"):
         table.add_column(name, justify="right" if name != "metric" else "left")
     for key, s in report["metrics"].items():
-        fmt = (lambda v: "–" if v is None else f"{v:.0f}")
-        table.add_row(key, fmt(s["p50"]), fmt(s["p95"]), str(s["n"]))
+        table.add_row(key, _ms(s["p50"]), _ms(s["p95"]), str(s["n"]))
     console.print(table)
     console.print(f"peak RSS of the engine: {report['peak_rss_mb'] or 0:.0f} MB · speculative turns: "
                   f"{report['speculative_turns']}/{report['turns']} · deltas after a cancelled response.done: "

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from parley.engine import tool_router
 from parley.engine.config import EngineConfig
 from parley.engine.conversation import Conversation, Item
 from parley.engine.generation import Generation
@@ -610,6 +611,8 @@ class RealtimeSession:
             tool_choice=_tool_choice(params.tool_choice),
             max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
         )
+        if request.tool_choice.mode == "auto" and not getattr(self.models.llm, "decides_tools", True):
+            request.tool_choice = tool_router.choose(request.messages, request.tools)
         tts = self.models.tts if params.audio else None
         if tts is not None:
             self._voice_locked = True

@@ -135,6 +135,9 @@ ChatChunk = TextDelta | ToolCallDelta | Finish
 
 @runtime_checkable
 class LanguageModel(Protocol):
+    """A chat model. A backend may set ``decides_tools = False`` (small local
+    models) to have the engine pick the tool for ``tool_choice: "auto"``."""
+
     name: str
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:

@@ -107,6 +107,8 @@ class LlamaLLM:
     """:class:`~parley.engine.models.base.LanguageModel` backed by llama.cpp."""
 
     name = "llama"
+    # Too small to decide on tool calls itself: the engine routes "auto" (see engine/tool_router.py).
+    decides_tools = False
 
     def __init__(
         self,
