@@ -154,7 +154,7 @@ class RealtimePeer:
         self.times["answer"] = time.perf_counter()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
 
-    async def wait_open(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - as EventLog.wait_for
+    async def wait_open(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self.channel_open.wait(), timeout)
 
     async def channel_closed(self, within: float) -> bool:
@@ -187,7 +187,7 @@ class RealtimePeer:
         return [e for e in self.events if e["type"] == kind]
 
     async def wait_for(self, kind: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10.0, start: int = 0) -> dict[str, Any]:  # noqa: ASYNC109
+                       timeout: float = 10.0, start: int = 0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         seen = start
