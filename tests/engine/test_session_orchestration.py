@@ -222,3 +222,55 @@ async def test_g711_in_and_out(codec: str) -> None:
     words = len(done["transcript"].split())
     assert abs(len(audio) / 8 - words * 250) < 100  # 8 bytes per ms
     await session.close()
+
+
+async def test_idle_timeout_triggers_a_response() -> None:
+    models = FakeModels()
+    models.tts.word_seconds = 0.02  # a short reply, so playback ends quickly
+    session, log, _ = make(models)
+    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}}}))
+    feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))
+    first = await log.wait_for("response.done")
+    t0 = asyncio.get_running_loop().time()
+    # The microphone keeps streaming silence, as a real client does.
+    for _ in range(70):
+        feed(session, silence(0.1))
+        await asyncio.sleep(0.1)
+        if log.of("input_audio_buffer.timeout_triggered"):
+            break
+    timeout = await log.wait_for("input_audio_buffer.timeout_triggered", timeout=1)
+    waited = asyncio.get_running_loop().time() - t0
+    assert 4.9 <= waited <= 6.5
+    assert timeout["audio_end_ms"] >= timeout["audio_start_ms"]
+    committed = await log.wait_for("input_audio_buffer.committed", start=log.events.index(timeout))
+    assert committed["item_id"] == timeout["item_id"]
+    second = await log.wait_for("response.done", where=lambda e: e["response"]["id"] != first["response"]["id"])
+    assert second["response"]["status"] == "completed"
+    await session.close()
+
+
+async def test_create_response_false_commits_without_answering() -> None:
+    session, log, _ = make()
+    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": {"type": "server_vad", "create_response": False, "interrupt_response": False}}}}}))
+    feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))
+    await log.wait_for("input_audio_buffer.committed")
+    await asyncio.sleep(0.2)
+    assert not log.of("response.created")
+    await session.close()
+
+
+async def test_interrupt_response_false_lets_the_reply_finish() -> None:
+    models = FakeModels()
+    models.llm.token_delay = 0.03
+    session, log, _ = make(models)
+    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": {"type": "server_vad", "interrupt_response": False}}}}}))
+    feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))
+    await log.wait_for("response.output_audio.delta")
+    feed(session, tone(0.3))
+    await log.wait_for("input_audio_buffer.speech_started", start=log.index("response.created"))
+    done = await log.wait_for("response.done")
+    assert done["response"]["status"] == "completed"
+    await session.close()
