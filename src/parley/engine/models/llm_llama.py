@@ -107,6 +107,10 @@ class LlamaLLM:
     """:class:`~parley.engine.models.base.LanguageModel` backed by llama.cpp."""
 
     name = "llama"
+    # Read by the session (tool_router): for "auto" it routes explicitly rather
+    # than trust a 135M model to decide; this backend's own auto mode (tool
+    # few-shot + <tool_call> detection) stays for direct use.
+    decides_tools = False
     # Too small to decide on tool calls itself: the engine routes "auto" (see engine/tool_router.py).
     decides_tools = False
 

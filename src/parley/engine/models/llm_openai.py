@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 class OpenAICompatibleLLM:
     name = "openai"
+    decides_tools = True  # a real server's model picks tools itself in "auto"
 
     def __init__(
         self,
