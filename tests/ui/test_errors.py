@@ -105,3 +105,16 @@ async def test_access_token_required(open_page: OpenPage) -> None:
         await page.page.click("#connect-btn")
         await page.choose("transport", "websocket")
         await page.connect()
+
+
+async def test_cancel_while_connecting_is_quiet(open_page: OpenPage) -> None:
+    async with serve_local(fake_runtime()) as srv:
+        page = await open_page(srv.http)
+        await page.page.click("#connect-btn")
+        assert await page.page.get_attribute("#status-pill", "data-state") == "connecting"
+        await page.page.click("#connect-btn")  # now "Cancel"
+        await page.until("() => document.querySelector('#status-pill').dataset.state === 'idle'", what="idle")
+        await page.page.wait_for_timeout(500)
+        assert await page.page.is_hidden("#banner")
+        assert await page.js("parley.client.mic") is None  # the microphone was released
+        await page.connect()  # and connecting again works

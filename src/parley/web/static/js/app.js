@@ -156,6 +156,11 @@ async function connect({ textOnly = false, reconnect = false } = {}) {
       cfg: app.cfg,
     });
   } catch (err) {
+    if (err instanceof ParleyError && err.kind === "cancelled") {
+      setStatus("idle", "Disconnected");
+      refreshControls();
+      return;
+    }
     console.warn("connect failed", err);
     showError(err);
     refreshControls();

@@ -71,6 +71,10 @@ export class RealtimeClient extends Emitter {
   async connect({ transport, session, processing, textOnly = false, cfg }) {
     this.setState("connecting");
     const mark = (name) => (this.timeline[name] = performance.now());
+    // Disconnect (Cancel) while connecting ends the attempt at its next step.
+    const alive = () => {
+      if (this.state !== "connecting") throw new ParleyError("cancelled", "Connecting was cancelled.");
+    };
     this.timeline = {};
     mark("start");
     this.pushToTalk = session.audio.input.turn_detection === null;
@@ -83,11 +87,13 @@ export class RealtimeClient extends Emitter {
       if (!textOnly) {
         this.mic = await openMicrophone(processing);
         this.micOpenedAt = mark("mic");
+        alive();
         this.graph.attachMic(this.mic);
         this.applyMute();
       }
       if (transport === "websocket") await this.connectWebSocket({ session, cfg, metrics });
       else await this.connectWebRtc({ minting, cfg, metrics });
+      alive();
       mark("open");
       const updated = this.waitUpdated();
       this.send({ type: "session.update", session });
@@ -98,9 +104,10 @@ export class RealtimeClient extends Emitter {
       }
       this.setState("connected");
     } catch (err) {
+      const cancelled = this.state !== "connecting"; // disconnect() was called meanwhile
       this.teardown();
       this.setState("idle");
-      throw err;
+      throw cancelled ? new ParleyError("cancelled", "Connecting was cancelled.") : err;
     }
   }
 
@@ -454,23 +461,25 @@ export class RealtimeClient extends Emitter {
 
   onLost(info) {
     if (this.state === "idle") return;
-    const wasConnected = this.state === "connected";
+    if (this.state === "connecting") {
+      this.teardown(info.reason, "handshake"); // connect() rejects and cleans up
+      return;
+    }
     this.teardown(info.reason);
     this.setState("idle");
-    // While connecting, connect() rejects instead.
-    if (wasConnected) this.emit("closed", { unexpected: true, reason: info.reason, code: info.code });
+    this.emit("closed", { unexpected: true, reason: info.reason, code: info.code });
   }
 
   disconnect() {
     if (this.state === "idle") return;
-    this.teardown();
-    this.setState("idle");
-    this.emit("closed", { unexpected: false });
+    const connecting = this.state === "connecting";
+    this.setState("idle"); // a pending connect() sees this and reports "cancelled"
+    this.teardown("Connecting was cancelled.", "cancelled");
+    if (!connecting) this.emit("closed", { unexpected: false });
   }
 
-  teardown(reason) {
-    const kind = this.state === "connecting" ? "handshake" : "connection-lost";
-    for (const w of this.updateWaiters) w.reject(new ParleyError(kind, reason || "The connection closed during set-up."));
+  teardown(reason, kind = "connection-lost") {
+    for (const w of this.updateWaiters) w.reject(new ParleyError(kind, reason || "The connection closed."));
     this.updateWaiters = [];
     if (this.transport) {
       this.transport.close();
