@@ -46,7 +46,7 @@ class FakeServer:
     def events(self, kind: str) -> list[dict]:
         return [e for e in self.received if e.get("type") == kind]
 
-    async def wait_event(self, kind: str, timeout: float = 5.0) -> dict:  # noqa: ASYNC109
+    async def wait_event(self, kind: str, timeout: float = 5.0) -> dict:
         async with asyncio.timeout(timeout):
             while True:
                 found = self.events(kind)

@@ -120,7 +120,7 @@ class ClientOptions:
     #: figure keeps the model's memory equal to what actually reached the speaker.
     truncate_over_webrtc: bool = True
     reconnect: bool = True
-    max_reconnect_attempts: int = 8
+    max_reconnect_attempts: int = 20  # ≈3 min with the 10 s cap: rides out a server restart
     reconnect_initial_delay: float = 0.5
     reconnect_max_delay: float = 10.0
     session_timeout: float = 10.0
@@ -295,7 +295,7 @@ class Conversation:
                 log.exception("callback for %s failed", name)
 
     async def wait_for(self, event_type: str, predicate: Callable[[dict], bool] | None = None,
-                       timeout: float | None = 30.0) -> dict:  # noqa: ASYNC109 - a plain API for callers
+                       timeout: float | None = 30.0) -> dict:
         """Wait for the next server (or high-level) event of ``event_type`` matching ``predicate``."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (event_type, predicate or (lambda _e: True), fut)
@@ -513,7 +513,7 @@ class Conversation:
             setattr(self.session_options, key, value)
         await self.send({"type": "session.update", "session": self.session_options.to_session()})
 
-    async def retrieve_item(self, item_id: str, timeout: float = 10.0) -> dict:  # noqa: ASYNC109
+    async def retrieve_item(self, item_id: str, timeout: float = 10.0) -> dict:
         """The server's current copy of an item (after truncation: the trimmed transcript)."""
         eid = ids.event_id()
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
