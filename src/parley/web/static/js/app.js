@@ -213,6 +213,15 @@ function createClient() {
     idlePresence();
   });
   c.on("ptt-commit", ({ t }) => app.turns.pushToTalkReleased(t));
+  c.on("autoplay-blocked", () => {
+    toast("Click anywhere to hear Parley", 6000);
+    const unlock = () => {
+      el.audio.play().catch(() => {});
+      if (app.graph) app.graph.resume();
+    };
+    document.addEventListener("pointerdown", unlock, { once: true });
+    document.addEventListener("keydown", unlock, { once: true });
+  });
   c.on("closed", ({ unexpected, reason }) => {
     refreshControls();
     if (!unexpected) {

@@ -84,6 +84,7 @@ export class RealtimeClient extends Emitter {
     minting?.catch(() => {}); // awaited below; avoid an unhandled rejection if the mic fails first
     try {
       await this.graph.resume();
+      if (this.graph.ctx.state !== "running") this.emit("autoplay-blocked");
       if (!textOnly) {
         this.mic = await openMicrophone(processing);
         this.micOpenedAt = mark("mic");
@@ -121,7 +122,10 @@ export class RealtimeClient extends Emitter {
     t.on("closed", (info) => this.onLost(info));
     t.on("track", (stream) => {
       this.audioEl.srcObject = stream;
-      this.audioEl.play().catch(() => {});
+      this.audioEl.play().catch((err) => {
+        // Autoplay blocked (e.g. ?connect=1 without a click): resume on the first gesture.
+        if (err && err.name === "NotAllowedError") this.emit("autoplay-blocked");
+      });
       this.graph.attachRemote(stream);
       this.startActivity();
     });
