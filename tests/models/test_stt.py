@@ -33,6 +33,7 @@ def errors(ref: str, hyp: str) -> int:
 async def test_transcribes_piper_sentences(models, synth) -> None:
     stt = models.stt
     total_words = total_errors = 0
+    fallbacks = stt.fallback_runs
     for text in SENTENCES:
         audio = to_float(*synth(text), target=stt.sample_rate)
         result = await stt.transcribe(audio)
@@ -41,9 +42,9 @@ async def test_transcribes_piper_sentences(models, synth) -> None:
         total_errors += e
         assert e <= 1, (text, result.text)
         assert result.audio_seconds == pytest.approx(len(audio) / stt.sample_rate)
-        # The short-window path: well under the ~0.6–1.3 s of 30 s padding.
-        assert result.elapsed_seconds < 1.5, (text, result.elapsed_seconds)
+        assert result.elapsed_seconds < 5.0  # sanity only: timing is the benchmark's job
     assert total_errors / total_words <= 0.05
+    assert stt.fallback_runs == fallbacks  # clean speech never needs the slow 30 s path
 
 
 async def test_robust_on_espeak_voice(models, espeak) -> None:

@@ -74,6 +74,9 @@ class WhisperSTT:
         self._tokenizers: dict[str | None, object] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        # How often the short window looped and the 30 s path had to re-run a turn.
+        self.fast_runs = 0
+        self.fallback_runs = 0
 
     # -- public ---------------------------------------------------------------------
 
@@ -191,7 +194,9 @@ class WhisperSTT:
         hit_cap = n_generated >= max_length - len(prompt_ids) and not guarded
         if hit_cap or _compression_ratio(text) > _COMPRESSION_RATIO:
             log.info("whisper fast path looped (%r); re-running on the 30 s path", text[:80])
+            self.fallback_runs += 1
             return self._slow(audio, language, prompt)
+        self.fast_runs += 1
         return text, language
 
     @staticmethod
