@@ -104,4 +104,9 @@ def test_split_chunks() -> None:
         "and remind me tomorrow.",
     ]
     assert split_chunks("Well, yes.") == ["Well, yes."]
+    assert split_chunks("Mr. and Mrs. Jones went to St. Louis. Then they left.") == [
+        "Mr. and Mrs. Jones went to St. Louis.",
+        "Then they left.",
+    ]
+    assert split_chunks("J. R. R. Tolkien wrote it.") == ["J. R. R. Tolkien wrote it."]
     assert split_chunks("  ") == []

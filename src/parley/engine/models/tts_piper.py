@@ -38,13 +38,36 @@ _PUNCT = set(",.!?;:")
 # (so "the U.S.A. office" stays together).
 _SENTENCE_RE = re.compile(r"(?<=[.!?…])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _CLAUSE_RE = re.compile(r"(?<=[,;:—])\s+")
+# Titles and abbreviations whose period does not end a sentence ("Dr. Smith").
+_ABBREVIATIONS = {
+    "mr.",
+    "mrs.",
+    "ms.",
+    "dr.",
+    "prof.",
+    "st.",
+    "jr.",
+    "sr.",
+    "mt.",
+    "vs.",
+    "no.",
+    "fig.",
+    "approx.",
+}
 _MIN_CLAUSE_WORDS = 3
 
 
 def split_chunks(text: str) -> list[str]:
     """Sentences, and clauses of long sentences when both sides have a few words."""
     chunks: list[str] = []
-    for sentence in _SENTENCE_RE.split(text.strip()):
+    sentences: list[str] = []
+    for part in _SENTENCE_RE.split(text.strip()):
+        last = sentences[-1].split()[-1].lower() if sentences and sentences[-1].split() else ""
+        if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last):  # a title or an initial
+            sentences[-1] = f"{sentences[-1]} {part}"
+        else:
+            sentences.append(part)
+    for sentence in sentences:
         sentence = sentence.strip()
         if not sentence:
             continue
