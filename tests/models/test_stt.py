@@ -100,6 +100,15 @@ async def test_long_audio_uses_the_chunked_path(models, synth) -> None:
     assert "bakery" in heard
 
 
+@pytest.mark.parametrize("seconds", [28.5, 30.0])
+async def test_just_under_30_s_fits_the_encoder(models, synth, seconds: float) -> None:
+    speech = to_float(*synth("We walked slowly through the old town and looked at the shops."))
+    audio = np.tile(speech, int(seconds * 16000) // len(speech) + 1)[: int(seconds * 16000)]
+    result = await models.stt.transcribe(audio)
+    heard = words(result.text)
+    assert heard[0] == "we" and "slowly" in heard[:4] and len(heard) > 40, result.text
+
+
 async def test_prompt_and_language_are_accepted(models, synth) -> None:
     audio = to_float(*synth("Turn on the kitchen lights please."))
     result = await models.stt.transcribe(audio, language="en", prompt="Smart home commands.")

@@ -154,7 +154,7 @@ class WhisperSTT:
         import ctranslate2
 
         seconds = len(audio) / SAMPLE_RATE
-        window = max(seconds + _PAD_S, _MIN_WINDOW_S)
+        window = min(max(seconds + _PAD_S, _MIN_WINDOW_S), _MAX_FAST_S)  # the encoder takes at most 30 s
         # Pad in the waveform domain so the log-mel normalisation (relative to the
         # clip's max) sees real silence, as in the 30 s windows Whisper was trained on.
         padded = np.zeros(int(window * SAMPLE_RATE), dtype=np.float32)
