@@ -219,11 +219,13 @@ class WhisperSTT:
                 continue
             text = tok.decode(current).strip()  # the segment closes
             current, start = [], None
-            if segments and _same(text, segments[-1]):
-                return segments, True  # verbatim repeat: the classic short-window loop
+            if segments and _same(text, segments[-1]) and t > seconds + 0.1:
+                # The classic short-window loop: the same words again, "spoken"
+                # in the silence after the audio. (A real repeat lies within it.)
+                return segments, True
             if text:
                 segments.append(text)
-        if current:
+        if current:  # cut off by max_length: an unfinished repeat is a loop
             text = tok.decode(current).strip()
             if segments and _same(text, segments[-1]):
                 return segments, True
