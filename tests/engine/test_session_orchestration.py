@@ -220,7 +220,7 @@ async def test_g711_in_and_out(codec: str) -> None:
     audio = b"".join(base64.b64decode(e["delta"]) for e in log.of("response.output_audio.delta"))
     done = log.of("response.output_audio_transcript.done")[0]
     words = len(done["transcript"].split())
-    assert abs(len(audio) / 8 - words * 250) < 100  # 8 bytes per ms
+    assert abs(len(audio) / 8 - words * 250) < 5  # 8 bytes per ms; the resampler tail is flushed
     await session.close()
 
 

@@ -123,7 +123,7 @@ class ResponseRunner:
         self._message: _OpenMessage | None = None
         self._calls: dict[int, _OpenCall] = {}
         self._task: asyncio.Task[None] | None = None
-        self._encoder = OutputEncoder(params.output_format)
+        self._encoder = OutputEncoder(params.output_format)  # one per message: G.711 resampling has a tail
 
     # --- lifecycle -------------------------------------------------------
 
@@ -216,6 +216,7 @@ class ResponseRunner:
             content = {"type": "output_audio", "transcript": ""} if audio else {"type": "output_text", "text": ""}
             item = self._add_item({"id": ids.item_id(), "object": "realtime.item", "type": "message",
                                    "status": "in_progress", "role": "assistant", "content": [content]})
+            self._encoder = OutputEncoder(self.params.output_format)
             self._message = _OpenMessage(item, len(self.output) - 1)
             part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
             self.host.emit({"type": "response.content_part.added", "response_id": self.id, "item_id": item.id,
@@ -286,6 +287,11 @@ class ResponseRunner:
         text = "".join(message.text)
         if self.params.audio:
             item.wire["content"][0]["transcript"] = text
+            tail = self._encoder(np.zeros(0, dtype=np.int16), last=True) if self.host.media is None else b""
+            if tail and status == "completed":
+                # The G.711 resampler holds the last ~20 ms back until told the stream ended.
+                self.host.emit({"type": "response.output_audio.delta", **refs,
+                                "delta": base64.b64encode(tail).decode()})
             self.host.emit({"type": "response.output_audio.done", **refs})
             self.host.emit({"type": "response.output_audio_transcript.done", **refs, "transcript": text})
             part = {"type": "audio", "transcript": text}

@@ -143,7 +143,8 @@ class InputDecoder:
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt
-        self._resampler = Resampler(fmt.rate, CANONICAL_RATE)
+        # "MQ" holds back 15 ms instead of 21 ms; telephone-band audio loses nothing by it.
+        self._resampler = Resampler(fmt.rate, CANONICAL_RATE, quality="MQ")
 
     def __call__(self, data: bytes) -> np.ndarray:
         if self.format.type == "audio/pcm":
