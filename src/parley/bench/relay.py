@@ -110,7 +110,7 @@ async def _relay(port: int, upstream_port: int) -> None:
     app = create_app(config, upstream)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            ws_max_size=config.max_message_bytes, ws_ping_interval=None,
-                                           lifespan="on", ws=os.environ.get("PARLEY_BENCH_WS", "auto")))
+                                           lifespan="on"))
     await server.serve()
 
 
