@@ -20,6 +20,7 @@ from parley.engine.config import ModelConfig
 from parley.engine.models import assets
 from parley.engine.models.base import LanguageModel, SpeechToText, TextToSpeech, VoiceActivityDetector
 from parley.engine.models.errors import ModelUnavailable
+from parley.engine.models.memory import release_freed_memory
 
 __all__ = ["STAGES", "LoadedStage", "ModelSet", "ModelUnavailable", "load_models", "load_stage"]
 
@@ -83,6 +84,7 @@ async def load_models(cfg: ModelConfig, progress: Progress | None = None) -> Mod
         unavailable = [e for e in errors if isinstance(e, ModelUnavailable)]
         raise (unavailable or errors)[0]
     stages = {r.stage: r for r in results if isinstance(r, LoadedStage)}
+    release_freed_memory()  # loading parses whole model files into temporary buffers
     return ModelSet(
         vad=stages["vad"].model,
         stt=stages["stt"].model,

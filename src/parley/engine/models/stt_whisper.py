@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from parley.engine.models.base import Transcript
+from parley.engine.models.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ _MIN_WINDOW_S = 8.0  # 1-word clips decoded in a 3 s window repeat themselves
 _MAX_FAST_S = 30.0
 _TOKENS_PER_S = 8.0  # fast speech is ~4 tokens/s; the cap only stops loops
 _MIN_AUDIO_S = 0.12
+_TRIM_AFTER_S = 8.0
 _SILENCE_PEAK = 10 ** (-50 / 20)  # below -50 dBFS there is nothing to transcribe
 _NO_SPEECH_PROB = 0.6  # Whisper's own threshold for a silent window
 _COMPRESSION_RATIO = 2.4
@@ -101,6 +103,8 @@ class WhisperSTT:
                     text, lang = self._slow(audio, language, prompt)
                 else:
                     text, lang = self._fast(audio, language, prompt)
+        if seconds > _TRIM_AFTER_S:
+            release_freed_memory()  # long windows leave ~100-250 MB of freed buffers behind
         return Transcript(
             text=text, language=lang, audio_seconds=seconds, elapsed_seconds=time.perf_counter() - started
         )

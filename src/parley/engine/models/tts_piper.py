@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from parley.engine.models.base import SpeechChunk, WordTiming
+from parley.engine.models.memory import release_freed_memory
 from parley.engine.models.word_align import align_words, proportional_timings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ _ABBREVIATIONS = {
     "approx.",
 }
 _MIN_CLAUSE_WORDS = 3
+# VITS holds every intermediate tensor of a chunk at once: a 60-word sentence
+# (~15 s of audio) took ~+300 MB of RSS that onnxruntime's arena then keeps.
+# Longer runs are cut at word boundaries into near-equal parts.
+_MAX_CHUNK_WORDS = 20
 
 
 def split_chunks(text: str) -> list[str]:
@@ -82,7 +87,20 @@ def split_chunks(text: str) -> list[str]:
                 chunks[-1] = f"{chunks[-1]} {current}"  # a short tail joins its clause
             else:
                 chunks.append(current)
-    return [c for c in chunks if any(ch.isalnum() for ch in c)]
+    out: list[str] = []
+    for chunk in chunks:
+        if any(ch.isalnum() for ch in chunk):
+            out += _split_long(chunk)
+    return out
+
+
+def _split_long(chunk: str) -> list[str]:
+    words = chunk.split()
+    if len(words) <= _MAX_CHUNK_WORDS:
+        return [chunk]
+    parts = -(-len(words) // _MAX_CHUNK_WORDS)
+    size = -(-len(words) // parts)
+    return [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
 
 
 def _ends_sentence(chunk: str) -> bool:
@@ -201,6 +219,8 @@ class PiperTTS:
             words = align_words(text, phonemes, bounds, self.sample_rate, self._phonemize_word)
         else:
             words = proportional_timings(text, pcm, self.sample_rate, self._phonemize_word)
+        if len(pcm) > 4 * self.sample_rate:
+            release_freed_memory()
         return SpeechChunk(audio=pcm, sample_rate=self.sample_rate, text=text, words=words)
 
     def _run(self, phonemes: list[str], speed: float) -> tuple[np.ndarray, list[tuple[int, int]] | None]:
