@@ -5,7 +5,6 @@ import time
 import numpy as np
 import pytest
 
-from parley.engine.models.word_align import voiced_span
 from tests.models.conftest import to_float
 
 pytestmark = [pytest.mark.models]
@@ -16,24 +15,26 @@ def _probs(stream, audio: np.ndarray, frame: int) -> np.ndarray:
     return np.array([stream(audio[i * frame : (i + 1) * frame]) for i in range(n)])
 
 
-async def test_finds_speech_boundaries_within_100ms(models, synth) -> None:
+async def test_finds_speech_boundaries_within_100ms(models) -> None:
     vad = models.vad
-    speech = to_float(*synth("Please add milk, eggs and bread to my shopping list."), target=vad.sample_rate)
-    s0, s1 = voiced_span((speech * 32767).astype(np.int16), vad.sample_rate, threshold_db=-40)
+    # Ground truth from the TTS itself: its word timings are exact (phoneme durations).
+    (chunk,) = [c async for c in models.tts.synthesize("Please add eggs and bread to my shopping list.")]
+    speech = to_float(chunk.audio, chunk.sample_rate, target=vad.sample_rate)
     pad = np.zeros(vad.sample_rate, dtype=np.float32)
     audio = np.concatenate([pad, speech, pad])
-    truth = ((len(pad) + s0) / vad.sample_rate, (len(pad) + s1) / vad.sample_rate)
+    truth = (1.0 + chunk.words[0].start, 1.0 + chunk.words[-1].end)
 
     probs = _probs(vad.stream(), audio, vad.frame_samples)
     active = np.nonzero(probs > 0.5)[0]
     assert len(active), "no speech found"
-    start = active[0] * vad.frame_samples / vad.sample_rate
-    end = (active[-1] + 1) * vad.frame_samples / vad.sample_rate
+    frame_s = vad.frame_samples / vad.sample_rate
+    start = active[0] * frame_s
+    end = (active[-1] + 1) * frame_s
     assert abs(start - truth[0]) <= 0.1, (start, truth)
     assert abs(end - truth[1]) <= 0.1, (end, truth)
     # Silence on both sides stays silent.
-    assert probs[: int(0.8 * len(pad) / vad.frame_samples)].max() < 0.2
-    assert probs[-int(0.8 * len(pad) / vad.frame_samples) :].max() < 0.2
+    assert probs[: int(0.8 / frame_s)].max() < 0.2
+    assert probs[-int(0.8 / frame_s) :].max() < 0.2
 
 
 async def test_streams_are_independent_and_reset(models, synth) -> None:
