@@ -56,12 +56,13 @@ def _require_file(stage: str, package: str, relative: str, install: str) -> Path
 
 
 def silero_model_path() -> Path:
-    return _require_file(
-        "vad",
-        "silero_vad",
-        "data/silero_vad.onnx",
-        f"{PIP} --no-deps silero-vad==6.2.3  (--no-deps: it declares torch)",
-    )
+    # The "ifless" export is the same network (outputs equal to 2e-7 on speech)
+    # without the graph's 8k/16k If branch: 99 µs a frame instead of 109.
+    install = f"{PIP} --no-deps silero-vad==6.2.3  (--no-deps: it declares torch)"
+    root = package_dir("silero_vad")
+    if root is not None and (root / "data/silero_vad_op18_ifless.onnx").is_file():
+        return root / "data/silero_vad_op18_ifless.onnx"
+    return _require_file("vad", "silero_vad", "data/silero_vad.onnx", install)
 
 
 def smollm2_gguf_path() -> Path:

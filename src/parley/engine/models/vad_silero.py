@@ -47,9 +47,9 @@ class SileroVad:
     def stream(self) -> SileroVadStream:
         return SileroVadStream(self)
 
-    def _run(self, x: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
+    def _run(self, feed: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
         with self._lock:
-            prob, new_state = self._session.run(None, {"input": x, "state": state, "sr": self._sr})
+            prob, new_state = self._session.run(None, feed)
         return float(prob[0, 0]), new_state
 
     def warmup(self) -> None:
@@ -64,7 +64,9 @@ class SileroVadStream:
     def __init__(self, vad: SileroVad) -> None:
         self._vad = vad
         self._input = np.zeros((1, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        # One feed dict per stream, updated in place: a frame is only ~100 µs,
+        # so per-call allocations show.
+        self._feed = {"input": self._input, "state": np.zeros((2, 1, 128), dtype=np.float32), "sr": vad._sr}
 
     def __call__(self, frame: np.ndarray) -> float:
         if frame.shape != (FRAME_SAMPLES,):
@@ -73,10 +75,10 @@ class SileroVadStream:
         # Input = previous 64 samples + this frame; reusing one buffer avoids a
         # concatenate per frame.
         buf[0, CONTEXT_SAMPLES:] = frame
-        prob, self._state = self._vad._run(buf, self._state)
+        prob, self._feed["state"] = self._vad._run(self._feed)
         buf[0, :CONTEXT_SAMPLES] = buf[0, -CONTEXT_SAMPLES:]
         return prob
 
     def reset(self) -> None:
         self._input.fill(0.0)
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._feed["state"] = np.zeros((2, 1, 128), dtype=np.float32)
