@@ -159,7 +159,7 @@ class WebRTCCall:
             self.session.receive(message)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio":
+        if track.kind != "audio" or self.closed:
             return
         self._remote_tracks += 1
         if self._remote_tracks == 1:  # one microphone per call
@@ -187,6 +187,9 @@ class WebRTCCall:
             self.end("peer never connected")
 
     def _spawn(self, coro: Any, name: str) -> None:
+        if self.closed:  # a late aiortc callback during teardown must not start new work
+            coro.close()
+            return
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -223,6 +226,11 @@ class WebRTCCall:
         with contextlib.suppress(Exception):
             await self.pc.close()
         self.pc.remove_all_listeners()
+        # Anything aiortc started while we were closing (e.g. a track event) goes too.
+        for task in [t for t in self._tasks if t is not current]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def _has_datachannel(sdp: str) -> bool:
