@@ -38,8 +38,12 @@ def silence(seconds: float, rate: int = CANONICAL_RATE) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype=np.int16)
 
 
-def voiced_span(pcm: np.ndarray, rate: int = CANONICAL_RATE, threshold: float = 0.02) -> tuple[float, float]:
-    """(start, end) in seconds of the audible part, by 10 ms frame energy."""
+def voiced_span(pcm: np.ndarray, rate: int = CANONICAL_RATE, threshold: float = 0.005) -> tuple[float, float]:
+    """(start, end) in seconds of the audible part, by 10 ms frame energy.
+
+    The default threshold (−46 dBFS) keeps quiet word endings such as a final
+    "s", which a louder threshold would cut, moving "speech end" too early.
+    """
     frame = rate // 100
     n = len(pcm) // frame
     if n == 0:

@@ -21,12 +21,19 @@ def speakable(text: str) -> str:
     return _SPACES.sub(" ", text)
 
 
+# Words a spoken phrase often starts with: good places for an early cut.
+_PHRASE_STARTS = {
+    "and", "but", "or", "so", "because", "which", "that", "who", "when", "where", "while", "if", "although",
+    "on", "in", "at", "of", "for", "with", "to", "from", "by", "about", "like", "as", "than", "into",
+}
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
 
 class ClauseChunker:
-    def __init__(self, first_min_words: int = 2, first_max_words: int = 8, min_words: int = 4,
+    def __init__(self, first_min_words: int = 2, first_max_words: int = 7, min_words: int = 4,
                  max_words: int = 30) -> None:
         self.first_min_words = first_min_words
         self.first_max_words = first_max_words
@@ -58,14 +65,26 @@ class ClauseChunker:
             candidate = buf[: m.end()]
             if _words(candidate) >= min_words:
                 return self._take(m.end())
-        words = buf.split()
         limit = self.first_max_words if first else self.max_words
-        if len(words) > limit and buf[-1:].isspace():
-            # No punctuation in sight: cut after ``limit`` words (prefer a comma if any).
+        # A word is complete once whitespace follows it (LLM tokens carry their
+        # leading space, so the buffer itself rarely ends in whitespace).
+        complete = len(re.findall(r"\S+(?=\s)", buf))
+        if complete >= limit:
+            # No punctuation in sight: cut after ``limit`` words, or earlier
+            # before a word that starts a phrase ("…blue | on a clear day").
+            if first:
+                return self._take(self._phrase_cut(buf, limit))
             cut_at = self._nth_word_end(buf, limit)
             comma = buf.rfind(",", 0, cut_at)
-            return self._take(comma + 1 if comma > 0 and not first else cut_at)
+            return self._take(comma + 1 if comma > 0 else cut_at)
         return None
+
+    def _phrase_cut(self, buf: str, limit: int) -> int:
+        words = list(re.finditer(r"\S+", buf))[:limit]
+        for k in range(len(words) - 1, self.first_min_words, -1):
+            if words[k].group().lower().strip("\"'(") in _PHRASE_STARTS:
+                return words[k - 1].end()
+        return words[-1].end()
 
     @staticmethod
     def _nth_word_end(buf: str, n: int) -> int:

@@ -70,6 +70,9 @@ class EngineConfig:
     # Turn detection tuning (not part of the protocol)
     vad_min_speech_ms: int = field(default_factory=lambda: _env_int("PARLEY_VAD_MIN_SPEECH_MS", 64))
     speculative: bool = field(default_factory=lambda: _env_bool("PARLEY_SPECULATIVE", True))
+    # How far into a pause speculative transcription starts (server_vad). Earlier
+    # answers sooner; a pause that turns out to be mid-sentence wastes one STT run.
+    speculation_probe_ms: int = field(default_factory=lambda: _env_int("PARLEY_SPECULATION_PROBE_MS", 100))
 
     # WebRTC: no ICE servers by default (loopback / same-host); a deployment
     # across networks lists STUN/TURN URLs here, comma separated.

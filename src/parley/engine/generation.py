@@ -27,6 +27,7 @@ from parley.engine.models.base import (
     ToolCallDelta,
     WordTiming,
 )
+from parley.engine.models.priority import PRIORITY
 from parley.protocol.audio_formats import CANONICAL_RATE, resample
 
 
@@ -165,12 +166,15 @@ class Generation:
         pieces: list[np.ndarray] = []
         words: list[WordTiming] = []
         offset = 0.0
-        async with contextlib.aclosing(self.tts.synthesize(text, voice=self.voice, speed=self.speed)) as chunks:
-            async for chunk in chunks:
-                audio = resample(chunk.audio, chunk.sample_rate, CANONICAL_RATE).astype(np.int16)
-                pieces.append(audio)
-                words.extend(WordTiming(w.text, w.start + offset, w.end + offset) for w in chunk.words)
-                offset += len(audio) / CANONICAL_RATE
+        # The first clause is what the listener is waiting for: the LLM pauses meanwhile.
+        first = self.times.first_audio is None
+        with PRIORITY.urgent() if first else contextlib.nullcontext():
+            async with contextlib.aclosing(self.tts.synthesize(text, voice=self.voice, speed=self.speed)) as chunks:
+                async for chunk in chunks:
+                    audio = resample(chunk.audio, chunk.sample_rate, CANONICAL_RATE).astype(np.int16)
+                    pieces.append(audio)
+                    words.extend(WordTiming(w.text, w.start + offset, w.end + offset) for w in chunk.words)
+                    offset += len(audio) / CANONICAL_RATE
         if not pieces:
             return
         if self.times.first_audio is None:

@@ -33,6 +33,7 @@ from parley.engine.conversation import Conversation, Item
 from parley.engine.generation import Generation
 from parley.engine.input_buffer import InputAudioBuffer, ms_to_samples, samples_to_ms
 from parley.engine.models.base import ChatRequest, ToolChoice, ToolSpec, Transcript
+from parley.engine.models.priority import PRIORITY
 from parley.engine.prompt import build_messages
 from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
 from parley.engine.turn_detection import (
@@ -91,6 +92,8 @@ class Speculation:
     config_version: int
     stt: asyncio.Task[Transcript]
     generation: asyncio.Task[Generation] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    stt_done: float | None = None
 
     def cancel(self) -> None:
         self.stt.cancel()
@@ -370,7 +373,8 @@ class RealtimeSession:
         if self._turns is None:
             vad = self.models.vad
             self._turns = TurnDetector(vad.stream(), vad.sample_rate, vad.frame_samples, td,
-                                       min_speech_ms=self.config.vad_min_speech_ms)
+                                       min_speech_ms=self.config.vad_min_speech_ms,
+                                       probe_ms=self.config.speculation_probe_ms)
             self._turns.position = self.buffer.end
             self._turns._analysed = self.buffer.end
         else:
@@ -414,6 +418,7 @@ class RealtimeSession:
         spec = Speculation(probe.start, probe.end, self.conversation.version, self._config_version,
                            stt=self._spawn(self._transcribe(audio)))
         self._speculation = spec
+        spec.stt.add_done_callback(lambda _: setattr(spec, "stt_done", time.perf_counter()))
         td = self.session["audio"]["input"]["turn_detection"]
         if td["type"] == "semantic_vad":
             spec.stt.add_done_callback(self._semantic_decision)
@@ -446,6 +451,8 @@ class RealtimeSession:
         audio = self.buffer.take(signal.start, signal.end)
         item = self._commit(audio, item_id, speculative_stt=spec.stt if spec else None)
         times.speculative = spec is not None and spec.generation is not None
+        if spec is not None:
+            times.stt_started, times.stt_done = spec.started, spec.stt_done
         td = self.session["audio"]["input"]["turn_detection"] or {}
         if self.session["type"] != "realtime" or not td.get("create_response", True):
             if spec:
@@ -478,14 +485,15 @@ class RealtimeSession:
         stt = self.models.stt
         audio = int16_to_float(resample(pcm, CANONICAL_RATE, stt.sample_rate))
         config = self.session["audio"]["input"]["transcription"] or {}
-        return await stt.transcribe(audio, language=config.get("language") or self.config.models.stt_language,
-                                    prompt=config.get("prompt"))
+        with PRIORITY.urgent():  # the user is waiting on this; background decoding pauses
+            return await stt.transcribe(audio, language=config.get("language") or self.config.models.stt_language,
+                                        prompt=config.get("prompt"))
 
     def _start_transcription(self, item: Item, speculative: asyncio.Task[Transcript] | None = None) -> None:
         assert item.audio is not None
         enabled = self.session["audio"]["input"]["transcription"] is not None
         times = self._turn_times.get(item.id)
-        if times:
+        if times and speculative is None:
             times.stt_started = time.perf_counter()
         task = speculative or self._spawn(self._transcribe(item.audio))
         self._transcriptions[item.id] = task
@@ -493,7 +501,7 @@ class RealtimeSession:
         def done(t: asyncio.Task[Transcript]) -> None:
             if self.closed or t.cancelled() or item.id not in self.conversation:
                 return
-            if times:
+            if times and times.stt_done is None:
                 times.stt_done = time.perf_counter()
             error = t.exception()
             if error is not None:

@@ -95,7 +95,7 @@ class TurnDetector:
     """Per-session VAD state machine. Feed audio, get signals."""
 
     def __init__(self, vad_stream: VadStream, vad_rate: int, frame_samples: int, config: dict[str, Any],
-                 min_speech_ms: int = 64) -> None:
+                 min_speech_ms: int = 64, probe_ms: int = 200) -> None:
         self.vad = vad_stream
         self.vad_rate = vad_rate
         self.frame = frame_samples
@@ -105,6 +105,7 @@ class TurnDetector:
         self.position = 0  # absolute 24 kHz index of the next sample to arrive
         self._analysed = 0  # absolute 24 kHz index up to which frames were scored
         self.min_speech_ms = min_speech_ms
+        self.server_probe_ms = probe_ms
         self.configure(config)
         self.speaking = False
         self._run_ms = 0.0  # speech-frame run while idle
@@ -128,7 +129,7 @@ class TurnDetector:
         else:
             self.required_silence_ms = int(config.get("silence_duration_ms", 500))
             # Probe early enough that STT (+ the first clause) is ready when the wait ends.
-            self.probe_ms = min(200, self.required_silence_ms // 2)
+            self.probe_ms = min(self.server_probe_ms, self.required_silence_ms // 2)
 
     def set_required_silence(self, ms: float) -> None:
         """Semantic decision for the current pause (cleared when speech resumes)."""

@@ -54,6 +54,7 @@ from parley.engine.models.llm_tools import (
     describe_tools,
     new_call_id,
 )
+from parley.engine.models.priority import PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +216,14 @@ class LlamaLLM:
     def warmup(self) -> None:
         # A full-length chat turn: a 4-token warm-up leaves the first real
         # question slow (≈330 ms TTFT, 7 tok/s measured), a real turn does not.
+        # With the engine's default instructions, so the first session's prompt
+        # prefix (preamble + instructions + few-shot) is already in the KV cache.
+        from parley.protocol.session_config import DEFAULT_INSTRUCTIONS
+
         request = ChatRequest(
             messages=[
-                ChatMessage("user", "What is the capital of France? Tell me about it in two sentences.")
+                ChatMessage("system", DEFAULT_INSTRUCTIONS),
+                ChatMessage("user", "What is the capital of France? Tell me about it in two sentences."),
             ],
             max_tokens=48,
         )
@@ -290,6 +296,7 @@ class LlamaLLM:
         for token in self._llm.generate(tokens, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True):
             if stop.is_set():
                 return
+            PRIORITY.yield_to_urgent()  # let the first clause's speech synthesis have the cores
             if token == self._eos or self._is_eog(self._vocab, token):
                 text = decoder.decode(b"", final=True)
                 if text:
