@@ -7,6 +7,7 @@ import importlib
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "turn": ("parley.bench.turn", "turn latency and barge-in through a real WebSocket (local engine)"),
+    "models": ("parley.bench.models", "each model stage alone: VAD, STT, LLM, TTS latency and peak RSS"),
     "barge-in": ("parley.bench.barge_in", "client barge-in: speech onset → silent output, truncation error"),
     "webrtc": ("parley.bench.webrtc_connect", "WebRTC connect: offer → data channel open / session.created"),
     "relay": ("parley.bench.relay", "parley serve's WebSocket relay: added latency per event, CPU/memory per session"),

@@ -1,6 +1,6 @@
 """Per-stage latency of the local models: p50/p95, written to bench/results/models.json.
 
-    .venv/bin/python bench/models_bench.py [--reps N]
+    parley bench models [--reps N]
 
 Measures, with the engine's own ModelSet (loaded and warmed as the engine does):
 VAD cost per 32 ms frame, STT time for 1/2/4/8 s of speech (Piper voice, cut
@@ -27,7 +27,7 @@ from parley.engine.config import ModelConfig
 from parley.engine.models.base import ChatMessage, ChatRequest, Finish, TextDelta
 from parley.engine.models.registry import ModelSet, load_models
 
-RESULTS = Path(__file__).parent / "results" / "models.json"
+RESULTS = Path("bench/results/models.json")
 PARAGRAPH = (
     "Yesterday my sister and I walked along the river to the old market, where we bought fresh bread, "
     "some cheese and a basket of apples, and then we sat in the park and talked about our plans for the summer."
@@ -191,8 +191,7 @@ async def main(args: argparse.Namespace) -> None:
     results["machine"]["loadavg_end"] = os.getloadavg()
     await models.aclose()
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    await asyncio.to_thread(_write, results)
     print(f"{'stage':<28}{'p50':>10}{'p95':>10}")
     print(
         f"{'VAD per frame (µs)':<28}{results['vad_frame_us']['p50']:>10}{results['vad_frame_us']['p95']:>10}"
@@ -213,22 +212,20 @@ async def main(args: argparse.Namespace) -> None:
     print(f"RSS MB: {results['rss_mb']}  -> {RESULTS}")
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _write(results: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="first wait up to S seconds for a 1-min load < 1",
-    )
-    args = parser.parse_args()
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                        help="first wait up to S seconds for a 1-min load < 1")
+
+
+def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait_idle
     while os.getloadavg()[0] >= 1.0 and time.monotonic() < deadline:
         time.sleep(5)  # other processes on 2 cores distort every figure here
     asyncio.run(main(args))
-
-
-if __name__ == "__main__":
-    cli()
+    return 0
