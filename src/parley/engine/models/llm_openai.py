@@ -146,7 +146,8 @@ def _message(m: ChatMessage) -> dict[str, Any]:
     if m.role == "assistant" and m.tool_calls:
         return {
             "role": "assistant",
-            "content": m.content or None,
+            # "" rather than null: OpenAI accepts both, several compatible servers (llama.cpp's) only a string.
+            "content": m.content or "",
             "tool_calls": [
                 {
                     "id": c.id,
