@@ -274,3 +274,20 @@ async def test_interrupt_response_false_lets_the_reply_finish() -> None:
     done = await log.wait_for("response.done")
     assert done["response"]["status"] == "completed"
     await session.close()
+
+
+async def test_transcription_session_transcribes_without_responding() -> None:
+    session, log, models = make()
+    session.receive(json.dumps({"type": "session.update", "session": {
+        "type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-1", "language": "en"}}}}}))
+    updated = log.of("session.updated")[-1]["session"]
+    assert updated["type"] == "transcription" and "output_modalities" not in updated
+    feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))
+    completed = await log.wait_for("conversation.item.input_audio_transcription.completed")
+    assert completed["transcript"] == models.stt.text
+    await asyncio.sleep(0.1)
+    assert not log.of("response.created")
+    session.receive(json.dumps({"type": "response.create", "event_id": "r1"}))
+    error = await log.wait_for("error")
+    assert error["error"]["event_id"] == "r1"
+    await session.close()

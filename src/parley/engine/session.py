@@ -97,6 +97,10 @@ class Speculation:
 
     def cancel(self) -> None:
         self.stt.cancel()
+        self.cancel_generation()
+
+    def cancel_generation(self) -> None:
+        """Drop the speculative reply but keep the transcription (it now belongs to the user item)."""
         if self.generation is not None:
             if self.generation.done() and not self.generation.cancelled() and not self.generation.exception():
                 self.generation.result().cancel()
@@ -456,12 +460,12 @@ class RealtimeSession:
         td = self.session["audio"]["input"]["turn_detection"] or {}
         if self.session["type"] != "realtime" or not td.get("create_response", True):
             if spec:
-                spec.cancel()
+                spec.cancel_generation()
             return
         if self.active is not None:
             # The user spoke over a response that is not interruptible: answer after it.
             if spec:
-                spec.cancel()
+                spec.cancel_generation()
             return
         params = self._response_params({})
         self._start_response(params, speculation=spec, user_item=item)
