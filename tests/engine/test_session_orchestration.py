@@ -273,6 +273,10 @@ async def test_interrupt_response_false_lets_the_reply_finish() -> None:
     await log.wait_for("input_audio_buffer.speech_started", start=log.index("response.created"))
     done = await log.wait_for("response.done")
     assert done["response"]["status"] == "completed"
+    # The turn spoken over it is answered once it has finished.
+    feed(session, silence(0.8))
+    second = await log.wait_for("response.done", where=lambda e: e["response"]["id"] != done["response"]["id"])
+    assert second["response"]["status"] == "completed"
     await session.close()
 
 

@@ -153,6 +153,7 @@ class RealtimeSession:
         self._turn_times: dict[str, TurnTimes] = {}  # keyed by user item id
         self._response_turn: dict[str, str] = {}  # response id → user item id
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._deferred_turn: Item | None = None  # a user turn waiting for the active response to end
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._configure_turn_detection()
@@ -466,6 +467,7 @@ class RealtimeSession:
             # The user spoke over a response that is not interruptible: answer after it.
             if spec:
                 spec.cancel_generation()
+            self._deferred_turn = item
             return
         params = self._response_params({})
         self._start_response(params, speculation=spec, user_item=item)
@@ -648,7 +650,10 @@ class RealtimeSession:
         if self.active is runner:
             self.active = None
         self._emit_metrics(runner)
-        if runner.status == "completed":
+        deferred, self._deferred_turn = self._deferred_turn, None
+        if deferred is not None and self.active is None and deferred.id in self.conversation and not self.closed:
+            self._start_response(self._response_params({}), user_item=deferred)
+        elif runner.status == "completed":
             self._arm_idle_timer(runner)
 
     def _clear_media(self, *, truncate: bool) -> None:
