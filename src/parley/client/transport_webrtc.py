@@ -14,76 +14,49 @@ mixed to mono, resampled to 24 kHz and handed to ``on_audio``.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import fractions
 import json
 from collections.abc import Callable
 
 import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
 
 from parley.client.lowlatency import LowLatencyResampler as Resampler
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
 from parley.protocol.audio_formats import CANONICAL_RATE
-from parley.transports.webrtc_media import FRAME_SAMPLES, FRAME_SECONDS, RTP_RATE, to_mono
+from parley.transports.webrtc_media import (
+    FRAME_SAMPLES,
+    RTP_RATE,
+    FrameClock,
+    SampleQueue,
+    stereo_frame,
+    to_mono,
+)
 
 
-def _mic_track_class():  # type: ignore[no-untyped-def]
-    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-    from av import AudioFrame
+class MicTrack(MediaStreamTrack):
+    """20 ms 48 kHz stereo frames from pushed 24 kHz blocks, paced by the RTP clock."""
 
-    class MicTrack(MediaStreamTrack):
-        """20 ms 48 kHz stereo frames from pushed 24 kHz blocks, paced by the RTP clock."""
+    kind = "audio"
 
-        kind = "audio"
+    def __init__(self) -> None:
+        super().__init__()
+        self._rs = Resampler(CANONICAL_RATE, RTP_RATE)  # one stream: no clicks between blocks
+        self._queue = SampleQueue()
+        self._clock = FrameClock(max_lag=None)
 
-        def __init__(self) -> None:
-            super().__init__()
-            self._rs = Resampler(CANONICAL_RATE, RTP_RATE)  # one stream: no clicks between blocks
-            self._buf: collections.deque[np.ndarray] = collections.deque()
-            self._buffered = 0
-            self._start: float | None = None
-            self._n = 0
+    def push(self, pcm24k: np.ndarray) -> None:
+        self._queue.push(self._rs(np.asarray(pcm24k, np.int16)))
+        # A stalled sender must not build up delay: keep at most ~40 ms.
+        while self._queue.size > 2 * FRAME_SAMPLES and len(self._queue) > 1:
+            self._queue.drop_oldest()
 
-        def push(self, pcm24k: np.ndarray) -> None:
-            pcm = self._rs(np.asarray(pcm24k, np.int16))
-            if len(pcm):
-                self._buf.append(pcm)
-                self._buffered += len(pcm)
-            # A stalled sender must not build up delay: keep at most ~40 ms.
-            while self._buffered > 2 * FRAME_SAMPLES and len(self._buf) > 1:
-                self._buffered -= len(self._buf.popleft())
-
-        async def recv(self) -> AudioFrame:
-            if self.readyState != "live":
-                raise MediaStreamError
-            loop = asyncio.get_running_loop()
-            if self._start is None:
-                self._start = loop.time()
-            else:
-                delay = self._start + self._n * FRAME_SECONDS - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            mono = np.zeros(FRAME_SAMPLES, np.int16)
-            filled = 0
-            while filled < FRAME_SAMPLES and self._buf:
-                head = self._buf[0]
-                k = min(FRAME_SAMPLES - filled, len(head))
-                mono[filled:filled + k] = head[:k]
-                filled += k
-                self._buffered -= k
-                if k == len(head):
-                    self._buf.popleft()
-                else:
-                    self._buf[0] = head[k:]
-            frame = AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), format="s16", layout="stereo")
-            frame.sample_rate = RTP_RATE
-            frame.pts = self._n * FRAME_SAMPLES
-            frame.time_base = fractions.Fraction(1, RTP_RATE)
-            self._n += 1
-            return frame
-
-    return MicTrack
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        index = await self._clock.tick()
+        return stereo_frame(self._queue.take(FRAME_SAMPLES), index)
 
 
 class WebRTCTransport:
@@ -116,7 +89,7 @@ class WebRTCTransport:
 
         allow_loopback_candidates()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._mic = _mic_track_class()()
+        self._mic = MicTrack()
         pc.addTrack(self._mic)
         channel = self._channel = pc.createDataChannel("oai-events")
         opened = asyncio.Event()

@@ -41,6 +41,83 @@ TIME_BASE = fractions.Fraction(1, RTP_RATE)
 MAX_LAG_SECONDS = 0.2
 
 
+class FrameClock:
+    """Paces 20 ms frames on the event loop's clock.
+
+    After a stall longer than ``max_lag`` (event loop blocked) it restarts the
+    clock instead of bursting the backlog, which would only reach the listener
+    late anyway. ``index`` numbers the frames (their pts in units of a frame).
+    """
+
+    def __init__(self, max_lag: float | None = MAX_LAG_SECONDS) -> None:
+        self.max_lag = max_lag
+        self.index = -1
+        self._start: float | None = None
+
+    async def tick(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.index += 1
+        if self._start is None:
+            self._start = loop.time()
+            return self.index
+        delay = self._start + self.index * FRAME_SECONDS - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif self.max_lag is not None and delay < -self.max_lag:
+            self._start = loop.time() - self.index * FRAME_SECONDS
+        return self.index
+
+
+_SILENT_STEREO = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
+
+
+def stereo_frame(mono: np.ndarray | None, index: int) -> AudioFrame:
+    """One 20 ms 48 kHz s16 stereo frame (silence for ``None``) numbered ``index``.
+
+    Both channels carry the mono signal: aiortc's own upmix would cost 3 dB.
+    """
+    data = _SILENT_STEREO if mono is None else np.repeat(mono, 2).reshape(1, -1)
+    frame = AudioFrame.from_ndarray(data, format="s16", layout="stereo")
+    frame.sample_rate = RTP_RATE
+    frame.pts = index * FRAME_SAMPLES
+    frame.time_base = TIME_BASE
+    return frame
+
+
+class SampleQueue:
+    """A FIFO of int16 samples taken out in fixed-size blocks (zero-padded when short)."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[np.ndarray] = deque()
+        self.size = 0
+
+    def push(self, pcm: np.ndarray) -> None:
+        if len(pcm):
+            self._chunks.append(pcm)
+            self.size += len(pcm)
+
+    def drop_oldest(self) -> None:
+        self.size -= len(self._chunks.popleft())
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def take(self, n: int) -> np.ndarray:
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        while filled < n and self._chunks:
+            head = self._chunks[0]
+            k = min(n - filled, len(head))
+            out[filled : filled + k] = head[:k]
+            filled += k
+            self.size -= k
+            if k == len(head):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = head[k:]
+        return out
+
+
 class PlayoutListener(Protocol):
     """Told when a response's audio starts going out and when it has drained (the session)."""
 
@@ -84,9 +161,7 @@ class PacedAudioOutput(MediaStreamTrack):
         self._playouts: dict[str, _Playout] = {}  # insertion order = playout order
         self._writing: tuple[str, str] | None = None  # (response, item) the resampler holds a tail of
         self._resampler = Resampler(CANONICAL_RATE, RTP_RATE)
-        self._start: float | None = None
-        self._frames = 0
-        self._silence = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
+        self._clock = FrameClock()
         # Frames that went out (partly) silent while a response was still due to speak:
         # speech arrived slower than real time. Diagnostics only.
         self.underruns = 0
@@ -153,26 +228,11 @@ class PacedAudioOutput(MediaStreamTrack):
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        else:
-            self._frames += 1
-            delay = self._start + self._frames * FRAME_SECONDS - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -MAX_LAG_SECONDS:
-                self._start = loop.time() - self._frames * FRAME_SECONDS
-            if self.readyState != "live":
-                raise MediaStreamError
+        index = await self._clock.tick()
+        if self.readyState != "live":
+            raise MediaStreamError
         # Chosen only now, after the sleep: a clear() during it already applies.
-        mono = self._take(FRAME_SAMPLES)
-        data = self._silence if mono is None else np.repeat(mono, 2).reshape(1, -1)
-        frame = AudioFrame.from_ndarray(data, format="s16", layout="stereo")
-        frame.sample_rate = RTP_RATE
-        frame.pts = self._frames * FRAME_SAMPLES
-        frame.time_base = TIME_BASE
-        return frame
+        return stereo_frame(self._take(FRAME_SAMPLES), index)
 
     def _take(self, n: int) -> np.ndarray | None:
         if len(self._queue) == 0 or sum(c.remaining for c in self._queue) < n:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +25,13 @@ from av import AudioFrame
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
 from parley.transports.webrtc_media import (
     FRAME_SAMPLES,
-    FRAME_SECONDS,
     RTP_RATE,
+    FrameClock,
+    SampleQueue,
     lower_input_latency,
+    stereo_frame,
     to_mono,
 )
-
-TIME_BASE = fractions.Fraction(1, RTP_RATE)
 
 
 class MicrophoneTrack(MediaStreamTrack):
@@ -43,50 +41,26 @@ class MicrophoneTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: deque[np.ndarray] = deque()
-        self._resampler = Resampler(CANONICAL_RATE, RTP_RATE)
-        self._start: float | None = None
-        self._frames = 0
+        self._queue = SampleQueue()
+        self._clock = FrameClock(max_lag=None)  # a test peer keeps exact time, even after a stall
         self.drained = asyncio.Event()
         self.drained.set()
 
     def play(self, pcm24k: np.ndarray) -> None:
         """Queue audio; it goes out at real-time pace after what is already queued."""
-        pcm48 = np.concatenate([self._resampler(pcm24k.astype(np.int16)),
-                                self._resampler(np.zeros(0, dtype=np.int16), last=True)])
-        self._resampler = Resampler(CANONICAL_RATE, RTP_RATE)
-        self._queue.append(pcm48)
+        resampler = Resampler(CANONICAL_RATE, RTP_RATE)
+        self._queue.push(np.concatenate([resampler(pcm24k.astype(np.int16)),
+                                         resampler(np.zeros(0, dtype=np.int16), last=True)]))
         self.drained.clear()
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        else:
-            self._frames += 1
-            delay = self._start + self._frames * FRAME_SECONDS - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        mono = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        filled = 0
-        while filled < FRAME_SAMPLES and self._queue:
-            head = self._queue[0]
-            k = min(FRAME_SAMPLES - filled, len(head))
-            mono[filled : filled + k] = head[:k]
-            filled += k
-            if k == len(head):
-                self._queue.popleft()
-            else:
-                self._queue[0] = head[k:]
+        index = await self._clock.tick()
+        mono = self._queue.take(FRAME_SAMPLES)
         if not self._queue:
             self.drained.set()
-        frame = AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), format="s16", layout="stereo")
-        frame.sample_rate = RTP_RATE
-        frame.pts = self._frames * FRAME_SAMPLES
-        frame.time_base = TIME_BASE
-        return frame
+        return stereo_frame(mono, index)
 
 
 @dataclass
