@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from parley.bench.stats import summary
 from parley.protocol.audio_formats import CANONICAL_RATE
 
 PROMPTS = [
@@ -289,21 +290,6 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
 # --- statistics & CLI ---------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def stats(values: list[float | None]) -> dict[str, Any]:
-    v = [x for x in values if x is not None]
-    return {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95),
-            "min": min(v) if v else None, "max": max(v) if v else None}
-
-
 async def bench(n: int, url: str | None, transport: str, seed: int = 1) -> dict[str, Any]:
     import tempfile
 
@@ -338,10 +324,10 @@ async def bench(n: int, url: str | None, transport: str, seed: int = 1) -> dict[
     for mode in ("server_vad", "local_vad"):
         rows = [t for t in trials if t.mode == mode]
         report["modes"][mode] = {
-            "onset_to_silent_ms": stats([t.onset_to_silent_ms for t in rows]),
-            "onset_to_speech_started_ms": stats([t.onset_to_speech_started_ms for t in rows]),
-            "truncation_error_ms": stats([t.truncation_error_ms for t in rows]),
-            "abs_truncation_error_ms": stats([abs(t.truncation_error_ms) for t in rows
+            "onset_to_silent_ms": summary([t.onset_to_silent_ms for t in rows]),
+            "onset_to_speech_started_ms": summary([t.onset_to_speech_started_ms for t in rows]),
+            "truncation_error_ms": summary([t.truncation_error_ms for t in rows]),
+            "abs_truncation_error_ms": summary([abs(t.truncation_error_ms) for t in rows
                                               if t.truncation_error_ms is not None]),
             "triggers": {k: sum(1 for t in rows if t.trigger == k) for k in {t.trigger for t in rows}},
         }

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from parley.bench.speech import silence, synthesize, voiced_span
+from parley.bench.stats import summary
 from parley.protocol.audio_formats import CANONICAL_RATE
 
 # Questions that invite a few sentences, so a reply is usually still being
@@ -70,21 +70,6 @@ INTERRUPTIONS = [
     "No, never mind, tell me about cats.",
 ]
 CHUNK_MS = 20
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": percentile(values, 0.5), "p95": percentile(values, 0.95),
-            "min": min(values) if values else None, "max": max(values) if values else None,
-            "mean": statistics.fmean(values) if values else None}
 
 
 class Microphone:
