@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 
 from parley.engine.app import create_engine_app
 from parley.engine.config import EngineConfig
 from parley.engine.runtime import EngineRuntime
 from parley.server.app import create_app
+from parley.server.cli import uvicorn_config
 from parley.server.config import ServerConfig
 from parley.server.tools import ToolRegistry
 from parley.server.upstream import LocalUpstream, RemoteUpstream
@@ -44,20 +47,43 @@ class Serve:
 
 
 @contextlib.asynccontextmanager
+async def serve_parley(app: FastAPI, config: ServerConfig, ws: str | None = None) -> AsyncIterator[RunningServer]:
+    """The app under uvicorn with ``parley serve``'s own settings (its WebSocket protocol included),
+    on a free loopback port; ``ws`` names another uvicorn WebSocket implementation instead."""
+    port = free_port()
+    overrides: dict[str, Any] = {"host": "127.0.0.1", "port": port, "lifespan": "on"}
+    if ws is not None:
+        overrides["ws"] = ws
+    server = uvicorn.Server(uvicorn_config(app, config, **overrides))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during startup")
+        await asyncio.sleep(0.02)
+    try:
+        yield RunningServer("127.0.0.1", port, app)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
 async def serve_local(runtime: EngineRuntime | None = None, registry: ToolRegistry | None = None,
-                      **config: Any) -> AsyncIterator[Serve]:
+                      ws: str | None = None, **config: Any) -> AsyncIterator[Serve]:
     """``parley serve`` with the engine embedded in-process."""
     runtime = runtime or fake_runtime()
     cfg = ServerConfig(**config)
     app = create_app(cfg, LocalUpstream(runtime), registry)
-    async with serve_app(app) as server:
+    async with serve_parley(app, cfg, ws) as server:
         yield Serve(server, cfg, app, runtime)
 
 
 @contextlib.asynccontextmanager
 async def serve_remote(runtime: EngineRuntime | None = None, key: str = UPSTREAM_KEY, engine_key: str = UPSTREAM_KEY,
                        registry: ToolRegistry | None = None, upstream_url: str | None = None,
-                       **config: Any) -> AsyncIterator[Serve]:
+                       ws: str | None = None, **config: Any) -> AsyncIterator[Serve]:
     """``parley serve --upstream http://127.0.0.1:PORT --upstream-key KEY`` against a separate engine app."""
     runtime = runtime or fake_runtime(api_key=engine_key)
     async with contextlib.AsyncExitStack() as stack:
@@ -68,7 +94,7 @@ async def serve_remote(runtime: EngineRuntime | None = None, key: str = UPSTREAM
         cfg = ServerConfig(upstream_url=upstream_url, upstream_key=key, **config)
         app = create_app(cfg, RemoteUpstream(upstream_url, key, cfg.upstream_kind, cfg.max_message_bytes, 5.0),
                          registry)
-        server = await stack.enter_async_context(serve_app(app))
+        server = await stack.enter_async_context(serve_parley(app, cfg, ws))
         yield Serve(server, cfg, app, runtime, engine)
 
 

@@ -6,9 +6,16 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import uvicorn
 
 from parley.engine.auth import is_loopback
 from parley.server.config import ServerConfig, resolve_upstream
+from parley.server.frames import relay_ws_protocol
+
+T = TypeVar("T")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,11 +65,39 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if config.upstream_url is not None and not config.upstream_key:
         print("Warning: the upstream has no key (--upstream-key / PARLEY_UPSTREAM_KEY).", file=sys.stderr)
-    return asyncio.run(_serve(config))
+    return run_loop(_serve(config))
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop when it is installed (uvicorn[standard] brings it), else asyncio's loop.
+
+    ``uvicorn.Server.serve()`` runs on whatever loop it is given; under plain
+    ``asyncio.run`` the relay paid asyncio's slower event loop on every frame.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def uvicorn_config(app: Any, config: ServerConfig, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's settings for ``parley serve`` (the relay benchmark runs with the same)."""
+    settings: dict[str, Any] = {
+        "host": config.host, "port": config.port, "ws_max_size": config.max_message_bytes,
+        "log_level": "warning", "ws_ping_interval": None, "server_header": False,
+        # Browsers offer permessage-deflate; accepting it would make the relay inflate and deflate every
+        # audio frame (most of its CPU) for little: base64 PCM barely compresses.
+        "ws_per_message_deflate": False,
+        # uvicorn's sans-I/O WebSocket protocol, with the relay's frame endpoint (see frames.py).
+        "ws": relay_ws_protocol(),
+        **overrides,
+    }
+    return uvicorn.Config(app, **settings)
 
 
 async def _serve(config: ServerConfig) -> int:
-    import uvicorn
     from rich.console import Console
 
     from parley.server.app import create_app
@@ -80,10 +115,7 @@ async def _serve(config: ServerConfig) -> int:
                 console.print(f"[red]{exc}[/red]")
                 return 1
     app = create_app(config, upstream)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, ws_max_size=config.max_message_bytes, log_level="warning",
-        ws_ping_interval=None, server_header=False,
-    ))
+    server = uvicorn.Server(uvicorn_config(app, config))
     shown_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{config.port}/"
     console.print(f"[bold green]Parley[/] upstream: {upstream.label} · model {config.model}")

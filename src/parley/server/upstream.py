@@ -13,7 +13,6 @@ module do not care which it is:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -26,8 +25,9 @@ from fastapi import FastAPI
 from parley.engine.app import engine_router
 from parley.engine.auth import is_loopback
 from parley.engine.runtime import EngineRuntime
-from parley.server.asgi_ws import AsgiWebSocket, WebSocketClosed, WebSocketRefused
+from parley.server.asgi_ws import AsgiWebSocket, WebSocketRefused
 from parley.server.config import ServerConfig, UpstreamKind
+from parley.server.frames import RemoteSocket
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers, Authorization included, at DEBUG: never let it, whatever -vv says.
@@ -114,34 +114,6 @@ class LocalUpstream(_Redactor):
         await self.http.aclose()
 
 
-class _RemoteSocket:
-    def __init__(self, conn: websockets.ClientConnection) -> None:
-        self.conn = conn
-        self.subprotocol = conn.subprotocol
-
-    async def send(self, text: str) -> None:
-        try:
-            await self.conn.send(text)
-        except websockets.ConnectionClosed as exc:
-            raise _closed(exc) from None
-
-    async def recv(self) -> str:
-        try:
-            message = await self.conn.recv()
-        except websockets.ConnectionClosed as exc:
-            raise _closed(exc) from None
-        return message if isinstance(message, str) else message.decode()
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        with contextlib.suppress(Exception):
-            await self.conn.close(code, reason)
-
-
-def _closed(exc: websockets.ConnectionClosed) -> WebSocketClosed:
-    frame = exc.rcvd or exc.sent
-    return WebSocketClosed(frame.code if frame else 1006, frame.reason if frame else "connection lost")
-
-
 class RemoteUpstream(_Redactor):
     def __init__(self, base_url: str, key: str | None, kind: UpstreamKind, max_message_bytes: int,
                  timeout: float = 15.0) -> None:
@@ -159,18 +131,24 @@ class RemoteUpstream(_Redactor):
 
     async def connect(self, query: dict[str, str], open_timeout: float = 10.0) -> UpstreamSocket:
         url = str(httpx.URL(self.ws_url, params=query)) if query else self.ws_url
+        sock = RemoteSocket()
         try:
             conn = await websockets.connect(
                 url, additional_headers=self.auth_headers(), max_size=self.max_message_bytes,
-                open_timeout=open_timeout, ping_interval=None, compression=None,
+                open_timeout=open_timeout, ping_interval=None,
+                # permessage-deflate would cost more CPU than everything else the relay does per frame,
+                # on audio that barely compresses.
+                compression=None,
                 # Relayed events should leave at once; small frames are the common case.
                 write_limit=2 ** 20, logger=_ws_log,
+                # Frames go to RemoteSocket (and from there straight to the browser), not websockets' queue.
+                create_connection=sock.connection_factory,  # type: ignore[arg-type]
             )
         except websockets.InvalidStatus as exc:
             raise WebSocketRefused(exc.response.status_code, exc.response.body or b"") from None
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             raise UpstreamUnreachable(f"{type(exc).__name__}: {exc}") from None
-        return _RemoteSocket(conn)
+        return sock.opened(conn)
 
     async def start(self, progress: Callable[[str, str], None] | None = None) -> None:
         return None

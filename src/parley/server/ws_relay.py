@@ -20,6 +20,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from parley.server.asgi_ws import WebSocketClosed, WebSocketRefused
+from parley.server.frames import FRAMES_EXTENSION, FrameEndpoint, RemoteSocket
 from parley.server.tools import ToolRegistry, ToolRunner
 from parley.server.upstream import Upstream, UpstreamSocket, UpstreamUnreachable
 from parley.transports.websocket import deny
@@ -133,16 +134,11 @@ async def relay_websocket(ws: WebSocket, upstream: Upstream, registry: ToolRegis
                 with contextlib.suppress(ValueError):
                     runner.observe(json.loads(first))
             await ws.send_text(first)
-        down = asyncio.create_task(_downstream(ws, upstream_ws, runner, closed_by))
-        up = asyncio.create_task(_upstream(ws, upstream_ws, registry, closed_by))
-        try:
-            await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (down, up):
-                task.cancel()
-            for task in (down, up):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        browser_frames = ws.scope.get("extensions", {}).get(FRAMES_EXTENSION)
+        if browser_frames is not None and isinstance(upstream_ws, RemoteSocket):
+            await _relay_frames(ws, browser_frames, upstream_ws, registry, runner, closed_by)
+        else:
+            await _relay_pumps(ws, upstream_ws, registry, runner, closed_by)
         if "upstream" in closed_by:
             code, reason = closed_by["upstream"]
             if ws.application_state != WebSocketState.DISCONNECTED:
@@ -163,20 +159,125 @@ async def relay_websocket(ws: WebSocket, upstream: Upstream, registry: ToolRegis
             stats.active -= 1
 
 
+def _to_upstream(text: str, registry: ToolRegistry) -> str:
+    """A page event on its way up: only ``session.update`` is parsed (to keep the server tools)."""
+    if registry and '"session.update"' in text:
+        return rewrite_session_update(text, registry)
+    return text
+
+
+def _to_browser(text: str, runner: ToolRunner | None) -> bool:
+    """Whether an upstream event goes on to the page; tool calls and their results are acted on here."""
+    if runner is not None and runner.interesting(text):
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return True
+        if isinstance(event, dict) and not runner.observe(event):
+            return False
+    return True
+
+
+async def _relay_frames(ws: WebSocket, browser: FrameEndpoint, upstream_ws: RemoteSocket, registry: ToolRegistry,
+                        runner: ToolRunner | None, closed_by: dict[str, Any]) -> None:
+    """Relay with each frame forwarded inside the read callback of the socket it came from.
+
+    No task, queue or lock per frame: the callbacks check the frame, write it
+    to the other socket and return. This task only waits for either side to
+    end; the browser's disconnect still arrives through ASGI ``receive``.
+    """
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def end(side: str, info: Any) -> None:
+        closed_by.setdefault(side, info)
+        if not ended.done():
+            ended.set_result(None)
+
+    def up(text: str) -> None:
+        try:
+            upstream_ws.send_now(_to_upstream(text, registry))
+        except WebSocketClosed as exc:
+            end("upstream", (exc.code, exc.reason))
+        except Exception:
+            log.exception("relay: a browser frame could not be forwarded")
+            end("error", None)
+
+    def down(text: str) -> None:
+        try:
+            if _to_browser(text, runner):
+                browser.send_now(text)
+        except WebSocketClosed:
+            end("browser", 1001)
+        except Exception:
+            log.exception("relay: an upstream frame could not be forwarded")
+            end("error", None)
+
+    def drop(text: str) -> None:
+        return None
+
+    # A slow reader on one side stops reads on the other, as the pumps' awaited sends did.
+    upstream_ws.on_write_pressure(browser.pause_reading, browser.resume_reading)
+    browser.on_write_pressure(upstream_ws.pause_reading, upstream_ws.resume_reading)
+    upstream_ws.on_closed(lambda code, reason: end("upstream", (code, reason)))
+    browser.attach(up)
+    upstream_ws.attach(down)
+
+    async def browser_gone() -> None:
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    end("browser", message.get("code", 1000))
+                    return
+                up(message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace"))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            end("browser", 1001)
+
+    disconnect = asyncio.create_task(browser_gone())
+    try:
+        await ended
+    finally:
+        # Nothing more is forwarded; reads resume so both closing handshakes can complete.
+        browser.attach(drop)
+        upstream_ws.attach(drop)
+        upstream_ws.on_write_pressure(_nothing, _nothing)
+        browser.on_write_pressure(_nothing, _nothing)
+        upstream_ws.on_closed(lambda code, reason: None)
+        browser.resume_reading()
+        upstream_ws.resume_reading()
+        disconnect.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await disconnect
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _relay_pumps(ws: WebSocket, upstream_ws: UpstreamSocket, registry: ToolRegistry,
+                       runner: ToolRunner | None, closed_by: dict[str, Any]) -> None:
+    """Relay with a pump task per direction, for upstreams and servers without frame endpoints
+    (the in-process engine, or an ASGI server other than ``parley serve``'s uvicorn)."""
+    down = asyncio.create_task(_downstream(ws, upstream_ws, runner, closed_by))
+    up = asyncio.create_task(_upstream(ws, upstream_ws, registry, closed_by))
+    try:
+        await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (down, up):
+            task.cancel()
+        for task in (down, up):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 async def _downstream(ws: WebSocket, upstream_ws: UpstreamSocket, runner: ToolRunner | None,
                       closed_by: dict[str, Any]) -> None:
     """Upstream → browser."""
     try:
         while True:
             text = await upstream_ws.recv()
-            if runner is not None and runner.interesting(text):
-                try:
-                    event = json.loads(text)
-                except ValueError:
-                    event = None
-                if isinstance(event, dict) and not runner.observe(event):
-                    continue
-            await ws.send_text(text)
+            if _to_browser(text, runner):
+                await ws.send_text(text)
     except WebSocketClosed as exc:
         closed_by["upstream"] = (exc.code, exc.reason)
     except (WebSocketDisconnect, RuntimeError, OSError):
@@ -196,9 +297,7 @@ async def _upstream(ws: WebSocket, upstream_ws: UpstreamSocket, registry: ToolRe
             if text is None:
                 raw = message.get("bytes") or b""
                 text = raw.decode("utf-8", "replace")
-            if registry and '"session.update"' in text:
-                text = rewrite_session_update(text, registry)
-            await upstream_ws.send(text)
+            await upstream_ws.send(_to_upstream(text, registry))
     except WebSocketClosed as exc:
         closed_by["upstream"] = (exc.code, exc.reason)
     except (WebSocketDisconnect, RuntimeError, OSError):
