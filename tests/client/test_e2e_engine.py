@@ -14,6 +14,7 @@ from parley.client.conversation import ClientOptions, Conversation, SessionOptio
 from parley.client.devices import FileAudio
 from parley.client.wavio import read_wav
 from parley.protocol.audio_formats import resample
+from tests.support.text import similar
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -63,7 +64,7 @@ async def test_spoken_turn_end_to_end(engine, stt, tmp_path):
         asst = await conv.wait_for("assistant.transcript.done", timeout=60)
         await conv.wait_for("state", lambda e: e["state"] == "listening", timeout=60)
         await asyncio.sleep(0.3)
-    assert words(user["text"]) == words(question)
+    assert similar(question, user["text"], 0.8) and "france" in words(user["text"]), user["text"]
     assert "paris" in words(asst["text"])
     played = read_wav(tmp_path / "a.wav")
     assert np.abs(played).max() > 3000  # not silence

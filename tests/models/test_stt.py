@@ -96,8 +96,10 @@ async def test_long_audio_uses_the_chunked_path(models, synth) -> None:
     assert len(audio) > 30 * 16000
     result = await models.stt.transcribe(audio)
     heard = words(result.text)
-    assert heard[:3] == words(first)[:3]
-    assert "bakery" in heard
+    # Whisper's exact wording varies with the CPU's float kernels ("part"/"park"): check that the
+    # first and the last sentence both survive the chunking, not a verbatim match.
+    assert {"first", "weather", "paris"} <= set(heard[:12]), result.text
+    assert "bakery" in heard[-12:], result.text
 
 
 LONG_STORY = [

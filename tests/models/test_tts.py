@@ -27,7 +27,9 @@ async def test_speech_is_audible_and_intelligible(models) -> None:
     assert audio.dtype == np.int16 and chunks[0].sample_rate == tts.sample_rate == 22050
     assert np.abs(audio).max() > 10000
     heard = await stt.transcribe(to_float(audio, tts.sample_rate))
-    assert similar(text, heard.text, 0.9), heard.text
+    # Word recall, not a verbatim match: Whisper base may hear "in" as "and" on another CPU.
+    assert similar(text, heard.text, 0.8), heard.text
+    assert {"weather", "london", "sunny", "walk", "park"} <= set(words(heard.text)), heard.text
 
 
 async def test_word_timings_are_monotonic_and_cover_the_audio(models) -> None:
