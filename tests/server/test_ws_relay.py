@@ -11,7 +11,7 @@ import websockets
 from openai import AsyncOpenAI
 
 from parley.protocol.validation import validate_server_event
-from parley.server.tools import default_registry
+from parley.server.tools import ToolRunner, default_registry
 from parley.server.ws_relay import rewrite_session_update
 from tests.server.support import Serve, serve_local, serve_remote
 
@@ -100,6 +100,18 @@ def test_rewrite_leaves_other_frames_alone() -> None:
     assert rewrite_session_update("{bad", reg) == "{bad"
     frame = json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "x"}})
     assert rewrite_session_update(frame, reg) == frame
+
+
+def test_tool_runner_parses_only_the_events_it_acts_on() -> None:
+    interesting = ToolRunner.interesting
+    for kind in ("response.output_item.done", "response.done", "error", "session.updated", "session.created"):
+        assert interesting(json.dumps({"type": kind, "x": 1}, separators=(",", ":")))  # type first: read there
+        assert interesting(json.dumps({"event_id": "e", "type": kind}))  # any other layout: scanned
+        assert interesting(json.dumps({"type": kind}))  # '{"type": "…"', with a space
+    delta = {"type": "response.output_audio.delta", "delta": "UklGRg==" * 200}
+    assert not interesting(json.dumps(delta, separators=(",", ":")))
+    assert not interesting(json.dumps({"event_id": "e", **delta}))
+    assert not interesting('{"type":"response.done_not"}')
 
 
 async def test_upstream_drop_closes_browser_with_reason_and_leaks_nothing() -> None:

@@ -40,6 +40,9 @@ _APPEND_PREFIX = '{"type":"input_audio_buffer.append",'
 _DELTA_PREFIX = ('{"type":"response.output_audio.delta","response_id":"resp_bench","item_id":"item_bench",'
                  '"output_index":0,"content_index":0,')
 _STAMP = '"bench":'
+# Offered as browsers offer it, so the relay is measured as a page meets it; the echo server
+# and the relay must both decline it (a session that negotiates it counts as an error).
+CLIENT_COMPRESSION: str | None = "deflate"
 _STAMPS = '"bench":['
 
 
@@ -69,28 +72,51 @@ def summary_ms(values: list[float]) -> dict[str, Any]:
 
 async def _echo_upstream(port: int) -> None:
     import websockets
+    from websockets.asyncio.server import ServerConnection
+    from websockets.frames import Frame, Opcode
+    from websockets.protocol import State
+
+    from parley.server.frames import server_text_frame
 
     def event_id() -> str:
         return f"event_{time.monotonic_ns()}"
+
+    class EchoConnection(ServerConnection):
+        """Answers each event inside the read callback: no task switch per event, so the echo
+        server costs as little CPU as it can on the cores it shares with the relay."""
+
+        session: dict[str, Any] | None = None
+
+        def process_event(self, event: Any) -> None:
+            if (self.session is None or not isinstance(event, Frame) or event.opcode is not Opcode.TEXT
+                    or not event.fin or self.protocol.state is not State.OPEN):
+                super().process_event(event)
+                return
+            received = time.monotonic()
+            message = event.data.decode()
+            if message.startswith(_APPEND_PREFIX):
+                # String surgery instead of JSON: the load generator must cost far less than the relay.
+                stamp = message[message.rindex(_STAMP) + len(_STAMP):-1]
+                self.reply(f'{_DELTA_PREFIX}"event_id":"{event_id()}","delta":"{AUDIO_B64}",'
+                           f'"bench":[{stamp},{received!r},{time.monotonic()!r}]}}')
+                return
+            update = json.loads(message)
+            if update.get("type") == "session.update":
+                self.session.update({k: v for k, v in (update.get("session") or {}).items() if k != "type"})
+                self.reply(json.dumps({"type": "session.updated", "event_id": event_id(), "session": self.session}))
+
+        def reply(self, text: str) -> None:
+            self.transport.write(server_text_frame(text))
 
     async def handle(ws: Any) -> None:
         session: dict[str, Any] = {"type": "realtime", "object": "realtime.session", "id": "sess_bench",
                                    "model": "gpt-realtime", "tools": [], "tool_choice": "auto"}
         await ws.send(json.dumps({"type": "session.created", "event_id": event_id(), "session": session}))
-        async for message in ws:
-            received = time.monotonic()
-            if message.startswith(_APPEND_PREFIX):
-                # String surgery instead of JSON: the load generator must cost far less than the relay.
-                stamp = message[message.rindex(_STAMP) + len(_STAMP):-1]
-                await ws.send(f'{_DELTA_PREFIX}"event_id":"{event_id()}","delta":"{AUDIO_B64}",'
-                              f'"bench":[{stamp},{received!r},{time.monotonic()!r}]}}')
-                continue
-            event = json.loads(message)
-            if event.get("type") == "session.update":
-                session.update({k: v for k, v in (event.get("session") or {}).items() if k != "type"})
-                await ws.send(json.dumps({"type": "session.updated", "event_id": event_id(), "session": session}))
+        ws.session = session  # from here on, events are answered in EchoConnection.process_event
+        await ws.wait_closed()
 
-    async with websockets.serve(handle, "127.0.0.1", port, max_size=2**24, compression=None, ping_interval=None):
+    async with websockets.serve(handle, "127.0.0.1", port, max_size=2**24, compression=None, ping_interval=None,
+                                create_connection=EchoConnection):
         await asyncio.Future()
 
 
@@ -98,9 +124,8 @@ async def _echo_upstream(port: int) -> None:
 
 
 async def _relay(port: int, upstream_port: int) -> None:
-    import uvicorn
-
     from parley.server.app import create_app
+    from parley.server.cli import run_server
     from parley.server.config import ServerConfig
     from parley.server.upstream import RemoteUpstream
 
@@ -108,10 +133,8 @@ async def _relay(port: int, upstream_port: int) -> None:
     config = ServerConfig(port=port, upstream_url=url, upstream_key="bench-key", max_relay_sessions=100_000)
     upstream = RemoteUpstream(url, config.upstream_key, config.upstream_kind, config.max_message_bytes)
     app = create_app(config, upstream)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           ws_max_size=config.max_message_bytes, ws_ping_interval=None,
-                                           lifespan="on"))
-    await server.serve()
+    # serve's own server settings (WebSocket protocol, no permessage-deflate, …), not a copy of them.
+    await run_server(app, config, lifespan="on")
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -127,56 +150,77 @@ class Latencies:
     received: int = 0
 
 
-async def _session(url: str, start_at: float, measure_from: float, stop_at: float, out: Latencies) -> None:
+async def _open(url: str, measure_from: float, out: Latencies) -> Any:
+    """One client session, its events' timestamps read inside the socket's read callback."""
     import websockets
 
-    loop = asyncio.get_running_loop()
+    from parley.server.frames import RemoteSocket
+
+    sock = RemoteSocket()
     try:
-        async with websockets.connect(url, max_size=2**24, compression=None, ping_interval=None,
-                                      open_timeout=60) as ws:
-            created = json.loads(await ws.recv())
-            assert created["type"] == "session.created", created
-
-            async def reader() -> None:
-                async for message in ws:
-                    now = time.monotonic()
-                    at = message.rfind(_STAMPS)
-                    if at < 0:
-                        continue
-                    sent, received, replied = (float(x) for x in message[at + len(_STAMPS):-2].split(","))
-                    out.received += 1
-                    if sent >= measure_from:
-                        out.up.append(received - sent)
-                        out.down.append(now - replied)
-                        out.round_trip.append(now - sent)
-
-            read = asyncio.create_task(reader())
-            await asyncio.sleep(max(0.0, start_at - loop.time()))
-            tick = loop.time()
-            while tick < stop_at:
-                await ws.send(f'{_APPEND_PREFIX}"audio":"{AUDIO_B64}",{_STAMP}{time.monotonic()!r}}}')
-                out.sent += 1
-                tick += CHUNK_MS / 1000
-                await asyncio.sleep(max(0.0, tick - loop.time()))
-            await asyncio.sleep(0.3)  # the last echoes
-            read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await read
+        conn = await websockets.connect(url, max_size=2**24, compression=CLIENT_COMPRESSION, ping_interval=None,
+                                        open_timeout=60, create_connection=sock.connection_factory)
+        sock.opened(conn)
+        if CLIENT_COMPRESSION and conn.response and conn.response.headers.get("Sec-WebSocket-Extensions"):
+            raise RuntimeError("the server accepted permessage-deflate")
+        created = json.loads(await sock.recv())
+        assert created["type"] == "session.created", created
     except Exception as exc:
         out.errors.append(f"{type(exc).__name__}: {exc}")
+        await sock.close()
+        return None
+
+    def on_event(message: str) -> None:
+        now = time.monotonic()
+        at = message.rfind(_STAMPS)
+        if at < 0:
+            return
+        sent, received, replied = (float(x) for x in message[at + len(_STAMPS):-2].split(","))
+        out.received += 1
+        if sent >= measure_from:
+            out.up.append(received - sent)
+            out.down.append(now - replied)
+            out.round_trip.append(now - sent)
+
+    sock.attach(on_event)
+    return sock
 
 
 async def _load(url: str, sessions: int, warmup: float, seconds: float) -> Latencies:
+    from parley.server.asgi_ws import WebSocketClosed
+
     loop = asyncio.get_running_loop()
     out = Latencies()
-    t0 = loop.time() + 2.0 + sessions * 0.01  # time to open every connection first
-    # Spread the sessions over one chunk period, like independent microphones.
     mono_offset = time.monotonic() - loop.time()
-    measure_from = t0 + warmup + mono_offset
+    # Every connection is open before the first chunk (measure_from is in monotonic time).
+    opening = 2.0 + sessions * 0.01
+    measure_from = loop.time() + opening + warmup + mono_offset
+    socks = await asyncio.gather(*(_open(url, measure_from, out) for _ in range(sessions)))
+    t0 = measure_from - warmup - mono_offset
     stop_at = t0 + warmup + seconds
-    tasks = [asyncio.create_task(_session(url, t0 + (i % 20) * CHUNK_MS / 1000 / 20, measure_from, stop_at, out))
-             for i in range(sessions)]
-    await asyncio.gather(*tasks)
+    # Each session sends every CHUNK_MS, the sessions spread over that period (1 ms slots: the
+    # event loop's timer resolution) like independent microphones. One ticker sends each slot's
+    # chunks: a task per session would wake the load generator 50 times a second per session.
+    slots: list[list[Any]] = [[] for _ in range(CHUNK_MS)]
+    for i, sock in enumerate(socks):
+        if sock is not None:
+            slots[i * CHUNK_MS // sessions].append(sock)
+    await asyncio.sleep(max(0.0, t0 - loop.time()))
+    tick = 0
+    while t0 + tick / 1000 < stop_at:
+        slot = slots[tick % CHUNK_MS]
+        for sock in list(slot):
+            try:
+                sock.send_now(f'{_APPEND_PREFIX}"audio":"{AUDIO_B64}",{_STAMP}{time.monotonic()!r}}}')
+                out.sent += 1
+            except WebSocketClosed as exc:
+                out.errors.append(f"WebSocketClosed: {exc}")
+                slot.remove(sock)
+        tick += 1
+        # Late ticks are sent at once, not skipped: every session sends all its chunks.
+        await asyncio.sleep(max(0.0, t0 + tick / 1000 - loop.time()))
+    await asyncio.sleep(0.3)  # the last echoes
+    await asyncio.gather(*(sock.close() for sock in socks if sock is not None))
     return out
 
 
@@ -203,10 +247,30 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def _phase(args: argparse.Namespace, url: str, relay_proc: Any) -> tuple[Latencies, float, float, int]:
-    """One load phase: (latencies, relay CPU seconds, wall seconds, relay RSS growth in bytes)."""
+def _cpu_seconds(procs: dict[str, Any]) -> dict[str, Any]:
+    """CPU seconds so far of each bench process, and of every other process by pid."""
+    import psutil
+
+    seconds: dict[str, Any] = {}
+    for name, proc in procs.items():
+        times = proc.cpu_times()
+        seconds[name] = times.user + times.system
+    ours = {proc.pid for proc in procs.values()}
+    others: dict[int, float] = {}
+    for proc in psutil.process_iter():
+        if proc.pid not in ours:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                others[proc.pid] = times.user + times.system
+    seconds["others"] = others
+    return seconds
+
+
+def _phase(args: argparse.Namespace, url: str, procs: dict[str, Any]) -> tuple[Latencies, dict[str, float], float, int]:
+    """One load phase: (latencies, CPU seconds per process, wall seconds, relay RSS growth in bytes)."""
+    relay_proc = procs["relay"]
     rss_before = relay_proc.memory_info().rss
-    cpu_before = sum(relay_proc.cpu_times()[:2])
+    cpu_before = _cpu_seconds(procs)
     wall_before = time.monotonic()
     peak = [rss_before]
 
@@ -223,7 +287,12 @@ def _phase(args: argparse.Namespace, url: str, relay_proc: Any) -> tuple[Latenci
             sampler.cancel()
 
     lat = _run_loop(run())
-    return lat, sum(relay_proc.cpu_times()[:2]) - cpu_before, time.monotonic() - wall_before, peak[0] - rss_before
+    cpu_after = _cpu_seconds(procs)
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in procs}
+    # Other processes' CPU during the phase (one that started and ended within it is missed).
+    before = cpu_before["others"]
+    cpu["other_processes"] = sum(t - before.get(pid, 0.0) for pid, t in cpu_after["others"].items())
+    return lat, cpu, time.monotonic() - wall_before, peak[0] - rss_before
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -235,18 +304,19 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _wait_port(up_port, upstream)
         _wait_port(relay_port, relay)
-        relay_proc = psutil.Process(relay.pid)
+        procs = {"relay": psutil.Process(relay.pid), "echo_upstream": psutil.Process(upstream.pid),
+                 "load_generator": psutil.Process()}
         time.sleep(0.5)
         urls = {"direct": f"ws://127.0.0.1:{up_port}/v1/realtime",
                 "relayed": f"ws://127.0.0.1:{relay_port}/api/realtime/ws"}
         pooled = {mode: Latencies() for mode in urls}
-        cpu = dict.fromkeys(urls, 0.0)
+        cpu = {mode: dict.fromkeys([*procs, "other_processes"], 0.0) for mode in urls}
         wall = dict.fromkeys(urls, 0.0)
         rss = dict.fromkeys(urls, 0)
         # Alternate the two paths so a change in background load hits both alike.
         for _ in range(args.rounds):
             for mode, url in urls.items():
-                lat, c, w, r = _phase(args, url, relay_proc)
+                lat, c, w, r = _phase(args, url, procs)
                 into = pooled[mode]
                 into.up += lat.up
                 into.down += lat.down
@@ -254,24 +324,30 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 into.errors += lat.errors
                 into.sent += lat.sent
                 into.received += lat.received
-                cpu[mode] += c
+                for name, seconds in c.items():
+                    cpu[mode][name] += seconds
                 wall[mode] += w
                 rss[mode] = max(rss[mode], r)
                 time.sleep(1.0)  # let the relay close the sessions before the next phase
         results: dict[str, Any] = {}
         for mode, lat in pooled.items():
             relayed_events = (lat.sent + lat.received) if mode == "relayed" else 0
+            relay_cpu = cpu[mode]["relay"]
+            percent = {name: round(100 * seconds / wall[mode], 1) for name, seconds in cpu[mode].items()}
             results[mode] = {
                 "up": summary_ms(lat.up), "down": summary_ms(lat.down), "round_trip": summary_ms(lat.round_trip),
                 "sent": lat.sent, "received": lat.received,
                 "expected": int(args.rounds * args.sessions * (args.warmup + args.seconds) * 1000 / CHUNK_MS),
                 "errors": lat.errors[:5], "error_count": len(lat.errors),
-                "relay_cpu_percent": round(100 * cpu[mode] / wall[mode], 1),
-                "relay_cpu_percent_per_session": round(100 * cpu[mode] / wall[mode] / args.sessions, 3),
-                "relay_cpu_us_per_event": round(1e6 * cpu[mode] / relayed_events, 1) if relayed_events else None,
+                "relay_cpu_percent": round(100 * relay_cpu / wall[mode], 1),
+                "relay_cpu_percent_per_session": round(100 * relay_cpu / wall[mode] / args.sessions, 3),
+                "relay_cpu_us_per_event": round(1e6 * relay_cpu / relayed_events, 1) if relayed_events else None,
                 "relay_rss_mb_per_session": round(rss[mode] / args.sessions / 2**20, 3),
+                # Percent of one CPU over the phases (the machine has os.cpu_count() of them); other
+                # processes' share says whether something else competed for the cores meanwhile.
+                "cpu_percent": percent,
             }
-        results["relay_rss_mb"] = round(relay_proc.memory_info().rss / 2**20, 1)
+        results["relay_rss_mb"] = round(procs["relay"].memory_info().rss / 2**20, 1)
         return results
     finally:
         for proc in (relay, upstream):
@@ -346,6 +422,9 @@ def run(args: argparse.Namespace) -> int:
                   f"session, {r['relay_cpu_us_per_event']} µs per relayed event), "
                   f"{r['relay_rss_mb_per_session']} MB per session; errors: "
                   f"{results['direct']['error_count']} direct, {r['error_count']} relayed")
+    for mode in ("direct", "relayed"):
+        console.print(f"CPU during the {mode} phases (% of one CPU): " + ", ".join(
+            f"{name.replace('_', ' ')} {value}" for name, value in results[mode]["cpu_percent"].items()))
     console.print(f"load average before the run: {' '.join(f'{x:.2f}' for x in load_before)} on "
                   f"{os.cpu_count()} CPUs (other work on the machine inflates the tails)")
     console.print(f"wrote {args.out}")
@@ -361,7 +440,9 @@ def _main() -> None:
     if args.role == "upstream":
         _run_loop(_echo_upstream(args.port))
     else:
-        _run_loop(_relay(args.port, args.upstream_port))
+        from parley.server.cli import run_loop
+
+        run_loop(_relay(args.port, args.upstream_port))  # the loop `parley serve` runs on
 
 
 if __name__ == "__main__":

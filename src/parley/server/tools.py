@@ -206,7 +206,9 @@ def default_registry() -> ToolRegistry:
 
 # Server events the runner acts on; others pass without being parsed. Base64 audio
 # cannot contain '"' so these markers never match inside an audio delta.
-_MARKERS = ('"response.output_item.done"', '"response.done"', '"error"', '"session.updated"', '"session.created"')
+_TYPES = frozenset({"response.output_item.done", "response.done", "error", "session.updated", "session.created"})
+_MARKERS = tuple(f'"{kind}"' for kind in _TYPES)
+_TYPE_FIRST = '{"type":"'
 
 
 @dataclass
@@ -240,6 +242,12 @@ class ToolRunner:
 
     @staticmethod
     def interesting(text: str) -> bool:
+        # Realtime servers write "type" first: read it there instead of scanning kilobytes of audio
+        # delta five times (~2 µs per event on the relay's hot path). Any other layout is scanned.
+        if text.startswith(_TYPE_FIRST):
+            end = text.find('"', len(_TYPE_FIRST))
+            if end > 0:
+                return text[len(_TYPE_FIRST):end] in _TYPES
         return any(m in text for m in _MARKERS)
 
     def observe(self, event: dict[str, Any]) -> bool:
