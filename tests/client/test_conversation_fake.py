@@ -10,8 +10,9 @@ import wave
 import numpy as np
 import pytest
 
-from parley.client.conversation import ClientOptions, Conversation, SessionOptions
+from parley.client.conversation import Conversation
 from parley.client.devices import FileAudio
+from parley.client.options import ClientOptions, SessionOptions
 from parley.client.recorder import Recorder, load_events
 from parley.client.transport import TransportError
 from parley.client.wavio import read_wav

@@ -10,8 +10,9 @@ import pytest
 
 from parley.bench.barge_in import INTERRUPTIONS, STORY_INSTRUCTIONS, engine_process, run_trial
 from parley.bench.speech import silence, synthesize, write_wav
-from parley.client.conversation import ClientOptions, Conversation, SessionOptions
+from parley.client.conversation import Conversation
 from parley.client.devices import FileAudio
+from parley.client.options import ClientOptions, SessionOptions
 from parley.client.wavio import read_wav
 from parley.protocol.audio_formats import resample
 from tests.support.text import similar

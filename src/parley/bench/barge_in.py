@@ -191,8 +191,9 @@ class Trial:
 async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket", prompt: str,
                     interruption: np.ndarray, play_s: float, out_wav: Path, retrieve: bool = True,
                     api_key: str = "local") -> Trial:
-    from parley.client.conversation import ClientOptions, Conversation, SessionOptions
+    from parley.client.conversation import Conversation
     from parley.client.devices import FileAudio
+    from parley.client.options import ClientOptions, SessionOptions
     from parley.client.wavio import read_wav
 
     audio = FileAudio(None, out_wav)

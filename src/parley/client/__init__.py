@@ -4,8 +4,9 @@
 sound card or WAV files into the microphone and the speaker.
 """
 
-from parley.client.conversation import ClientOptions, Conversation, Interruption, SessionOptions
+from parley.client.conversation import Conversation
 from parley.client.devices import FileAudio, NoAudioDeviceError, SoundDeviceAudio, list_devices
+from parley.client.options import ClientOptions, Interruption, SessionOptions
 from parley.client.transport import TransportError
 
 __all__ = [

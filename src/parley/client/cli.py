@@ -168,8 +168,9 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
     from rich.console import Console
     from rich.live import Live
 
-    from parley.client.conversation import ClientOptions, Conversation, SessionOptions
+    from parley.client.conversation import Conversation
     from parley.client.devices import FileAudio
+    from parley.client.options import ClientOptions, SessionOptions
     from parley.client.recorder import Recorder
     from parley.client.transport import TransportError
     from parley.client.tui import KeyReader, LineEditor, ViewModel, render

@@ -40,166 +40,28 @@ import asyncio
 import base64
 import collections
 import contextlib
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
 
+from parley.client.codecs import InputEncoder, OutputDecoder, dbfs
 from parley.client.devices import AudioDevice, NullAudio
+from parley.client.events import Callback, EventHub
+from parley.client.options import STATES, ClientOptions, Interruption, SessionOptions, Turn
 from parley.client.player import Player
 from parley.client.transport import ConnectionLost, Transport, TransportError
 from parley.protocol import ids
-from parley.protocol.audio_formats import (
-    CANONICAL_RATE,
-    AudioFormat,
-    Resampler,
-    alaw_decode,
-    alaw_encode,
-    ulaw_decode,
-    ulaw_encode,
-)
+from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat
+
+__all__ = ["STATES", "Callback", "ClientOptions", "Conversation", "Interruption", "SessionOptions", "Turn"]
 
 log = logging.getLogger(__name__)
 
-Callback = Callable[[Any], Awaitable[None] | None]
 
-STATES = ("connecting", "listening", "thinking", "speaking", "reconnecting", "closed")
-
-
-@dataclass
-class SessionOptions:
-    """The session the client asks for (sent in ``session.update`` on every (re)connection)."""
-
-    model: str = "gpt-realtime"
-    voice: str | None = None
-    instructions: str | None = None
-    #: "server_vad", "semantic_vad", or None for manual turns (push-to-talk).
-    turn_detection: str | None = "server_vad"
-    create_response: bool = True
-    interrupt_response: bool = True
-    silence_duration_ms: int | None = None
-    transcription_model: str | None = "whisper-1"
-    input_format: str = "audio/pcm"
-    output_format: str = "audio/pcm"
-    output_modalities: list[str] = field(default_factory=lambda: ["audio"])
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_session(self) -> dict[str, Any]:
-        td: dict[str, Any] | None = None
-        if self.turn_detection:
-            td = {"type": self.turn_detection, "create_response": self.create_response,
-                  "interrupt_response": self.interrupt_response}
-            if self.turn_detection == "server_vad" and self.silence_duration_ms is not None:
-                td["silence_duration_ms"] = self.silence_duration_ms
-        audio_in: dict[str, Any] = {"format": AudioFormat(self.input_format).to_json(), "turn_detection": td,
-                                    "transcription": {"model": self.transcription_model}
-                                    if self.transcription_model else None}
-        audio_out: dict[str, Any] = {"format": AudioFormat(self.output_format).to_json()}
-        if self.voice:
-            audio_out["voice"] = self.voice
-        s: dict[str, Any] = {"type": "realtime", "model": self.model, "output_modalities": self.output_modalities,
-                             "audio": {"input": audio_in, "output": audio_out}}
-        if self.instructions is not None:
-            s["instructions"] = self.instructions
-        s.update(self.extra)
-        return s
-
-
-@dataclass
-class ClientOptions:
-    local_vad: bool = False
-    #: Resume a locally paused reply if the server does not confirm the barge-in in time.
-    local_vad_confirm_s: float = 1.5
-    aec: bool = False
-    half_duplex: bool = False
-    #: Over WebRTC the server truncates from what it sent; also sending our own, smaller,
-    #: figure keeps the model's memory equal to what actually reached the speaker.
-    truncate_over_webrtc: bool = True
-    reconnect: bool = True
-    max_reconnect_attempts: int = 20  # ≈3 min with the 10 s cap: rides out a server restart
-    reconnect_initial_delay: float = 0.5
-    reconnect_max_delay: float = 10.0
-    session_timeout: float = 10.0
-
-
-@dataclass
-class Interruption:
-    item_id: str
-    audio_end_ms: int  # what was sent in conversation.item.truncate
-    received_ms: float  # audio received for the item by then
-    trigger: str  # "server_vad", "local_vad", "manual"
-    detected_at: float  # monotonic time playback was stopped
-    speech_started_at: float | None = None  # receipt of the server's speech_started
-    cancel_sent: bool = False
-    truncated: dict | None = None  # the server's conversation.item.truncated
-
-
-@dataclass
-class Turn:
-    role: str
-    item_id: str
-    text: str = ""
-    done: bool = False
-    interrupted: bool = False
-
-
-def _dbfs(pcm: np.ndarray) -> float:
-    if not len(pcm):
-        return -120.0
-    rms = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
-    return 20.0 * float(np.log10(max(rms, 1e-3) / 32768.0))
-
-
-class _OutputDecoder:
-    """Server audio (PCM16 or G.711) → 24 kHz int16, with the resampler's tail flushed per item.
-
-    A streaming 8→24 kHz resampler holds back the last ~100 ms of what it was given;
-    without a flush at the end of each item that tail would play only at the start
-    of the next reply, attributed to the wrong item.
-    """
-
-    def __init__(self, fmt: AudioFormat) -> None:
-        self.format = fmt
-        self._rs = Resampler(fmt.rate, CANONICAL_RATE)
-
-    def __call__(self, data: bytes) -> np.ndarray:
-        if self.format.type == "audio/pcm":
-            return np.frombuffer(data[: len(data) - len(data) % 2], "<i2").astype(np.int16)
-        return self._rs(ulaw_decode(data) if self.format.type == "audio/pcmu" else alaw_decode(data))
-
-    def flush(self) -> np.ndarray:
-        if self.format.type == "audio/pcm":
-            return np.zeros(0, np.int16)
-        tail = self._rs(np.zeros(0, np.int16), last=True)
-        self._rs = Resampler(self.format.rate, CANONICAL_RATE)
-        return tail
-
-
-class _InputEncoder:
-    """Mic blocks (24 kHz int16) → the session's input format, one block in, one block out.
-
-    G.711 goes through the low-latency resampler: soxr's HQ stream would hold each
-    20 ms block back and send it 20–40 ms later in bursts (plus empty appends).
-    """
-
-    def __init__(self, fmt: AudioFormat) -> None:
-        from parley.client.lowlatency import LowLatencyResampler
-
-        self.format = fmt
-        self._rs = LowLatencyResampler(CANONICAL_RATE, fmt.rate)
-
-    def __call__(self, pcm: np.ndarray) -> bytes:
-        if self.format.type == "audio/pcm":
-            return np.asarray(pcm, "<i2").tobytes()
-        x = self._rs(pcm)
-        return ulaw_encode(x) if self.format.type == "audio/pcmu" else alaw_encode(x)
-
-
-class Conversation:
+class Conversation(EventHub):
     def __init__(
         self,
         url: str = "http://127.0.0.1:8765/v1",
@@ -212,6 +74,7 @@ class Conversation:
         recorder: Any | None = None,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__()
         self.url = url
         self.api_key = api_key or "local"
         self.session_options = session or SessionOptions()
@@ -222,8 +85,6 @@ class Conversation:
         self._transport_options = dict(transport_options or {})
         self.transport: Transport = self._make_transport()
         self.player = Player()
-        self._handlers: dict[str, list[Callback]] = collections.defaultdict(list)
-        self._waiters: list[tuple[str, Callable[[dict], bool], asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._mic_queue: asyncio.Queue[tuple[np.ndarray, float]] = asyncio.Queue(maxsize=500)
@@ -247,8 +108,8 @@ class Conversation:
         self._local_event: asyncio.Event = asyncio.Event()
         self._sent_samples = 0
         self._sent_marks: collections.deque[tuple[int, float]] = collections.deque(maxlen=3000)
-        self._decoder = _OutputDecoder(AudioFormat(self.session_options.output_format))
-        self._encoder = _InputEncoder(AudioFormat(self.session_options.input_format))
+        self._decoder = OutputDecoder(AudioFormat(self.session_options.output_format))
+        self._encoder = InputEncoder(AudioFormat(self.session_options.input_format))
         self._aec = None
         self._vad = None
         self.connection_status = "connecting"
@@ -272,52 +133,6 @@ class Conversation:
 
             return WebRTCTransport(self.url, self.api_key, self.session_options.model, **self._transport_options)
         raise ValueError(f"unknown transport {spec!r} (websocket or webrtc)")
-
-    # --- callbacks ------------------------------------------------------------------
-
-    def on(self, name: str, callback: Callback | None = None):
-        """Register ``callback`` (sync or async) for an event; usable as a decorator."""
-        if callback is None:
-            def deco(fn: Callback) -> Callback:
-                self._handlers[name].append(fn)
-                return fn
-            return deco
-        self._handlers[name].append(callback)
-        return callback
-
-    async def _emit(self, name: str, payload: Any) -> None:
-        for cb in list(self._handlers.get(name, ())):
-            try:
-                result = cb(payload)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("callback for %s failed", name)
-
-    async def wait_for(self, event_type: str, predicate: Callable[[dict], bool] | None = None,
-                       timeout: float | None = 30.0) -> dict:
-        """Wait for the next server (or high-level) event of ``event_type`` matching ``predicate``."""
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        entry = (event_type, predicate or (lambda _e: True), fut)
-        self._waiters.append(entry)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
-
-    def _resolve_waiters(self, event_type: str, payload: Any) -> None:
-        for etype, pred, fut in list(self._waiters):
-            if etype == event_type and not fut.done():
-                try:
-                    if pred(payload):
-                        fut.set_result(payload)
-                except Exception as exc:
-                    fut.set_exception(exc)
-
-    async def _signal(self, name: str, payload: Any) -> None:
-        self._resolve_waiters(name, payload)
-        await self._emit(name, payload)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -642,7 +457,7 @@ class Conversation:
             now = time.monotonic()
             if now - self._level_last > 0.1:
                 self._level_last = now
-                self.mic_level_db = _dbfs(pcm)
+                self.mic_level_db = dbfs(pcm)
                 await self._emit("mic.level", self.mic_level_db)
             if not self._connected.is_set():
                 continue
@@ -720,10 +535,10 @@ class Conversation:
         self.server_session = ev.get("session") or {}
         fmt = ((self.server_session.get("audio") or {}).get("output") or {}).get("format")
         if fmt:
-            self._decoder = _OutputDecoder(AudioFormat.from_json(fmt))
+            self._decoder = OutputDecoder(AudioFormat.from_json(fmt))
         fmt_in = ((self.server_session.get("audio") or {}).get("input") or {}).get("format")
         if fmt_in:
-            self._encoder = _InputEncoder(AudioFormat.from_json(fmt_in))
+            self._encoder = InputEncoder(AudioFormat.from_json(fmt_in))
 
     async def _h_input_audio_buffer_speech_started(self, ev: dict) -> None:
         now = time.monotonic()
