@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.models.conftest import to_float
-from tests.support.text import words
+from tests.support.text import recall, words
 
 pytestmark = [pytest.mark.models]
 
@@ -85,21 +85,28 @@ async def test_no_text_from_no_speech(models, label: str) -> None:
 
 
 async def test_long_audio_uses_the_chunked_path(models, synth) -> None:
+    # Over 30 s of different sentences (a repeated one would be dropped by Whisper's own
+    # conditioning on previous text, as a loop). Piper's noise makes the audio differ per run
+    # and Whisper base mishears a word now and then ("Paris" as "pairs"), so the checks are on
+    # the two ends and on overall recall, not on verbatim text.
     first = "The first part talks about the weather in Paris."
     last = "Finally we bought fresh bread at the corner bakery."
-    middle = to_float(*synth("We walked slowly through the old town and looked at the shops."))
+    texts = [first]
     parts = [to_float(*synth(first))]
-    while sum(len(p) for p in parts) < 29 * 16000:
-        parts.append(middle)
+    for text in LONG_STORY:
+        if sum(len(p) for p in parts) >= 29 * 16000:
+            break
+        texts.append(text)
+        parts.append(to_float(*synth(text)))
+    texts.append(last)
     parts.append(to_float(*synth(last)))
     audio = np.concatenate(parts)
     assert len(audio) > 30 * 16000
     result = await models.stt.transcribe(audio)
     heard = words(result.text)
-    # Whisper's exact wording varies with the CPU's float kernels ("part"/"park"): check that the
-    # first and the last sentence both survive the chunking, not a verbatim match.
-    assert {"first", "weather", "paris"} <= set(heard[:12]), result.text
+    assert {"first", "weather"} <= set(heard[:12]), result.text
     assert "bakery" in heard[-12:], result.text
+    assert recall(" ".join(texts), result.text) >= 0.8, result.text
 
 
 LONG_STORY = [
@@ -109,6 +116,10 @@ LONG_STORY = [
     "A man with a black umbrella told us about the history of the castle.",
     "In the evening we took the train back home and cooked a simple dinner.",
     "My sister fell asleep on the sofa before the film had even started.",
+    "The next morning the garden was full of birds looking for worms.",
+    "Our neighbour repaired his old bicycle and rode it to the market.",
+    "At noon the children played football in the park near the river.",
+    "We finished the day with tea and a long conversation about music.",
 ]
 
 
