@@ -88,8 +88,13 @@ async def _barge_in(engine, stt, tmp_path, **kw):
     full, cut = words(trial.full_transcript), words(trial.truncated_transcript or "")
     assert cut and len(cut) < len(full), (trial.full_transcript, trial.truncated_transcript)
     assert full[: len(cut)] == cut
+    # What was played, transcribed back, is the kept text. Whisper on a ~1 s fragment mishears a
+    # word now and then ("Harris") and may hear the half-played next word, so a few slips are
+    # allowed; a truncation in the wrong place would miss or add whole stretches.
     heard = words(await transcribe(stt, trial.heard_audio))
-    assert overlap(heard, cut) >= 0.7, (heard, cut)
+    missing = [w for w in cut if w not in heard]
+    extra = [w for w in heard if w not in cut]
+    assert len(missing) <= max(1, len(cut) // 4) and len(extra) <= 1 + len(heard) // 5, (heard, cut)
     return trial
 
 
