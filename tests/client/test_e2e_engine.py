@@ -15,7 +15,7 @@ from parley.client.devices import FileAudio
 from parley.client.options import ClientOptions, SessionOptions
 from parley.client.wavio import read_wav
 from parley.protocol.audio_formats import resample
-from tests.support.text import similar
+from tests.support.text import char_similarity, similar
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -89,12 +89,10 @@ async def _barge_in(engine, stt, tmp_path, **kw):
     assert cut and len(cut) < len(full), (trial.full_transcript, trial.truncated_transcript)
     assert full[: len(cut)] == cut
     # What was played, transcribed back, is the kept text. Whisper on a ~1 s fragment mishears a
-    # word now and then ("Harris") and may hear the half-played next word, so a few slips are
-    # allowed; a truncation in the wrong place would miss or add whole stretches.
-    heard = words(await transcribe(stt, trial.heard_audio))
-    missing = [w for w in cut if w not in heard]
-    extra = [w for w in heard if w not in cut]
-    assert len(missing) <= max(1, len(cut) // 4) and len(extra) <= 1 + len(heard) // 5, (heard, cut)
+    # word now and then ("Harris is a city that's" for "Paris is a city that"), so the letters are
+    # compared; a truncation in the wrong place would miss or add whole words.
+    heard = await transcribe(stt, trial.heard_audio)
+    assert char_similarity(heard, " ".join(cut)) >= 0.8, (heard, cut)
     return trial
 
 
