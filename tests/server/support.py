@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from parley.engine.app import create_engine_app
@@ -20,7 +18,7 @@ from parley.server.config import ServerConfig
 from parley.server.tools import ToolRegistry
 from parley.server.upstream import LocalUpstream, RemoteUpstream
 from tests.fakes import FakeModels
-from tests.support.servers import RunningServer, free_port, serve_app
+from tests.support.servers import RunningServer, free_port, run_uvicorn, serve_app
 
 UPSTREAM_KEY = "test-upstream-key-0123"  # not shaped like a real key, on purpose
 
@@ -50,23 +48,11 @@ class Serve:
 async def serve_parley(app: FastAPI, config: ServerConfig, ws: str | None = None) -> AsyncIterator[RunningServer]:
     """The app under uvicorn with ``parley serve``'s own settings (its WebSocket protocol included),
     on a free loopback port; ``ws`` names another uvicorn WebSocket implementation instead."""
-    port = free_port()
-    overrides: dict[str, Any] = {"host": "127.0.0.1", "port": port, "lifespan": "on"}
+    overrides: dict[str, Any] = {"host": "127.0.0.1", "port": free_port(), "lifespan": "on"}
     if ws is not None:
         overrides["ws"] = ws
-    server = uvicorn.Server(uvicorn_config(app, config, **overrides))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("server exited during startup")
-        await asyncio.sleep(0.02)
-    try:
-        yield RunningServer("127.0.0.1", port, app)
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
+    async with run_uvicorn(uvicorn_config(app, config, **overrides)) as running:
+        yield running
 
 
 @contextlib.asynccontextmanager

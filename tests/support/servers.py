@@ -34,11 +34,9 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, host: str = "127.0.0.1", port: int | None = None,
-                    ws_max_size: int = 16 * 1024 * 1024) -> AsyncIterator[RunningServer]:
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                          ws_max_size=ws_max_size, ws_ping_interval=None, lifespan="on"))
+async def run_uvicorn(config: uvicorn.Config) -> AsyncIterator[RunningServer]:
+    """``config``'s app under uvicorn in this loop, from started to stopped."""
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -46,8 +44,17 @@ async def serve_app(app: Any, host: str = "127.0.0.1", port: int | None = None,
             raise RuntimeError("server exited during startup")
         await asyncio.sleep(0.02)
     try:
-        yield RunningServer(host, port, app)
+        yield RunningServer(config.host, config.port, config.app)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, host: str = "127.0.0.1", port: int | None = None,
+                    ws_max_size: int = 16 * 1024 * 1024) -> AsyncIterator[RunningServer]:
+    config = uvicorn.Config(app, host=host, port=port or free_port(), log_level="warning",
+                            ws_max_size=ws_max_size, ws_ping_interval=None, lifespan="on")
+    async with run_uvicorn(config) as running:
+        yield running

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from parley.bench.stats import summary
 from parley.engine.config import ModelConfig
 from parley.engine.models.base import ChatMessage, ChatRequest, Finish, TextDelta
 from parley.engine.models.registry import ModelSet, load_models
@@ -44,12 +45,8 @@ REPLY = "Sure, I can help with that. The capital of France is Paris, a city famo
 
 
 def stats(values: list[float], scale: float = 1000.0) -> dict[str, float]:
-    arr = np.asarray(values) * scale
-    return {
-        "p50": round(float(np.percentile(arr, 50)), 2),
-        "p95": round(float(np.percentile(arr, 95)), 2),
-        "n": len(arr),
-    }
+    s = summary(v * scale for v in values)
+    return {"p50": round(s["p50"], 2), "p95": round(s["p95"], 2), "n": s["n"]}
 
 
 def peak_rss_mb() -> float:

@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parley.bench.stats import percentile
+from parley.server.cli import run_loop
+
 CHUNK_MS = 20
 AUDIO_B64 = base64.b64encode(bytes(48 * CHUNK_MS)).decode()  # 20 ms of 24 kHz PCM16
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append",'
@@ -50,13 +53,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summary_ms(values: list[float]) -> dict[str, Any]:
@@ -286,7 +282,7 @@ def _phase(args: argparse.Namespace, url: str, procs: dict[str, Any]) -> tuple[L
         finally:
             sampler.cancel()
 
-    lat = _run_loop(run())
+    lat = run_loop(run())
     cpu_after = _cpu_seconds(procs)
     cpu = {name: cpu_after[name] - cpu_before[name] for name in procs}
     # Other processes' CPU during the phase (one that started and ended within it is missed).
@@ -357,14 +353,6 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def _run_loop(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 def _added(results: dict[str, Any]) -> dict[str, Any]:
@@ -438,10 +426,8 @@ def _main() -> None:
     parser.add_argument("--upstream-port", type=int)
     args = parser.parse_args()
     if args.role == "upstream":
-        _run_loop(_echo_upstream(args.port))
+        run_loop(_echo_upstream(args.port))
     else:
-        from parley.server.cli import run_loop
-
         run_loop(_relay(args.port, args.upstream_port))  # the loop `parley serve` runs on
 
 

@@ -112,8 +112,6 @@ class LlamaLLM:
     # than trust a 135M model to decide; this backend's own auto mode (tool
     # few-shot + <tool_call> detection) stays for direct use.
     decides_tools = False
-    # Too small to decide on tool calls itself: the engine routes "auto" (see engine/tool_router.py).
-    decides_tools = False
 
     def __init__(
         self,
