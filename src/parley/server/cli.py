@@ -118,8 +118,11 @@ async def _serve(config: ServerConfig) -> int:
     console = Console(stderr=True)
     upstream = build_upstream(config)
     if config.upstream_kind == "local":
+        from parley.engine.cli import prove_models
         from parley.engine.models.registry import ModelUnavailable
 
+        if not await prove_models(config.engine.models, console):
+            return 1
         with console.status("Loading local models…") as status:
             try:
                 await upstream.start(lambda stage, message: status.update(f"Loading {stage}: {message}"))

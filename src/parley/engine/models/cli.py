@@ -1,21 +1,23 @@
-"""``parley models``: prepare the local models once, then prove each one loads.
+"""``parley models``: prepare the local models once, then prove each one runs on this machine.
 
 Idempotent: a prepared cache is checked by size and a stamp (no re-hashing)
-unless ``--verify`` is given, so a second run only pays for loading.
+unless ``--verify`` is given, so a second run only pays for loading. Each stage
+is loaded and warmed up in a child process (see :mod:`selfcheck`), so a native
+library that crashes is reported with its signal and a fix, and a full pass is
+remembered for ``parley engine``/``serve``.
 Exits non-zero when anything is missing, after saying what and how to fix it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from pathlib import Path
 
 from parley.engine.config import ModelConfig
-from parley.engine.models import assets
+from parley.engine.models import assets, selfcheck
 from parley.engine.models.errors import ModelUnavailable
-from parley.engine.models.registry import STAGES, LoadedStage, load_stage
+from parley.engine.models.registry import STAGES
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +47,21 @@ def run(args: argparse.Namespace) -> int:
     _prepare(console, cfg, problems, verify=args.verify)
 
     if not args.no_load:
-        loaded = asyncio.run(_load_all(console, cfg, problems))
-        console.print(_table(loaded, problems))
+        results = _probe_all(console, cfg)
+        console.print(_table(results, problems))
+        _report_llama_build(console, cfg, problems)
+        crashed = [r for r in results if not r.ok]
+    else:
+        crashed = []
 
     for p in problems:
         console.print(f"[red]✗ {p.stage}[/]: {p.what_is_missing}\n    fix: [bold]{p.how_to_fix}[/]")
-    if problems:
+    for r in crashed:
+        # Plain text, one line each: this is what people paste into bug reports.
+        console.print(f"✗ stage {r.stage} ({selfcheck.runtime_of(r.backend)}) {r.problem}", markup=False,
+                      style="red", soft_wrap=True)
+        console.print(f"    fix: {r.fix}", markup=False, soft_wrap=True)
+    if problems or crashed:
         return 1
     console.print("[green]All models ready.[/]")
     return 0
@@ -130,50 +141,58 @@ def _whisper_hash_ok(cache: Path) -> bool:
     return sha.hexdigest() == assets.WHISPER_SHA256
 
 
-async def _load_all(console, cfg: ModelConfig, problems: list[ModelUnavailable]) -> dict[str, LoadedStage]:
-    loaded: dict[str, LoadedStage] = {}
-    # One at a time: the load times shown are then each model's own.
+def _probe_all(console, cfg: ModelConfig) -> list[selfcheck.StageResult]:
+    """Load and warm up each stage in a child process (a native crash is reported, not fatal)."""
+    results = []
+    for stage in selfcheck.local_stages(cfg):
+        with console.status(f"proving {stage} ({getattr(cfg, stage)}) with a real run…"):
+            results.append(selfcheck.probe_stage(stage, cfg))
     for stage in STAGES:
-        with console.status(f"loading {stage} ({getattr(cfg, stage)})…"):
-            try:
-                loaded[stage] = await load_stage(stage, cfg)
-            except ModelUnavailable as exc:
-                problems.append(exc)
-            except Exception as exc:  # a model that is present but broken
-                problems.append(
-                    ModelUnavailable(stage, f"{type(exc).__name__}: {exc}", "see the log above (-vv)")
-                )
-    for stage in loaded.values():
-        close = getattr(stage.model, "close", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
-    return loaded
+        if stage not in selfcheck.local_stages(cfg):  # a remote backend: nothing native to prove here
+            results.append(selfcheck.StageResult(stage, getattr(cfg, stage), True, source="(remote)"))
+    if all(r.ok for r in results):
+        selfcheck.record_pass(cfg, results)
+    return results
 
 
-def _table(loaded: dict[str, LoadedStage], problems: list[ModelUnavailable]):
+def _report_llama_build(console, cfg: ModelConfig, problems: list[ModelUnavailable]) -> None:
+    """Say how llama.cpp was built, and refuse a build that breaks the portability contract."""
+    if cfg.llm != "llama":
+        return
+    from parley.engine.models import native
+
+    try:
+        found = native.build_problems()
+    except (RuntimeError, OSError) as exc:
+        console.print(f"[yellow]could not inspect the llama.cpp build: {exc}[/]")
+        return
+    if found:
+        problems.append(
+            ModelUnavailable(
+                "llm",
+                "llama.cpp is not built portably: " + "; ".join(found),
+                "make rebuild-llama (scripts/build_llama.py --rebuild)",
+            )
+        )
+    else:
+        console.print("llama.cpp build: portable (no AMX, no AVX-512) ✓")
+
+
+def _table(results: list[selfcheck.StageResult], problems: list[ModelUnavailable]):
     from rich.table import Table
 
-    table = Table(title="Parley models")
+    table = Table(title="Parley models (each proven in a child process)")
     for col in ("stage", "backend", "file", "size", "load", "warm-up", "status"):
         table.add_column(col, justify="right" if col in ("size", "load", "warm-up") else "left")
-    failed = {p.stage: p for p in problems}
-    for stage in STAGES:
-        if stage in loaded:
-            s = loaded[stage]
-            size = f"{s.size / 1e6:.1f} MB" if s.size else "–"
-            table.add_row(
-                stage,
-                s.backend,
-                _short(s.source),
-                size,
-                f"{s.load_seconds:.2f} s",
-                f"{s.warmup_seconds:.2f} s",
-                "[green]ok[/]",
-            )
-        elif stage in failed:
-            table.add_row(stage, "", "", "", "", "", f"[red]missing: {failed[stage].what_is_missing}[/]")
+    prepared_failed = {p.stage for p in problems}
+    for r in sorted(results, key=lambda r: STAGES.index(r.stage)):
+        if r.ok:
+            size = f"{r.size / 1e6:.1f} MB" if r.size else "–"
+            status = "[green]ok[/]" if r.stage not in prepared_failed else "[yellow]loaded[/]"
+            table.add_row(r.stage, r.backend, _short(r.source), size, f"{r.load_seconds:.2f} s",
+                          f"{r.warmup_seconds:.2f} s", status)
+        else:
+            table.add_row(r.stage, r.backend, "", "", "", "", f"[red]{r.problem.split(':')[0]}[/]")
     return table
 
 
