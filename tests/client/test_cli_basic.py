@@ -44,7 +44,10 @@ async def test_unreachable_server_message():
 
 async def test_ctrl_c_while_connecting_exits_at_once(tmp_path):
     """A server that accepts TCP but never answers the handshake: Ctrl-C must not wait for a timeout."""
+    connected = asyncio.Event()
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
         await reader.read()  # say nothing
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
@@ -53,7 +56,9 @@ async def test_ctrl_c_while_connecting_exits_at_once(tmp_path):
         proc = await asyncio.create_subprocess_exec(
             *TALK, "--plain", "--url", f"http://127.0.0.1:{port}/v1", "--output-wav", str(tmp_path / "a.wav"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        await asyncio.sleep(2.0)  # python start-up, then stuck in the handshake
+        # Stuck in the handshake once it has connected (a fixed sleep raced Python's start-up under load).
+        await asyncio.wait_for(connected.wait(), 60)
+        await asyncio.sleep(0.2)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(proc.wait(), 10)

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.slow]  # spawns the benchmark (~17 s): not in make test-fast
+
 
 def test_bench_relay_smoke(tmp_path: Path) -> None:
     out = tmp_path / "relay.json"

@@ -46,8 +46,27 @@ def test_installed_llama_library_is_portable() -> None:
     """What make test guards: a -march=native or AMX build of llama.cpp fails here on any machine."""
     assert native.llama_libraries(), "llama-cpp-python ships no shared libraries?"
     assert native.build_problems() == []
-    features = native.compiled_features()
-    assert not any(features.get(name) for name in native.FORBIDDEN_FEATURES), features
+    record = native.build_record()
+    assert record is not None and record["level"] in native.LEVEL_FEATURES
+    # The level is the best this CPU reports (or lower, if a better one crashed at build time).
+    names = [name for name, _ in build_llama.candidate_levels(build_llama.cpu_flags())]
+    assert record["level"] in names
+
+
+def test_guard_refuses_a_build_of_another_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A native build on an AVX-512 machine compiles in more than its level: the guard says so."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python not installed")
+    monkeypatch.setattr(native, "build_record", lambda: {"level": "x86-64-v3"})
+    compiled = {n for n, on in native.compiled_features().items() if on}
+    problems = native.build_problems()
+    if "AVX512" in compiled:
+        assert any("AVX-512 instructions in a x86-64-v3 build" in p for p in problems)
+        assert any("extra ['AVX512'" in p for p in problems)
+    monkeypatch.setattr(native, "build_record", lambda: None)
+    assert native.build_problems() == [
+        "llama-cpp-python was not built by scripts/build_llama.py (a plain pip build uses -march=native)"
+    ]
 
 
 @needs_gcc
@@ -77,9 +96,14 @@ EPYC_ZEN4 = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512b
 SANDY_BRIDGE = {"sse4_2", "avx"}
 
 
+AVX512 = {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}
+HASWELL = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"}
+
+
 @pytest.mark.parametrize(("flags", "level"), [
-    (SAPPHIRE_RAPIDS, "x86-64-v3"), (EPYC_ZEN4, "x86-64-v3"), (SANDY_BRIDGE, "avx"), ({"sse4_2"}, "sse4.2"),
-    (set(), "generic"),
+    (SAPPHIRE_RAPIDS | AVX512, "x86-64-v4-vnni"), (EPYC_ZEN4 | AVX512, "x86-64-v4-vnni"),
+    (HASWELL | AVX512, "x86-64-v3"),  # Skylake-X: AVX-512 without VNNI is not worth a level
+    (HASWELL, "x86-64-v3"), (SANDY_BRIDGE, "avx"), ({"sse4_2"}, "sse4.2"), (set(), "generic"),
 ])
 def test_build_level_from_cpu_flags(flags: set[str], level: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PARLEY_LLAMA_LEVEL", raising=False)
@@ -87,11 +111,11 @@ def test_build_level_from_cpu_flags(flags: set[str], level: str, monkeypatch: py
 
 
 def test_build_flags_never_native_or_amx(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(build_llama, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(build_llama, "cpu_flags", lambda: SAPPHIRE_RAPIDS | AVX512)
     monkeypatch.setattr(build_llama.platform, "machine", lambda: "x86_64")
     _, args = build_llama.cmake_args()
     assert "-DGGML_NATIVE=OFF" in args and "-DGGML_NATIVE=ON" not in args
-    for option in ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16", "GGML_AVX512"):
+    for option in ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16", "GGML_AVX512_BF16", "GGML_AVX512_VBMI"):
         assert f"-D{option}=OFF" in args
     assert any(a.startswith("-DCMAKE_C_FLAGS=") and "-mno-amx-tile" in a for a in args)
     assert any(a.startswith("-DCMAKE_CXX_FLAGS=") and "-mno-amx-int8" in a for a in args)
@@ -100,3 +124,23 @@ def test_build_flags_never_native_or_amx(monkeypatch: pytest.MonkeyPatch) -> Non
     import shlex
 
     assert shlex.split(" ".join(build_llama._quote(a) for a in args)) == args
+
+
+def test_a_level_that_crashes_falls_back_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PARLEY_LLAMA_LEVEL and the build-time smoke test walk the same list, best first."""
+    monkeypatch.delenv("PARLEY_LLAMA_LEVEL", raising=False)
+    names = [n for n, _ in build_llama.candidate_levels(SAPPHIRE_RAPIDS | AVX512)]
+    assert names == ["x86-64-v4-vnni", "x86-64-v3", "avx", "sse4.2", "generic"]
+    monkeypatch.setenv("PARLEY_LLAMA_LEVEL", "x86-64-v3")
+    assert next(n for n, _ in build_llama.candidate_levels(SAPPHIRE_RAPIDS | AVX512)) == "x86-64-v3"
+    v3 = dict(build_llama.candidate_levels(HASWELL))["x86-64-v3"]
+    assert "-DGGML_AVX512=OFF" in v3 and "-DGGML_AVX2=ON" in v3
+
+
+def test_build_smoke_test_reports_a_crashing_library(tmp_path: Path) -> None:
+    """The build's own proof: an interpreter that dies by a signal is a crash, not a pass."""
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\nkill -ILL $$\n")
+    crashing.chmod(0o755)
+    assert build_llama._smoke_test(str(crashing)) == "killed by SIGILL"
+    assert build_llama._smoke_test(sys.executable) is None or importlib.util.find_spec("llama_cpp") is None

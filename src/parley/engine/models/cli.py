@@ -175,7 +175,8 @@ def _report_llama_build(console, cfg: ModelConfig, problems: list[ModelUnavailab
             )
         )
     else:
-        console.print("llama.cpp build: portable (no AMX, no AVX-512) ✓")
+        level = (native.build_record() or {}).get("level")
+        console.print(f"llama.cpp build: portable, level {level}, no AMX ✓")
 
 
 def _table(results: list[selfcheck.StageResult], problems: list[ModelUnavailable]):

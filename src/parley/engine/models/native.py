@@ -1,20 +1,22 @@
 """What the installed llama.cpp library was compiled to execute.
 
-Parley builds llama-cpp-python itself (``scripts/build_llama.py``) for a fixed x86-64 level and
-never with AMX: ggml's AMX matmul faults with SIGILL on VMs that advertise AMX. These checks read
-the built library, so a build made another way (for instance a plain ``pip install`` that uses
+Parley builds llama-cpp-python itself (``scripts/build_llama.py``) for a named x86-64 level and
+never with AMX: ggml's AMX matmul faults with SIGILL on VMs that advertise AMX. The build script
+records the level in ``<venv>/share/parley/llama-build.json``. These checks read the built
+library, so a build made another way (for instance a plain ``pip install``, which uses
 ``-march=native``) is caught on any machine, not only on the Intel machines where it crashes:
 
 * no AMX tile instruction anywhere in the shared libraries (``objdump -d``);
-* no AVX-512 register (``zmm``) either: a native build on an AVX-512 machine (all of this
-  project's machines, AMD included) uses them, the portable build does not;
-* the CPU features ggml reports as compiled in match that contract.
+* no AVX-512 register (``zmm``) unless the recorded level includes AVX-512;
+* the CPU features ggml reports as compiled in are exactly those of the recorded level; a
+  native build adds others (AVX512_BF16 and AVX512_VBMI on AMD Zen 4, AMX on Sapphire Rapids).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -26,8 +28,19 @@ from pathlib import Path
 # tilezero, tilerelease, ldtilecfg, sttilecfg, tdpbssd, tdpbf16ps, tdpfp16ps, ...).
 _AMX = re.compile(r"\t(tile\w+|ldtilecfg|sttilecfg|tdp\w+)\s")
 _ZMM = re.compile(r"%zmm\d+")
-# Compiled-in features that the portable build must not have.
-FORBIDDEN_FEATURES = ("AMX_INT8", "AMX_BF16", "AMX_TILE", "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16")
+# The ISA features ggml reports as compiled in, for each level of scripts/build_llama.py.
+_V3 = {"SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2"}
+LEVEL_FEATURES: dict[str, set[str]] = {
+    "x86-64-v4-vnni": _V3 | {"AVX512", "AVX512_VNNI"},
+    "x86-64-v3": _V3,
+    "avx": {"SSE3", "SSSE3", "AVX"},
+    "sse4.2": {"SSE3", "SSSE3"},
+    "generic": set(),
+}
+# Reported features that are not instruction sets (llamafile kernels, OpenMP, weight repacking).
+_NOT_ISA = {"LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE", "BLAS"}
+# Never, at any level.
+FORBIDDEN_FEATURES = ("AMX_INT8", "AMX_BF16", "AMX_TILE")
 
 
 @dataclass
@@ -88,19 +101,35 @@ def compiled_features() -> dict[str, bool]:
     return {name: value == "1" for name, value in re.findall(r"(\w+) = (\d)", info)}
 
 
+def build_record() -> dict | None:
+    """What scripts/build_llama.py wrote down about the installed build (None: not built by it)."""
+    try:
+        return json.loads((Path(sys.prefix) / "share" / "parley" / "llama-build.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def build_problems() -> list[str]:
     """Why the installed llama.cpp build breaks Parley's portability contract (empty: it does not)."""
     libs = llama_libraries()
     if not libs:
         return ["llama-cpp-python is not installed (make install)"]
+    record = build_record()
+    level = record.get("level") if record else None
+    if level not in LEVEL_FEATURES:
+        return ["llama-cpp-python was not built by scripts/build_llama.py (a plain pip build uses -march=native)"]
     problems = []
+    avx512 = "AVX512" in LEVEL_FEATURES[level]
     for scan in map(scan_library, libs):
         if scan.amx_instructions:
             problems.append(f"{scan.path.name}: {scan.amx_instructions} AMX instructions, e.g. {scan.examples[0]}")
-        if scan.zmm_instructions:
-            problems.append(f"{scan.path.name}: {scan.zmm_instructions} AVX-512 instructions (a -march=native build?)")
-    features = compiled_features()
-    problems += [f"compiled with {name}" for name in FORBIDDEN_FEATURES if features.get(name)]
+        if scan.zmm_instructions and not avx512:
+            problems.append(f"{scan.path.name}: {scan.zmm_instructions} AVX-512 instructions in a {level} build")
+    compiled = {name for name, on in compiled_features().items() if on} - _NOT_ISA
+    problems += [f"compiled with {name}" for name in FORBIDDEN_FEATURES if name in compiled]
+    if compiled != LEVEL_FEATURES[level]:
+        extra, missing = sorted(compiled - LEVEL_FEATURES[level]), sorted(LEVEL_FEATURES[level] - compiled)
+        problems.append(f"compiled features differ from level {level}: extra {extra}, missing {missing}")
     return problems
 
 
@@ -112,7 +141,8 @@ def main() -> int:
         print("fix: make rebuild-llama  (scripts/build_llama.py --rebuild)", file=sys.stderr)
         return 1
     features = [name for name, on in compiled_features().items() if on]
-    print(f"llama.cpp build is portable: no AMX, no AVX-512; compiled with {' '.join(features)}")
+    level = (build_record() or {}).get("level")
+    print(f"llama.cpp build is portable: level {level}, no AMX; compiled with {' '.join(features)}")
     return 0
 
 
