@@ -147,14 +147,16 @@ def main() -> int:
         level, cmake = cmake_args(candidate)
         wheel = _wheel(level, cmake, args)
         _pip(args.python, "install", "-q", "--force-reinstall", "--no-deps", str(wheel))
+        # Its pure-Python dependencies, and the [server] extra's.
+        _pip(args.python, "install", "-q", f"{wheel}{EXTRAS}")
         crash = _smoke_test(args.python)
         if crash is None:
             break
+        if not crash.startswith("killed by"):  # not the CPU: a broken install, say so rather than downgrade
+            raise SystemExit(f"llama.cpp built for {level} does not load: {crash}")
         print(f"llama.cpp built for {level} crashed on this machine ({crash}); trying the next level down")
     else:
         raise SystemExit("no llama.cpp build level runs on this machine; see the messages above")
-    # The [server] extra's pure-Python dependencies (the wheel was installed without deps).
-    _pip(args.python, "install", "-q", f"{wheel}{EXTRAS}")
     _record(args.python, level, cmake)
     print(f"installed llama-cpp-python {VERSION} ({level}) from {wheel}")
     return 0
