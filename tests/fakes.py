@@ -48,8 +48,9 @@ class FakeStt:
         self.text = text
         self.calls = 0
 
-    async def transcribe(self, audio: np.ndarray, *, language: str | None = None,
-                         prompt: str | None = None) -> Transcript:
+    async def transcribe(
+        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcript:
         self.calls += 1
         await asyncio.sleep(0.01)
         return Transcript(self.text, "en", len(audio) / self.sample_rate, 0.01)
@@ -91,14 +92,17 @@ class FakeTts:
     def voices(self) -> list[str]:
         return ["fake"]
 
-    async def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0
-                         ) -> AsyncIterator[SpeechChunk]:
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncIterator[SpeechChunk]:
         await asyncio.sleep(0.005)
         words = text.split()
         n = int(len(words) * self.word_seconds * self.sample_rate)
         t = np.arange(n) / self.sample_rate
         audio = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
-        timings = [WordTiming(w, i * self.word_seconds, (i + 1) * self.word_seconds) for i, w in enumerate(words)]
+        timings = [
+            WordTiming(w, i * self.word_seconds, (i + 1) * self.word_seconds) for i, w in enumerate(words)
+        ]
         yield SpeechChunk(audio, self.sample_rate, text, timings)
 
 

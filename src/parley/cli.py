@@ -27,7 +27,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(prog="parley", description="Real-time speech-to-speech voice agents.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
+    subparsers = {
+        name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()
+    }
     return parser, subparsers
 
 

@@ -99,8 +99,15 @@ class RtcClient:
     async def connect(self, url: str, secret: str, headers: dict[str, str] | None = None) -> httpx.Response:
         sdp = await self.offer()
         async with httpx.AsyncClient(timeout=30) as http:
-            r = await http.post(url, content=sdp, headers={
-                "Authorization": f"Bearer {secret}", "Content-Type": "application/sdp", **(headers or {})})
+            r = await http.post(
+                url,
+                content=sdp,
+                headers={
+                    "Authorization": f"Bearer {secret}",
+                    "Content-Type": "application/sdp",
+                    **(headers or {}),
+                },
+            )
         if r.status_code == 201:
             self.location = r.headers.get("location")
             self.call_id = (self.location or "").rsplit("/", 1)[-1] or None

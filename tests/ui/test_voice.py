@@ -131,7 +131,9 @@ async def barge_in(page, transport: str) -> None:
     # browser's jitter buffer already holds still plays out: ~100 ms on an idle machine, a few
     # hundred under the test suite's load, so the wait is generous and the time is reported.
     await page.until("() => !parley.client.assistantSpeaking", within=3, what="the assistant to fall silent")
-    print(f"\n{transport}: speech_started → assistant silent in the page {await page.now() - started_at:.0f} ms")
+    print(
+        f"\n{transport}: speech_started → assistant silent in the page {await page.now() - started_at:.0f} ms"
+    )
     await page.page.wait_for_timeout(200)
     assert (await page.stats())["assistantRms"] < 0.01  # and it stays quiet
     await page.page.wait_for_timeout(300)

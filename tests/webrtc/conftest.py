@@ -26,8 +26,7 @@ allow_loopback_candidates()
 
 
 def fake_runtime(models: Any = None, **config: Any) -> EngineRuntime:
-    return EngineRuntime(EngineConfig(validate_events=True, **config),
-                         models=models or FakeModels())  # type: ignore[arg-type]
+    return EngineRuntime(EngineConfig(validate_events=True, **config), models=models or FakeModels())  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager

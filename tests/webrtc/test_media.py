@@ -48,8 +48,13 @@ async def test_frames_are_paced_stereo_20ms_and_level_is_kept() -> None:
     frames = await pull(track, 15)
     elapsed = time.perf_counter() - t0
     track.stop()
-    assert all(f.samples == FRAME_SAMPLES and f.sample_rate == RTP_RATE and f.layout.name == "stereo"
-               and f.format.name == "s16" for f in frames)
+    assert all(
+        f.samples == FRAME_SAMPLES
+        and f.sample_rate == RTP_RATE
+        and f.layout.name == "stereo"
+        and f.format.name == "s16"
+        for f in frames
+    )
     assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(15)]
     assert 0.26 <= elapsed <= 0.4, elapsed  # 14 intervals of 20 ms
     stereo = np.concatenate([f.to_ndarray().reshape(-1, 2) for f in frames])
@@ -117,8 +122,12 @@ async def test_consecutive_responses_do_not_overlap() -> None:
     track.write("resp_2", "item_2", tone(0.05))
     track.end_of_response("resp_2")
     await pull(track, 8)
-    assert listener.events == [("started", "resp_1"), ("stopped", "resp_1"), ("started", "resp_2"),
-                               ("stopped", "resp_2")]
+    assert listener.events == [
+        ("started", "resp_1"),
+        ("stopped", "resp_1"),
+        ("started", "resp_2"),
+        ("stopped", "resp_2"),
+    ]
     track.stop()
 
 

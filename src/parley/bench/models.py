@@ -216,8 +216,13 @@ def _write(results: dict) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
-                        help="first wait up to S seconds for a 1-min load < 1")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for a 1-min load < 1",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

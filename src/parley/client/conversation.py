@@ -131,7 +131,9 @@ class Conversation(EventHub):
         if spec == "webrtc":
             from parley.client.transport_webrtc import WebRTCTransport
 
-            return WebRTCTransport(self.url, self.api_key, self.session_options.model, **self._transport_options)
+            return WebRTCTransport(
+                self.url, self.api_key, self.session_options.model, **self._transport_options
+            )
         raise ValueError(f"unknown transport {spec!r} (websocket or webrtc)")
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -232,7 +234,9 @@ class Conversation(EventHub):
                 return
             if ev.get("type") == "error" and (ev.get("error") or {}).get("event_id"):
                 err = ev["error"]
-                raise TransportError(f"The server rejected the session settings: {err.get('message')}", fatal=True)
+                raise TransportError(
+                    f"The server rejected the session settings: {err.get('message')}", fatal=True
+                )
 
     async def _connection_loop(self) -> None:
         attempt = 0
@@ -256,13 +260,22 @@ class Conversation(EventHub):
                 while not self._closing:
                     attempt += 1
                     if attempt > self.options.max_reconnect_attempts:
-                        await self._set_connection("failed", message=f"gave up after {attempt - 1} attempts: {exc}")
+                        await self._set_connection(
+                            "failed", message=f"gave up after {attempt - 1} attempts: {exc}"
+                        )
                         self.closed.set()
                         return
-                    delay = min(self.options.reconnect_initial_delay * 2 ** (attempt - 1),
-                                self.options.reconnect_max_delay)
-                    await self._set_connection("reconnecting", message=str(exc), attempt=attempt,
-                                               max_attempts=self.options.max_reconnect_attempts, delay=delay)
+                    delay = min(
+                        self.options.reconnect_initial_delay * 2 ** (attempt - 1),
+                        self.options.reconnect_max_delay,
+                    )
+                    await self._set_connection(
+                        "reconnecting",
+                        message=str(exc),
+                        attempt=attempt,
+                        max_attempts=self.options.max_reconnect_attempts,
+                        delay=delay,
+                    )
                     await asyncio.sleep(delay)
                     with contextlib.suppress(Exception):
                         await self.transport.close()
@@ -300,8 +313,16 @@ class Conversation(EventHub):
         """A typed user message; the assistant answers it unless ``respond`` is false."""
         if self.player.is_playing():
             await self.interrupt(trigger="manual")
-        await self.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+        await self.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": text}],
+                },
+            }
+        )
         if respond:
             await self.create_response()
 
@@ -333,8 +354,10 @@ class Conversation(EventHub):
         eid = ids.event_id()
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         # One future, two ways to resolve it: the item, or an error naming our event.
-        entries = [("conversation.item.retrieved", lambda e: (e.get("item") or {}).get("id") == item_id, fut),
-                   ("error", lambda e: (e.get("error") or {}).get("event_id") == eid, fut)]
+        entries = [
+            ("conversation.item.retrieved", lambda e: (e.get("item") or {}).get("id") == item_id, fut),
+            ("error", lambda e: (e.get("error") or {}).get("event_id") == eid, fut),
+        ]
         self._waiters.extend(entries)
         try:
             await self.send({"type": "conversation.item.retrieve", "item_id": item_id, "event_id": eid})
@@ -370,13 +393,14 @@ class Conversation(EventHub):
     # --- barge-in -----------------------------------------------------------------------
 
     def _auto_interrupts(self) -> bool:
-        td = (((self.server_session.get("audio") or {}).get("input") or {}).get("turn_detection"))
+        td = ((self.server_session.get("audio") or {}).get("input") or {}).get("turn_detection")
         if not td:
             return False
         return bool(td.get("interrupt_response"))  # missing = false, as both official SDKs read it
 
-    async def _barge_in(self, trigger: str, *, cancel: bool, speech_started_at: float | None = None
-                        ) -> Interruption | None:
+    async def _barge_in(
+        self, trigger: str, *, cancel: bool, speech_started_at: float | None = None
+    ) -> Interruption | None:
         now = time.monotonic()
         local = self._pending_local
         self._pending_local = None
@@ -391,15 +415,27 @@ class Conversation(EventHub):
             received = self.player.received(item)
             # Everything handed to the device will be heard (its buffer drains), nothing after it.
             audio_end_ms = int(handed * 1000 // CANONICAL_RATE)
-            result = Interruption(item, audio_end_ms, received * 1000 / CANONICAL_RATE,
-                                  "local_vad" if local else trigger, local[2] if local else now, speech_started_at)
+            result = Interruption(
+                item,
+                audio_end_ms,
+                received * 1000 / CANONICAL_RATE,
+                "local_vad" if local else trigger,
+                local[2] if local else now,
+                speech_started_at,
+            )
             self.interruptions.append(result)
             turn = self._turn_by_item.get(item)
             if turn is not None:
                 turn.interrupted = True
             if self.transport.audio_in_events or self.options.truncate_over_webrtc:
-                await self.send({"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
-                                 "audio_end_ms": audio_end_ms})
+                await self.send(
+                    {
+                        "type": "conversation.item.truncate",
+                        "item_id": item,
+                        "content_index": 0,
+                        "audio_end_ms": audio_end_ms,
+                    }
+                )
         if self._active_response and (cancel or not self._auto_interrupts()):
             await self.send({"type": "response.cancel", "response_id": self._active_response})
             if result is not None:
@@ -464,8 +500,10 @@ class Conversation(EventHub):
             if self.session_options.turn_detection is None and not self.ptt_active:
                 continue  # manual turns: only what is said while the key is held
             # Half duplex keeps the mic shut 200 ms past the last played sample: the room's echo tail.
-            gated = self.muted or (self.options.half_duplex and (
-                self.player.is_playing() or time.monotonic() < self.player.sounding_until() + 0.2))
+            gated = self.muted or (
+                self.options.half_duplex
+                and (self.player.is_playing() or time.monotonic() < self.player.sounding_until() + 0.2)
+            )
             # Silence (not nothing) keeps the server's audio clock in step with ours.
             out = np.zeros_like(pcm) if gated else pcm
             self._sent_marks.append((self._sent_samples, t))
@@ -474,8 +512,12 @@ class Conversation(EventHub):
                 if self.transport.audio_in_events:
                     data = self._encoder(out)
                     if data:
-                        await self.send({"type": "input_audio_buffer.append",
-                                         "audio": base64.b64encode(data).decode("ascii")})
+                        await self.send(
+                            {
+                                "type": "input_audio_buffer.append",
+                                "audio": base64.b64encode(data).decode("ascii"),
+                            }
+                        )
                 else:
                     self.transport.send_audio(out)
             except ConnectionLost:
@@ -573,7 +615,9 @@ class Conversation(EventHub):
         turn = self._turn_by_item.get(ev.get("item_id", ""))
         if turn is not None:
             turn.text += ev.get("delta") or ""
-        await self._signal("user.transcript.delta", {"item_id": ev.get("item_id"), "delta": ev.get("delta") or ""})
+        await self._signal(
+            "user.transcript.delta", {"item_id": ev.get("item_id"), "delta": ev.get("delta") or ""}
+        )
 
     async def _h_conversation_item_input_audio_transcription_completed(self, ev: dict) -> None:
         turn = self._turn_by_item.get(ev.get("item_id", ""))
@@ -616,8 +660,9 @@ class Conversation(EventHub):
         turn = self._turn_by_item.get(ev.get("item_id", ""))
         if turn is not None:
             turn.text += ev.get("delta") or ""
-        await self._signal("assistant.transcript.delta", {"item_id": ev.get("item_id"),
-                                                          "delta": ev.get("delta") or ""})
+        await self._signal(
+            "assistant.transcript.delta", {"item_id": ev.get("item_id"), "delta": ev.get("delta") or ""}
+        )
 
     _h_response_output_text_delta = _h_response_output_audio_transcript_delta
 
@@ -663,8 +708,10 @@ class Conversation(EventHub):
 
     async def _h_error(self, ev: dict) -> None:
         err = ev.get("error") or {}
-        await self._emit("error", {"message": err.get("message", ""), "code": err.get("code"),
-                                   "event_id": err.get("event_id")})
+        await self._emit(
+            "error",
+            {"message": err.get("message", ""), "code": err.get("code"), "event_id": err.get("event_id")},
+        )
 
     # --- state --------------------------------------------------------------------------
 

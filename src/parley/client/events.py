@@ -28,9 +28,11 @@ class EventHub:
     def on(self, name: str, callback: Callback | None = None):
         """Register ``callback`` (sync or async) for an event; usable as a decorator."""
         if callback is None:
+
             def deco(fn: Callback) -> Callback:
                 self._handlers[name].append(fn)
                 return fn
+
             return deco
         self._handlers[name].append(callback)
         return callback
@@ -44,8 +46,9 @@ class EventHub:
             except Exception:
                 log.exception("callback for %s failed", name)
 
-    async def wait_for(self, event_type: str, predicate: Callable[[dict], bool] | None = None,
-                       timeout: float | None = 30.0) -> dict:
+    async def wait_for(
+        self, event_type: str, predicate: Callable[[dict], bool] | None = None, timeout: float | None = 30.0
+    ) -> dict:
         """Wait for the next server (or high-level) event of ``event_type`` matching ``predicate``."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (event_type, predicate or (lambda _e: True), fut)

@@ -32,18 +32,27 @@ class SessionOptions:
     def to_session(self) -> dict[str, Any]:
         td: dict[str, Any] | None = None
         if self.turn_detection:
-            td = {"type": self.turn_detection, "create_response": self.create_response,
-                  "interrupt_response": self.interrupt_response}
+            td = {
+                "type": self.turn_detection,
+                "create_response": self.create_response,
+                "interrupt_response": self.interrupt_response,
+            }
             if self.turn_detection == "server_vad" and self.silence_duration_ms is not None:
                 td["silence_duration_ms"] = self.silence_duration_ms
-        audio_in: dict[str, Any] = {"format": AudioFormat(self.input_format).to_json(), "turn_detection": td,
-                                    "transcription": {"model": self.transcription_model}
-                                    if self.transcription_model else None}
+        audio_in: dict[str, Any] = {
+            "format": AudioFormat(self.input_format).to_json(),
+            "turn_detection": td,
+            "transcription": {"model": self.transcription_model} if self.transcription_model else None,
+        }
         audio_out: dict[str, Any] = {"format": AudioFormat(self.output_format).to_json()}
         if self.voice:
             audio_out["voice"] = self.voice
-        s: dict[str, Any] = {"type": "realtime", "model": self.model, "output_modalities": self.output_modalities,
-                             "audio": {"input": audio_in, "output": audio_out}}
+        s: dict[str, Any] = {
+            "type": "realtime",
+            "model": self.model,
+            "output_modalities": self.output_modalities,
+            "audio": {"input": audio_in, "output": audio_out},
+        }
         if self.instructions is not None:
             s["instructions"] = self.instructions
         s.update(self.extra)

@@ -62,9 +62,17 @@ class MicTrack(MediaStreamTrack):
 class WebRTCTransport:
     audio_in_events = False
 
-    def __init__(self, base_url: str, api_key: str, model: str, *, open_timeout: float = 15.0,
-                 calls_url: str | None = None, mint_url: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        model: str,
+        *,
+        open_timeout: float = 15.0,
+        calls_url: str | None = None,
+        mint_url: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = calls_url or self.base_url + "/realtime/calls"
         # Through `parley serve` a fresh ek_ secret is minted for every call (they live ~60 s),
@@ -95,7 +103,9 @@ class WebRTCTransport:
         opened = asyncio.Event()
         channel.on("open", opened.set)
         channel.on("message", self._on_message)
-        channel.on("close", lambda: self._events.put_nowait(ConnectionLost(f"{self.url}: data channel closed")))
+        channel.on(
+            "close", lambda: self._events.put_nowait(ConnectionLost(f"{self.url}: data channel closed"))
+        )
         pc.on("track", self._on_track)
 
         @pc.on("connectionstatechange")
@@ -113,12 +123,21 @@ class WebRTCTransport:
                         await self.close()
                         raise describe_http_status(m.status_code, self.mint_url, m.text)
                     key = m.json()["value"]
-                r = await http.post(self.url, content=pc.localDescription.sdp, headers={
-                    **self.headers, "Authorization": f"Bearer {key}", "Content-Type": "application/sdp"})
+                r = await http.post(
+                    self.url,
+                    content=pc.localDescription.sdp,
+                    headers={
+                        **self.headers,
+                        "Authorization": f"Bearer {key}",
+                        "Content-Type": "application/sdp",
+                    },
+                )
         except httpx.ConnectError as exc:
             await self.close()
-            raise TransportError(f"Cannot reach {self.url}: {exc}. Is the server running?"
-                                 " (a local engine starts with `parley engine`)") from exc
+            raise TransportError(
+                f"Cannot reach {self.url}: {exc}. Is the server running?"
+                " (a local engine starts with `parley engine`)"
+            ) from exc
         except httpx.HTTPError as exc:
             await self.close()
             raise TransportError(f"POST {self.url} failed: {exc}") from exc
@@ -131,8 +150,10 @@ class WebRTCTransport:
             await asyncio.wait_for(opened.wait(), self.open_timeout)
         except TimeoutError as exc:
             await self.close()
-            raise TransportError(f"WebRTC connection to {self.url} did not open within {self.open_timeout:.0f} s"
-                                 " (ICE/DTLS failed; check firewalls or ICE servers)") from exc
+            raise TransportError(
+                f"WebRTC connection to {self.url} did not open within {self.open_timeout:.0f} s"
+                " (ICE/DTLS failed; check firewalls or ICE servers)"
+            ) from exc
 
     def _on_message(self, message: str | bytes) -> None:
         with contextlib.suppress(ValueError):

@@ -68,9 +68,48 @@ SEMANTIC_MIN_WAIT_MS = {"low": 900, "medium": 500, "high": 250, "auto": 500}
 SEMANTIC_PROBE_MS = 200
 
 _TRAILING_WORDS = {
-    "and", "or", "but", "so", "because", "cause", "if", "then", "that", "which", "who", "the", "a", "an",
-    "to", "of", "for", "with", "in", "on", "at", "my", "your", "is", "are", "was", "i", "um", "uh", "er",
-    "erm", "like", "also", "plus", "when", "where", "while", "about", "from", "what", "how", "this",
+    "and",
+    "or",
+    "but",
+    "so",
+    "because",
+    "cause",
+    "if",
+    "then",
+    "that",
+    "which",
+    "who",
+    "the",
+    "a",
+    "an",
+    "to",
+    "of",
+    "for",
+    "with",
+    "in",
+    "on",
+    "at",
+    "my",
+    "your",
+    "is",
+    "are",
+    "was",
+    "i",
+    "um",
+    "uh",
+    "er",
+    "erm",
+    "like",
+    "also",
+    "plus",
+    "when",
+    "where",
+    "while",
+    "about",
+    "from",
+    "what",
+    "how",
+    "this",
 }
 
 
@@ -94,8 +133,15 @@ def sounds_finished(text: str) -> bool:
 class TurnDetector:
     """Per-session VAD state machine. Feed audio, get signals."""
 
-    def __init__(self, vad_stream: VadStream, vad_rate: int, frame_samples: int, config: dict[str, Any],
-                 min_speech_ms: int = 64, probe_ms: int = 200) -> None:
+    def __init__(
+        self,
+        vad_stream: VadStream,
+        vad_rate: int,
+        frame_samples: int,
+        config: dict[str, Any],
+        min_speech_ms: int = 64,
+        probe_ms: int = 200,
+    ) -> None:
         self.vad = vad_stream
         self.vad_rate = vad_rate
         self.frame = frame_samples

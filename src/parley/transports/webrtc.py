@@ -91,8 +91,15 @@ class WebRTCOptions:
 class WebRTCCall:
     """One WebRTC peer and its session; registered in ``runtime.calls`` under its ``rtc_…`` id."""
 
-    def __init__(self, runtime: EngineRuntime, options: WebRTCOptions, *, model: str | None,
-                 initial: dict[str, Any] | None, extensions: bool) -> None:
+    def __init__(
+        self,
+        runtime: EngineRuntime,
+        options: WebRTCOptions,
+        *,
+        model: str | None,
+        initial: dict[str, Any] | None,
+        extensions: bool,
+    ) -> None:
         self.id = ids.rtc_call_id()
         self.runtime = runtime
         self.options = options
@@ -100,7 +107,8 @@ class WebRTCCall:
         self.output = PacedAudioOutput()
         self.sink = DataChannelSink(extensions=extensions)
         self.session: RealtimeSession = runtime.new_session(
-            model=model, initial=initial, media=self.output, on_close=lambda code, reason: self.end(reason))
+            model=model, initial=initial, media=self.output, on_close=lambda code, reason: self.end(reason)
+        )
         self.output.listener = self.session
         self.pump = InputAudioPump(self._feed)
         self.opened = False  # session.created sent; microphone audio flows into the session
@@ -257,10 +265,16 @@ def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -
             call = await _create_call(request, runtime, options)
         except CallError as err:
             return err.response()
-        return Response(content=call.pc.localDescription.sdp, status_code=201, media_type="application/sdp",
-                        headers={"Location": f"/v1/realtime/calls/{call.id}",
-                                 "Access-Control-Allow-Origin": "*",
-                                 "Access-Control-Expose-Headers": "Location"})
+        return Response(
+            content=call.pc.localDescription.sdp,
+            status_code=201,
+            media_type="application/sdp",
+            headers={
+                "Location": f"/v1/realtime/calls/{call.id}",
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Expose-Headers": "Location",
+            },
+        )
 
     return router
 
@@ -271,10 +285,16 @@ async def _create_call(request: Request, runtime: EngineRuntime, options: WebRTC
     if not auth.ok:
         raise CallError(auth.status, auth.message, auth.code)
     if runtime.models is None:
-        raise CallError(503, "The engine is still loading its models.", "engine_loading", type_="server_error")
+        raise CallError(
+            503, "The engine is still loading its models.", "engine_loading", type_="server_error"
+        )
     if runtime.at_capacity():
-        raise CallError(429, f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
-                        "session_limit_reached", type_="rate_limit_error")
+        raise CallError(
+            429,
+            f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
+            "session_limit_reached",
+            type_="rate_limit_error",
+        )
 
     offer, form_session, form_metrics = await read_offer(request, options.max_body_bytes)
     check_offer(offer)
@@ -297,6 +317,7 @@ async def _create_call(request: Request, runtime: EngineRuntime, options: WebRTC
         await call.answer(offer)
     except Exception as exc:
         await call.close("offer rejected")
-        raise CallError(400, f"The SDP offer could not be used: {exc or exc.__class__.__name__}",
-                        "invalid_offer", "sdp") from None
+        raise CallError(
+            400, f"The SDP offer could not be used: {exc or exc.__class__.__name__}", "invalid_offer", "sdp"
+        ) from None
     return call

@@ -29,7 +29,9 @@ def ice_server(url: str) -> RTCIceServer:
     if "@" in rest and scheme in ("turn", "turns"):
         credentials, _, address = rest.rpartition("@")
         username, _, credential = credentials.partition(":")
-        return RTCIceServer(urls=f"{scheme}:{address}", username=username or None, credential=credential or None)
+        return RTCIceServer(
+            urls=f"{scheme}:{address}", username=username or None, credential=credential or None
+        )
     return RTCIceServer(urls=url.strip())
 
 

@@ -49,8 +49,11 @@ class MicrophoneTrack(MediaStreamTrack):
     def play(self, pcm24k: np.ndarray) -> None:
         """Queue audio; it goes out at real-time pace after what is already queued."""
         resampler = Resampler(CANONICAL_RATE, RTP_RATE)
-        self._queue.push(np.concatenate([resampler(pcm24k.astype(np.int16)),
-                                         resampler(np.zeros(0, dtype=np.int16), last=True)]))
+        self._queue.push(
+            np.concatenate(
+                [resampler(pcm24k.astype(np.int16)), resampler(np.zeros(0, dtype=np.int16), last=True)]
+            )
+        )
         self.drained.clear()
 
     async def recv(self) -> AudioFrame:
@@ -78,13 +81,17 @@ class Recording:
 class RealtimePeer:
     """One call from the client side: peer connection, events channel, mic, recording."""
 
-    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None,
-                 channel_label: str | None = "oai-events") -> None:
+    def __init__(
+        self,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        channel_label: str | None = "oai-events",
+    ) -> None:
         """``channel_label=None``: an audio-only peer (the call is then driven over a sideband)."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
         self.channel: RTCDataChannel | None = (
-            self.pc.createDataChannel(channel_label) if channel_label is not None else None)
+            self.pc.createDataChannel(channel_label) if channel_label is not None else None
+        )
         self.recording = Recording()
         self.events: list[dict[str, Any]] = []
         self.on_event = on_event
@@ -103,9 +110,16 @@ class RealtimePeer:
 
     # --- connecting ----------------------------------------------------------
 
-    async def connect(self, url: str, token: str | None = None, *, session: dict[str, Any] | None = None,
-                      http: httpx.AsyncClient | None = None, strip_candidates: bool = True,
-                      http_timeout: float = 10.0) -> None:
+    async def connect(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        session: dict[str, Any] | None = None,
+        http: httpx.AsyncClient | None = None,
+        strip_candidates: bool = True,
+        http_timeout: float = 10.0,
+    ) -> None:
         """POST the offer (raw SDP, or multipart when ``session`` is given) and apply the answer."""
         self.times["offer"] = time.perf_counter()
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -117,11 +131,18 @@ class RealtimePeer:
             client = http or await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
             self.times["post"] = time.perf_counter()
             if session is None:
-                r = await client.post(url, content=offer, headers={**headers, "Content-Type": "application/sdp"})
+                r = await client.post(
+                    url, content=offer, headers={**headers, "Content-Type": "application/sdp"}
+                )
             else:
-                r = await client.post(url, headers=headers, files={
-                    "sdp": (None, offer, "application/sdp"),
-                    "session": (None, json.dumps(session), "application/json")})
+                r = await client.post(
+                    url,
+                    headers=headers,
+                    files={
+                        "sdp": (None, offer, "application/sdp"),
+                        "session": (None, json.dumps(session), "application/json"),
+                    },
+                )
         if r.status_code != 201:
             raise CallRefused(r.status_code, r.text)
         self.call_id = r.headers["location"].rsplit("/", 1)[-1]
@@ -160,8 +181,13 @@ class RealtimePeer:
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
 
-    async def wait_for(self, kind: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10.0, start: int = 0) -> dict[str, Any]:
+    async def wait_for(
+        self,
+        kind: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10.0,
+        start: int = 0,
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         seen = start
@@ -173,7 +199,9 @@ class RealtimePeer:
             seen = len(self.events)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"no {kind} within {timeout}s; saw {[e['type'] for e in self.events][-25:]}")
+                raise TimeoutError(
+                    f"no {kind} within {timeout}s; saw {[e['type'] for e in self.events][-25:]}"
+                )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -222,6 +250,9 @@ class CallRefused(Exception):
 
 def strip_ice_candidates(sdp: str) -> str:
     """An offer as browsers POST it: before gathering, so without candidates."""
-    kept = [line for line in sdp.splitlines()
-            if not line.startswith("a=candidate") and not line.startswith("a=end-of-candidates")]
+    kept = [
+        line
+        for line in sdp.splitlines()
+        if not line.startswith("a=candidate") and not line.startswith("a=end-of-candidates")
+    ]
     return "\r\n".join(kept) + "\r\n"

@@ -48,7 +48,9 @@ class WebSocketSink:
 async def deny(ws: WebSocket, status: int, message: str, code: str | None) -> None:
     error_type = "invalid_request_error" if status != 429 else "rate_limit_error"
     try:
-        await ws.send_denial_response(JSONResponse(openai_error(message, error_type, code), status_code=status))
+        await ws.send_denial_response(
+            JSONResponse(openai_error(message, error_type, code), status_code=status)
+        )
     except RuntimeError:
         await ws.close(code=1008, reason=message[:120])
 
@@ -72,8 +74,12 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
         await _sideband(ws, runtime, call_id, auth.is_engine_key, subprotocol)
         return
     if runtime.at_capacity():
-        await deny(ws, 429, f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
-                   "session_limit_reached")
+        await deny(
+            ws,
+            429,
+            f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
+            "session_limit_reached",
+        )
         return
 
     await ws.accept(subprotocol=subprotocol)
@@ -95,8 +101,13 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
     await runtime.end_session(session)
 
 
-async def _run(ws: WebSocket, session: RealtimeSession, sink: WebSocketSink,
-               closing: asyncio.Future[tuple[int, str]], max_bytes: int) -> None:
+async def _run(
+    ws: WebSocket,
+    session: RealtimeSession,
+    sink: WebSocketSink,
+    closing: asyncio.Future[tuple[int, str]],
+    max_bytes: int,
+) -> None:
     writer = asyncio.create_task(sink.pump(ws))
     reader = asyncio.create_task(_read(ws, session, max_bytes))
     try:
@@ -135,8 +146,9 @@ async def _read(ws: WebSocket, session: RealtimeSession, max_bytes: int) -> None
         return
 
 
-async def _sideband(ws: WebSocket, runtime: EngineRuntime, call_id: str, is_engine_key: bool,
-                    subprotocol: str | None) -> None:
+async def _sideband(
+    ws: WebSocket, runtime: EngineRuntime, call_id: str, is_engine_key: bool, subprotocol: str | None
+) -> None:
     """Observe and control a running WebRTC call: same events, same client events."""
     if not is_engine_key:
         await deny(ws, 403, "Sideband connections need the engine key, not an ephemeral key.", "forbidden")
@@ -149,7 +161,9 @@ async def _sideband(ws: WebSocket, runtime: EngineRuntime, call_id: str, is_engi
     await ws.accept(subprotocol=subprotocol)
     sink = WebSocketSink(extensions=_wants_extensions(ws))
     # The observer gets its own session.created, then the live event stream.
-    sink.send({"type": "session.created", "event_id": ids.event_id(), "session": wire_session(session.session)})
+    sink.send(
+        {"type": "session.created", "event_id": ids.event_id(), "session": wire_session(session.session)}
+    )
     session.attach(sink)
     closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
     await _run(ws, session, sink, closing, runtime.config.max_message_bytes)

@@ -179,6 +179,8 @@ class TextToSpeech(Protocol):
 
     def voices(self) -> list[str]: ...
 
-    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+    def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncIterator[SpeechChunk]:
         """Speak ``text``; yields one or more chunks with word timings."""
         ...
