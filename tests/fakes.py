@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +64,7 @@ class FakeLlm:
     name: str = "fake"
     requests: list[ChatRequest] = field(default_factory=list)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         self.requests.append(request)
         if self.fail:
             raise RuntimeError("the fake model broke")
@@ -94,7 +94,7 @@ class FakeTts:
 
     async def synthesize(
         self, text: str, *, voice: str | None = None, speed: float = 1.0
-    ) -> AsyncIterator[SpeechChunk]:
+    ) -> AsyncGenerator[SpeechChunk, None]:
         await asyncio.sleep(0.005)
         words = text.split()
         n = int(len(words) * self.word_seconds * self.sample_rate)

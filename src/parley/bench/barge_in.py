@@ -334,7 +334,8 @@ async def bench(n: int, url: str | None, transport: str, seed: int = 1) -> dict[
     failures: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
         if url is None:
-            url, _proc = await stack.enter_async_context(engine_process())
+            started, _proc = await stack.enter_async_context(engine_process())
+            url = started
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for mode in ("server_vad", "local_vad"):
             for i in range(n):

@@ -100,7 +100,7 @@ async def _echo_upstream(port: int) -> None:
                 super().process_event(event)
                 return
             received = time.monotonic()
-            message = event.data.decode()
+            message = event.data.decode()  # type: ignore[union-attr]  # a text frame's data is bytes
             if message.startswith(_APPEND_PREFIX):
                 # String surgery instead of JSON: the load generator must cost far less than the relay.
                 stamp = message[message.rindex(_STAMP) + len(_STAMP) : -1]
@@ -188,7 +188,7 @@ async def _open(url: str, measure_from: float, out: Latencies) -> Any:
             compression=CLIENT_COMPRESSION,
             ping_interval=None,
             open_timeout=60,
-            create_connection=sock.connection_factory,
+            create_connection=sock.connection_factory,  # type: ignore[arg-type]  # a factory stands in for the class
         )
         sock.opened(conn)
         if CLIENT_COMPRESSION and conn.response and conn.response.headers.get("Sec-WebSocket-Extensions"):

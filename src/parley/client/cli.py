@@ -206,7 +206,7 @@ async def _replay(args: argparse.Namespace) -> int:
     from parley.client.recorder import replay
 
     console = Console()
-    audio = None
+    audio: FileAudio | SoundDeviceAudio | None = None
     if args.output_wav:
         audio = FileAudio(None, args.output_wav)
     elif not args.plain:

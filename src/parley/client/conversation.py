@@ -43,7 +43,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,10 @@ from parley.client.player import Player
 from parley.client.transport import ConnectionLost, Transport, TransportError
 from parley.protocol import ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat
+
+if TYPE_CHECKING:
+    from parley.client.aec import EchoCanceller
+    from parley.client.local_vad import LocalVad
 
 __all__ = ["STATES", "Callback", "ClientOptions", "Conversation", "Interruption", "SessionOptions", "Turn"]
 
@@ -110,8 +114,8 @@ class Conversation(EventHub):
         self._sent_marks: collections.deque[tuple[int, float]] = collections.deque(maxlen=3000)
         self._decoder = OutputDecoder(AudioFormat(self.session_options.output_format))
         self._encoder = InputEncoder(AudioFormat(self.session_options.input_format))
-        self._aec = None
-        self._vad = None
+        self._aec: EchoCanceller | None = None
+        self._vad: LocalVad | None = None
         self.connection_status = "connecting"
         self.session_count = 0
         self._level_last = 0.0
@@ -157,8 +161,8 @@ class Conversation(EventHub):
         if self.options.aec:
             from parley.client.aec import EchoCanceller
 
-            self._aec = EchoCanceller()
-            self.player.on_played.append(self._aec.far)
+            aec = self._aec = EchoCanceller()
+            self.player.on_played.append(aec.far)
         if self.options.local_vad:
             from parley.client.local_vad import LocalVad
 

@@ -48,7 +48,7 @@ class EventHub:
 
     async def wait_for(
         self, event_type: str, predicate: Callable[[dict], bool] | None = None, timeout: float | None = 30.0
-    ) -> dict:
+    ) -> Any:
         """Wait for the next server (or high-level) event of ``event_type`` matching ``predicate``."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (event_type, predicate or (lambda _e: True), fut)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.protocol.audio_formats import AudioFormat
+from parley.protocol.audio_formats import AudioFormat, FormatType
 
 #: The conversation's states, in the order a turn usually passes through them.
 STATES = ("connecting", "listening", "thinking", "speaking", "reconnecting", "closed")
@@ -24,8 +24,8 @@ class SessionOptions:
     interrupt_response: bool = True
     silence_duration_ms: int | None = None
     transcription_model: str | None = "whisper-1"
-    input_format: str = "audio/pcm"
-    output_format: str = "audio/pcm"
+    input_format: FormatType = "audio/pcm"
+    output_format: FormatType = "audio/pcm"
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -17,10 +17,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
+
+if TYPE_CHECKING:
+    from aiortc import RTCDataChannel, RTCPeerConnection
 
 from parley.client.lowlatency import LowLatencyResampler as Resampler
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
@@ -83,9 +87,9 @@ class WebRTCTransport:
         self.open_timeout = open_timeout
         self.on_audio: Callable[[np.ndarray], None] | None = None
         self.call_id: str | None = None
-        self._pc = None
-        self._channel = None
-        self._mic = None
+        self._pc: RTCPeerConnection | None = None
+        self._channel: RTCDataChannel | None = None
+        self._mic: MicTrack | None = None
         self._events: asyncio.Queue[dict | BaseException] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
 
@@ -97,8 +101,8 @@ class WebRTCTransport:
 
         allow_loopback_candidates()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._mic = MicTrack()
-        pc.addTrack(self._mic)
+        mic = self._mic = MicTrack()
+        pc.addTrack(mic)
         channel = self._channel = pc.createDataChannel("oai-events")
         opened = asyncio.Event()
         channel.on("open", opened.set)

@@ -16,9 +16,13 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from openai.resources.realtime.realtime import AsyncRealtimeConnection, AsyncRealtimeConnectionManager
 
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
 
@@ -46,8 +50,8 @@ class WebSocketTransport:
         self.api_key, self.model = api_key, model
         self.open_timeout = open_timeout
         self.headers = dict(headers or {})  # e.g. a `parley serve` access token
-        self._conn = None
-        self._manager = None
+        self._conn: AsyncRealtimeConnection | None = None
+        self._manager: AsyncRealtimeConnectionManager | None = None
         self.on_audio: Callable[[np.ndarray], None] | None = None
 
     async def connect(self) -> None:
@@ -61,9 +65,10 @@ class WebSocketTransport:
             max_retries=0,
             default_headers=self.headers or None,
         )
-        self._manager = client.realtime.connect(
+        manager = self._manager = client.realtime.connect(
             model=self.model,
-            websocket_connection_options={
+            # websockets' own connect() options, which the SDK passes through untyped.
+            websocket_connection_options={  # type: ignore[typeddict-unknown-key]
                 "open_timeout": self.open_timeout,
                 "ping_interval": 20,
                 "ping_timeout": 20,
@@ -71,7 +76,7 @@ class WebSocketTransport:
             },
         )
         try:
-            self._conn = await self._manager.enter()
+            self._conn = await manager.enter()
         except InvalidStatus as exc:
             body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
             raise describe_http_status(exc.response.status_code, self.url, body) from exc

@@ -16,6 +16,7 @@ import time
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Group
 from rich.panel import Panel
@@ -149,7 +150,7 @@ class KeyReader:
     def __init__(self, on_key: Callable[[str], None]) -> None:
         self.on_key = on_key
         self.fd = sys.stdin.fileno()
-        self._saved = None
+        self._saved: list[Any] | None = None
 
     def start(self, loop) -> None:  # type: ignore[no-untyped-def]
         if os.isatty(self.fd):

@@ -170,7 +170,7 @@ class TurnDetector:
             eagerness = config.get("eagerness") or "auto"
             self.max_wait_ms = SEMANTIC_MAX_WAIT_MS[eagerness]
             self.min_wait_ms = SEMANTIC_MIN_WAIT_MS[eagerness]
-            self.required_silence_ms = self.max_wait_ms
+            self.required_silence_ms: float = self.max_wait_ms
             self.probe_ms = SEMANTIC_PROBE_MS
         else:
             self.required_silence_ms = int(config.get("silence_duration_ms", 500))

@@ -53,7 +53,8 @@ def _param(loc: tuple[Any, ...], event: dict[str, Any], missing: bool) -> str:
     pydantic puts union-branch labels (``int``, ``literal['inf']``, class names)
     into locations; walking the actual payload drops them.
     """
-    out, node = "", event
+    out = ""
+    node: Any = event
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(part, int) and isinstance(node, list) and part < len(node):

@@ -295,7 +295,7 @@ class RemoteSocket:
         self._inbox: collections.deque[str] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._sink: TextSink | None = None
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray | memoryview] = []
         self._closed: tuple[int, str] | None = None
         self._on_closed: Callable[[int, str], None] | None = None
         self._pressure: tuple[Callable[[], None], Callable[[], None]] | None = None
@@ -474,7 +474,7 @@ if WebSocketsSansIOProtocol is not None:
             self._splitter: FrameSplitter | None = None
 
         async def run_asgi(self) -> None:
-            self.scope["extensions"][FRAMES_EXTENSION] = self
+            self.scope["extensions"][FRAMES_EXTENSION] = self  # type: ignore[assignment]
             await super().run_asgi()
 
         def data_received(self, data: bytes) -> None:

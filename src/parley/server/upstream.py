@@ -53,8 +53,10 @@ class UpstreamSocket(Protocol):
 
 class Upstream(Protocol):
     kind: UpstreamKind
-    label: str
     http: httpx.AsyncClient
+
+    @property
+    def label(self) -> str: ...
 
     def auth_headers(self) -> dict[str, str]: ...
 

@@ -50,7 +50,7 @@ def allow_loopback_candidates() -> None:
         return
     if getattr(current, "_parley_loopback", False):
         return
-    aioice.ice.get_host_addresses = _with_loopback(current)
+    aioice.ice.get_host_addresses = _with_loopback(current)  # type: ignore[assignment]
 
 
 def _with_loopback(gather: Callable[[bool, bool], list[str]]) -> Callable[[bool, bool], list[str]]:

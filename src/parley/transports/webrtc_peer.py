@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -128,7 +128,9 @@ class RealtimePeer:
             offer = strip_ice_candidates(offer)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with contextlib.AsyncExitStack() as stack:
-            client = http or await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
+            client = http
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
             self.times["post"] = time.perf_counter()
             if session is None:
                 r = await client.post(
@@ -221,7 +223,7 @@ class RealtimePeer:
         resampler = Resampler(RTP_RATE, CANONICAL_RATE)
         while True:
             try:
-                frame = await track.recv()
+                frame = cast(AudioFrame, await track.recv())  # an audio track yields audio frames
             except MediaStreamError:
                 return
             pcm = resampler(to_mono(frame))

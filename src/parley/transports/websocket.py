@@ -111,7 +111,8 @@ async def _run(
     writer = asyncio.create_task(sink.pump(ws))
     reader = asyncio.create_task(_read(ws, session, max_bytes))
     try:
-        done, _ = await asyncio.wait({writer, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {writer, reader, closing}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if closing in done:
             code, reason = closing.result()
             sink.close()

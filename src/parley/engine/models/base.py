@@ -16,7 +16,7 @@ Conventions shared by every backend:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -140,7 +140,7 @@ class LanguageModel(Protocol):
 
     name: str
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         """Stream the reply; ends with exactly one :class:`Finish`.
 
         Raises an exception (any) when the model fails; the caller turns that
@@ -181,6 +181,6 @@ class TextToSpeech(Protocol):
 
     def synthesize(
         self, text: str, *, voice: str | None = None, speed: float = 1.0
-    ) -> AsyncIterator[SpeechChunk]:
+    ) -> AsyncGenerator[SpeechChunk, None]:
         """Speak ``text``; yields one or more chunks with word timings."""
         ...

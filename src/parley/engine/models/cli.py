@@ -143,8 +143,8 @@ async def _load_all(console, cfg: ModelConfig, problems: list[ModelUnavailable])
                 problems.append(
                     ModelUnavailable(stage, f"{type(exc).__name__}: {exc}", "see the log above (-vv)")
                 )
-    for stage in loaded.values():
-        close = getattr(stage.model, "close", None)
+    for loaded_stage in loaded.values():
+        close = getattr(loaded_stage.model, "close", None)
         if close is not None:
             result = close()
             if asyncio.iscoroutine(result):
