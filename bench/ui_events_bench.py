@@ -135,7 +135,7 @@ async def main(args: argparse.Namespace) -> dict:
 
     from parley.bench.speech import silence, write_wav
     from parley.engine.config import EngineConfig
-    from parley.engine.runtime import EngineRuntime
+    from parley.host.runtime import EngineRuntime
 
     if args.real_models:
         from tests.support.models import real_models

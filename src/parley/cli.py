@@ -15,7 +15,7 @@ import sys
 
 # command → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "engine": ("parley.engine.cli", "run the local OpenAI-Realtime-compatible engine"),
+    "engine": ("parley.host.cli", "run the local OpenAI-Realtime-compatible engine"),
     "serve": ("parley.server.cli", "run the web app (browser UI, ephemeral secrets, relays)"),
     "talk": ("parley.client.cli", "voice chat in the terminal (WebSocket or WebRTC)"),
     "models": ("parley.engine.models.cli", "prepare and verify the local models"),

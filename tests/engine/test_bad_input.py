@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import websockets
 
-from parley.engine.app import create_engine_app
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
 from parley.protocol.validation import validate_server_event
 from tests.fakes import FakeModels
 from tests.support.servers import serve_app

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from parley.engine.app import create_engine_app
 from parley.engine.config import EngineConfig
 from parley.engine.models.llm_openai import OpenAICompatibleLLM
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
 from tests.engine.test_realtime_e2e import Connection, received_audio, transcribe_back
 from tests.support.llama_server import llama_server
 from tests.support.servers import RunningServer, serve_app

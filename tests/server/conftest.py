@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.runtime import EngineRuntime
 from tests.server.support import Serve, serve_local
 from tests.support.models import real_models
 

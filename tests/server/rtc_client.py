@@ -15,8 +15,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from parley.media.ice import allow_loopback_candidates
 from parley.protocol.audio_formats import resample
-from parley.transports.webrtc_ice import allow_loopback_candidates
 from tests.eventlog import EventLog
 
 RTP_RATE = 48000

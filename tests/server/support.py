@@ -9,9 +9,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from parley.engine.app import create_engine_app
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
 from parley.server.app import create_app
 from parley.server.cli import uvicorn_config
 from parley.server.config import ServerConfig

@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.runtime import EngineRuntime
 from tests.server.support import Serve, serve_local
 from tests.support.models import real_models
 from tests.ui.support import Browsers, UiPage, speech_wav

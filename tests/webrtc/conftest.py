@@ -13,11 +13,11 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from parley.engine.app import create_engine_app
+from parley.bench.webrtc_peer import strip_ice_candidates
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
-from parley.transports.webrtc_ice import allow_loopback_candidates
-from parley.transports.webrtc_peer import strip_ice_candidates
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
+from parley.media.ice import allow_loopback_candidates
 from tests.fakes import FakeModels
 from tests.support.servers import RunningServer, serve_app
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import websockets
 
+from parley.bench.webrtc_peer import RealtimePeer
 from parley.protocol.validation import validate_server_event
-from parley.transports.webrtc_peer import RealtimePeer
 from tests.fakes import FakeLlm, FakeModels
 from tests.support.servers import RunningServer
 from tests.webrtc.conftest import call_tasks, engine, fake_runtime, released

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from parley.transports.webrtc import WebRTCOptions, calls_router
+from parley.host.transports.webrtc import WebRTCOptions, calls_router
 from tests.support.servers import serve_app
 from tests.webrtc.conftest import browser_like_offer, engine, fake_runtime, released
 
@@ -368,7 +368,7 @@ async def test_openai_python_calls_create_multipart() -> None:
 
 
 def test_ice_server_urls() -> None:
-    from parley.transports.webrtc_ice import ice_servers
+    from parley.media.ice import ice_servers
 
     stun, turn = ice_servers(
         ["stun:stun.example.org:3478", "turn:alice:s3cret@turn.example.org:3478?transport=udp"]

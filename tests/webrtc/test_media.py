@@ -12,7 +12,8 @@ import time
 import numpy as np
 from av import AudioFrame
 
-from parley.transports.webrtc_media import FRAME_SAMPLES, RTP_RATE, InputAudioPump, PacedAudioOutput
+from parley.host.transports.webrtc_media import InputAudioPump, PacedAudioOutput
+from parley.media.pacing import FRAME_SAMPLES, RTP_RATE
 
 RATE = 24000
 

@@ -23,11 +23,11 @@ import pytest
 import websockets
 
 from parley.bench.speech import silence, synthesize, voiced_span
+from parley.bench.webrtc_peer import RealtimePeer
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.runtime import EngineRuntime
 from parley.protocol.audio_formats import int16_to_float, resample
 from parley.protocol.validation import validate_server_event
-from parley.transports.webrtc_peer import RealtimePeer
 from tests.support.models import real_models
 from tests.support.servers import RunningServer
 from tests.support.text import recall, words

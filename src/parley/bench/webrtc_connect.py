@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 
 from parley.bench.turn import summary
-from parley.transports.webrtc_ice import allow_loopback_candidates
-from parley.transports.webrtc_peer import RealtimePeer
+from parley.bench.webrtc_peer import RealtimePeer
+from parley.media.ice import allow_loopback_candidates
 
 DEFAULTS: dict[str, Any] = {
     "connects": 20,

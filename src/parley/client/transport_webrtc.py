@@ -28,15 +28,9 @@ if TYPE_CHECKING:
 
 from parley.client.lowlatency import LowLatencyResampler as Resampler
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
+from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock, SampleQueue
+from parley.media.rtp_audio import stereo_frame, to_mono
 from parley.protocol.audio_formats import CANONICAL_RATE
-from parley.transports.webrtc_media import (
-    FRAME_SAMPLES,
-    RTP_RATE,
-    FrameClock,
-    SampleQueue,
-    stereo_frame,
-    to_mono,
-)
 
 
 class MicTrack(MediaStreamTrack):
@@ -97,7 +91,7 @@ class WebRTCTransport:
         import httpx
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from parley.transports.webrtc_ice import allow_loopback_candidates
+        from parley.media.ice import allow_loopback_candidates
 
         allow_loopback_candidates()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

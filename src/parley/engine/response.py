@@ -26,6 +26,7 @@ import numpy as np
 from parley.engine.conversation import Conversation, Item
 from parley.engine.generation import Generation, GenerationFailed, SpokenClause
 from parley.engine.models.base import Finish, TextDelta, ToolCallDelta
+from parley.media.playout import PlayoutPosition
 from parley.protocol import ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, OutputEncoder
 
@@ -50,15 +51,6 @@ class ResponseParams:
     @property
     def audio(self) -> bool:
         return self.output_modalities == ["audio"]
-
-
-@dataclass
-class PlayoutPosition:
-    """How far the listener got: ``played_ms`` of ``item_id``'s audio went out."""
-
-    response_id: str
-    item_id: str
-    played_ms: int
 
 
 class MediaOutput(Protocol):

@@ -29,8 +29,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from parley import __version__
-from parley.engine.app import engine_router
-from parley.engine.auth import bearer_token, openai_error
+from parley.host.app import engine_router
+from parley.httpapi import bearer_token, deny, openai_error
 from parley.protocol.session_config import DEFAULT_INSTRUCTIONS, SERVER_VAD_DEFAULTS, VOICES, default_session
 from parley.server.config import ServerConfig
 from parley.server.mint import MintError, build_session, mint_secret, parse_json
@@ -46,7 +46,6 @@ from parley.server.security import (
 from parley.server.tools import ToolRegistry, default_registry
 from parley.server.upstream import LocalUpstream, Upstream
 from parley.server.ws_relay import RelayStats, relay_websocket
-from parley.transports.websocket import deny
 
 log = logging.getLogger(__name__)
 # Module scripts need a JavaScript MIME type; Python's table does not know .mjs.

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from parley.engine.auth import is_loopback
+from parley.httpapi import is_loopback
 from parley.server.config import ServerConfig, resolve_upstream
 from parley.server.frames import relay_ws_protocol
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from parley.engine.auth import openai_error
+from parley.httpapi import openai_error
 
 ACCESS_TOKEN_HEADER = "x-parley-access-token"
 ACCESS_TOKEN_SUBPROTOCOL = "parley-access-token."

@@ -22,9 +22,9 @@ import httpx
 import websockets
 from fastapi import FastAPI
 
-from parley.engine.app import engine_router
-from parley.engine.auth import is_loopback
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import engine_router
+from parley.host.runtime import EngineRuntime
+from parley.httpapi import is_loopback
 from parley.server.asgi_ws import AsgiWebSocket, WebSocketRefused
 from parley.server.config import ServerConfig, UpstreamKind
 from parley.server.frames import RemoteSocket

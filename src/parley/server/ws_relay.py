@@ -19,11 +19,11 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from parley.httpapi import deny
 from parley.server.asgi_ws import WebSocketClosed, WebSocketRefused
 from parley.server.frames import FRAMES_EXTENSION, FrameEndpoint, RemoteSocket
 from parley.server.tools import ToolRegistry, ToolRunner
 from parley.server.upstream import Upstream, UpstreamSocket, UpstreamUnreachable
-from parley.transports.websocket import deny
 
 log = logging.getLogger(__name__)
 

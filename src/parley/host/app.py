@@ -14,7 +14,6 @@ wraps it in an app whose lifespan loads the models.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import time
@@ -26,11 +25,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from parley import __version__
-from parley.engine.auth import bearer_token, openai_error
-from parley.engine.runtime import EngineRuntime
+from parley.host.runtime import EngineRuntime
+from parley.host.transports.websocket import realtime_websocket
+from parley.httpapi import bearer_token, openai_error
 from parley.protocol.errors import ProtocolError
 from parley.protocol.session_config import apply_update, default_session, wire_session
-from parley.transports.websocket import realtime_websocket
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +120,11 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
             },
         }
 
-    # WebRTC lives in its own module; it adds /v1/realtime/calls when available.
+    # WebRTC (aiortc, PyAV) adds /v1/realtime/calls; without those packages WebSockets still work.
     with contextlib.suppress(ModuleNotFoundError):
-        webrtc = importlib.import_module("parley.transports.webrtc")
-        router.include_router(webrtc.calls_router(runtime))
+        from parley.host.transports.webrtc import calls_router
+
+        router.include_router(calls_router(runtime))
 
     return router
 

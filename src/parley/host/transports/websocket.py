@@ -15,12 +15,11 @@ import json
 import logging
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from parley.engine.auth import bearer_token, openai_error, subprotocol_token
-from parley.engine.runtime import EngineRuntime
 from parley.engine.session import RealtimeSession
+from parley.host.runtime import EngineRuntime
+from parley.httpapi import bearer_token, deny, subprotocol_token
 from parley.protocol import ids
 from parley.protocol.session_config import wire_session
 
@@ -43,16 +42,6 @@ class WebSocketSink:
     async def pump(self, ws: WebSocket) -> None:
         while (event := await self.queue.get()) is not None:
             await ws.send_text(json.dumps(event, separators=(",", ":")))
-
-
-async def deny(ws: WebSocket, status: int, message: str, code: str | None) -> None:
-    error_type = "invalid_request_error" if status != 429 else "rate_limit_error"
-    try:
-        await ws.send_denial_response(
-            JSONResponse(openai_error(message, error_type, code), status_code=status)
-        )
-    except RuntimeError:
-        await ws.close(code=1008, reason=message[:120])
 
 
 def _wants_extensions(ws: WebSocket) -> bool:

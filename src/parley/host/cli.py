@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import sys
 
-from parley.engine.auth import is_loopback
 from parley.engine.config import EngineConfig
+from parley.httpapi import is_loopback
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +63,9 @@ async def _serve(config: EngineConfig) -> int:
     import uvicorn
     from rich.console import Console
 
-    from parley.engine.app import create_engine_app
     from parley.engine.models.registry import ModelUnavailable
-    from parley.engine.runtime import EngineRuntime
+    from parley.host.app import create_engine_app
+    from parley.host.runtime import EngineRuntime
 
     console = Console(stderr=True)
     runtime = EngineRuntime(config)

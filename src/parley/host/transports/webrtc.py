@@ -32,16 +32,17 @@ from aiortc.mediastreams import MediaStreamTrack
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from parley.engine.auth import bearer_token, is_loopback
-from parley.engine.runtime import EngineRuntime
 from parley.engine.session import RealtimeSession
+from parley.host.runtime import EngineRuntime
+from parley.host.transports.webrtc_events import DataChannelSink
+from parley.host.transports.webrtc_media import InputAudioPump, PacedAudioOutput
+from parley.host.transports.webrtc_offer import CallError, check_offer, merge_updates, read_offer
+from parley.httpapi import bearer_token, is_loopback
+from parley.media import ice
+from parley.media.rtp_audio import lower_input_latency
 from parley.protocol import ids
 from parley.protocol.errors import ProtocolError
 from parley.protocol.session_config import apply_update, default_session
-from parley.transports import webrtc_ice, webrtc_media
-from parley.transports.webrtc_events import DataChannelSink
-from parley.transports.webrtc_media import InputAudioPump, PacedAudioOutput
-from parley.transports.webrtc_offer import CallError, check_offer, merge_updates, read_offer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class WebRTCCall:
         self.id = ids.rtc_call_id()
         self.runtime = runtime
         self.options = options
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=webrtc_ice.ice_servers(options.ice_servers)))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice.ice_servers(options.ice_servers)))
         self.output = PacedAudioOutput()
         self.sink = DataChannelSink(extensions=extensions)
         self.session: RealtimeSession = runtime.new_session(
@@ -173,7 +174,7 @@ class WebRTCCall:
         if self._remote_tracks == 1:  # one microphone per call
             for transceiver in self.pc.getTransceivers():
                 if transceiver.receiver.track is track:
-                    webrtc_media.lower_input_latency(transceiver.receiver)
+                    lower_input_latency(transceiver.receiver)
             self._spawn(self.pump.run(track), f"{self.id} input")
 
     def _feed(self, pcm: np.ndarray) -> None:
@@ -251,7 +252,7 @@ def _has_datachannel(sdp: str) -> bool:
 def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -> APIRouter:
     options = options or WebRTCOptions.from_runtime(runtime)
     if options.loopback_candidates:
-        webrtc_ice.allow_loopback_candidates()
+        ice.allow_loopback_candidates()
     router = APIRouter()
 
     @router.options("/v1/realtime/calls")

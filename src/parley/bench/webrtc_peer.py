@@ -22,16 +22,9 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock, SampleQueue
+from parley.media.rtp_audio import lower_input_latency, stereo_frame, to_mono
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
-from parley.transports.webrtc_media import (
-    FRAME_SAMPLES,
-    RTP_RATE,
-    FrameClock,
-    SampleQueue,
-    lower_input_latency,
-    stereo_frame,
-    to_mono,
-)
 
 
 class MicrophoneTrack(MediaStreamTrack):

@@ -15,7 +15,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 
-from parley.engine.auth import openai_error
+from parley.httpapi import openai_error
 
 SDP_CONTENT_TYPES = ("application/sdp", "text/plain", "")
 
