@@ -23,8 +23,7 @@ LOOPBACK_ONLY := $(shell unshare -n true 2>/dev/null && echo "unshare -n sh -c '
 run: install models
 	$(VENV)/bin/parley serve
 
-test: install system-deps models sdk-bundle
-	$(PY) -m ruff check src tests bench
+test: install system-deps models sdk-bundle lint
 	$(LOOPBACK_ONLY) $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
@@ -61,6 +60,8 @@ models: install
 lint: install
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 bench: install models
 	$(VENV)/bin/parley bench turn
