@@ -22,7 +22,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -36,6 +35,7 @@ from parley.engine.models.base import ChatRequest, ToolChoice, ToolSpec, Transcr
 from parley.engine.models.priority import PRIORITY
 from parley.engine.prompt import build_messages
 from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
+from parley.engine.speculation import Speculation, Speculator
 from parley.engine.turn_detection import (
     Probe,
     SpeechResumed,
@@ -44,20 +44,13 @@ from parley.engine.turn_detection import (
     TurnDetector,
     sounds_finished,
 )
+from parley.engine.turn_metrics import TurnMetrics
 from parley.protocol import ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, InputDecoder, int16_to_float, resample
 from parley.protocol.client_events import parse_client_event
 from parley.protocol.errors import ProtocolError, invalid_event, invalid_value
-from parley.protocol.session_config import (
-    apply_update,
-    check_format,
-    check_max_output_tokens,
-    check_output_modalities,
-    check_tool_choice,
-    check_tools,
-    default_session,
-    wire_session,
-)
+from parley.protocol.requests import check_item, check_response
+from parley.protocol.session_config import apply_update, default_session, wire_session
 from parley.protocol.validation import EventValidationError, validate_server_event
 
 if TYPE_CHECKING:
@@ -80,42 +73,6 @@ class EventSink(Protocol):
     def close(self) -> None:
         """The session has ended; no more events will come."""
         ...
-
-
-@dataclass
-class Speculation:
-    """Work started during the pause before a turn is confirmed (see TurnDetector)."""
-
-    start: int
-    end: int
-    conversation_version: int
-    config_version: int
-    stt: asyncio.Task[Transcript]
-    generation: asyncio.Task[Generation] | None = None
-    started: float = field(default_factory=time.perf_counter)
-    stt_done: float | None = None
-
-    def cancel(self) -> None:
-        self.stt.cancel()
-        self.cancel_generation()
-
-    def cancel_generation(self) -> None:
-        """Drop the speculative reply but keep the transcription (it now belongs to the user item)."""
-        if self.generation is not None:
-            if self.generation.done() and not self.generation.cancelled() and not self.generation.exception():
-                self.generation.result().cancel()
-            self.generation.cancel()
-
-
-@dataclass
-class TurnTimes:
-    """Milestones of one user turn, for ``parley.metrics`` (perf_counter seconds)."""
-
-    speech_stopped: float | None = None
-    stt_started: float | None = None
-    stt_done: float | None = None
-    speculative: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class RealtimeSession:
@@ -148,10 +105,9 @@ class RealtimeSession:
         self._decoder = InputDecoder(self._input_format)
         self._turns: TurnDetector | None = None
         self._speech_item_id: str | None = None  # id promised in speech_started
-        self._speculation: Speculation | None = None
+        self._speculator = Speculator(self._spawn)
         self._transcriptions: dict[str, asyncio.Task[Transcript]] = {}
-        self._turn_times: dict[str, TurnTimes] = {}  # keyed by user item id
-        self._response_turn: dict[str, str] = {}  # response id → user item id
+        self._metrics = TurnMetrics()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._deferred_turn: Item | None = None  # a user turn waiting for the active response to end
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -211,7 +167,7 @@ class RealtimeSession:
         self.closed = True
         for runner in list(self.responses.values()):
             runner.cancel("client_cancelled")
-        self._drop_speculation()
+        self._speculator.drop()
         for timer in (self._idle_timer, self._expiry_timer):
             if timer:
                 timer.cancel()
@@ -313,7 +269,7 @@ class RealtimeSession:
             )
         item_id = self._speech_item_id or ids.item_id()
         self._speech_item_id = None
-        self._drop_speculation()
+        self._speculator.drop()
         if self._turns:
             self._turns.reset()
         self._commit(self.buffer.take_all(), item_id)
@@ -321,7 +277,7 @@ class RealtimeSession:
     def _on_clear(self, event: dict[str, Any]) -> None:
         self.buffer.clear()
         self._speech_item_id = None
-        self._drop_speculation()
+        self._speculator.drop()
         if self._turns:
             self._turns.reset()
         self.emit({"type": "input_audio_buffer.cleared"})
@@ -398,7 +354,7 @@ class RealtimeSession:
         td = self.session["audio"]["input"]["turn_detection"]
         if td is None:
             self._turns = None
-            self._drop_speculation()
+            self._speculator.drop()
             return
         if self._turns is None:
             vad = self.models.vad
@@ -409,9 +365,8 @@ class RealtimeSession:
                 td,
                 min_speech_ms=self.config.vad_min_speech_ms,
                 probe_ms=self.config.speculation_probe_ms,
+                position=self.buffer.end,
             )
-            self._turns.position = self.buffer.end
-            self._turns._analysed = self.buffer.end
         else:
             self._turns.configure(td)
 
@@ -425,7 +380,7 @@ class RealtimeSession:
             elif isinstance(signal, Probe):
                 self._on_probe(signal)
             elif isinstance(signal, SpeechResumed):
-                self._drop_speculation()
+                self._speculator.drop()
             elif isinstance(signal, SpeechStopped):
                 self._on_speech_stopped(signal)
         if not self._turns.speaking:
@@ -458,17 +413,10 @@ class RealtimeSession:
             and self.session["audio"]["input"]["turn_detection"]["type"] != "semantic_vad"
         ):
             return
-        self._drop_speculation()
         audio = self.buffer.slice(probe.start, probe.end)
-        spec = Speculation(
-            probe.start,
-            probe.end,
-            self.conversation.version,
-            self._config_version,
-            stt=self._spawn(self._transcribe(audio)),
+        spec = self._speculator.start(
+            probe.start, probe.end, self.conversation.version, self._config_version, self._transcribe(audio)
         )
-        self._speculation = spec
-        spec.stt.add_done_callback(lambda _: setattr(spec, "stt_done", time.perf_counter()))
         td = self.session["audio"]["input"]["turn_detection"]
         if td["type"] == "semantic_vad":
             spec.stt.add_done_callback(self._semantic_decision)
@@ -478,12 +426,12 @@ class RealtimeSession:
             and self.active is None
             and self.session["type"] == "realtime"
         ):
-            spec.generation = self._spawn(self._speculative_generation(spec))
+            self._speculator.generate(spec, self._speculative_generation(spec))
 
     def _semantic_decision(self, task: asyncio.Task[Transcript]) -> None:
-        if task.cancelled() or task.exception() or self._turns is None or self._speculation is None:
+        if task.cancelled() or task.exception() or self._turns is None:
             return
-        if self._speculation.stt is not task:
+        if not self._speculator.is_current(task):
             return
         finished = sounds_finished(task.result().text)
         self._turns.set_required_silence(self._turns.min_wait_ms if finished else self._turns.max_wait_ms)
@@ -498,15 +446,8 @@ class RealtimeSession:
                 "item_id": item_id,
             }
         )
-        times = self._turn_times[item_id] = TurnTimes(speech_stopped=time.perf_counter())
-        spec, self._speculation = self._speculation, None
-        if spec is not None and not (
-            spec.start == signal.start
-            and spec.conversation_version == self.conversation.version
-            and spec.config_version == self._config_version
-        ):
-            spec.cancel()
-            spec = None
+        times = self._metrics.begin(item_id, speech_stopped=time.perf_counter())
+        spec = self._speculator.adopt(signal.start, self.conversation.version, self._config_version)
         audio = self.buffer.take(signal.start, signal.end)
         item = self._commit(audio, item_id, speculative_stt=spec.stt if spec else None)
         times.speculative = spec is not None and spec.generation is not None
@@ -564,7 +505,7 @@ class RealtimeSession:
     def _start_transcription(self, item: Item, speculative: asyncio.Task[Transcript] | None = None) -> None:
         assert item.audio is not None
         enabled = self.session["audio"]["input"]["transcription"] is not None
-        times = self._turn_times.get(item.id)
+        times = self._metrics.get(item.id)
         if times and speculative is None:
             times.stt_started = time.perf_counter()
         task = speculative or self._spawn(self._transcribe(item.audio))
@@ -630,78 +571,15 @@ class RealtimeSession:
     # ------------------------------------------------------------- responses
 
     def _response_params(self, overrides: dict[str, Any]) -> ResponseParams:
-        s = self.session
-        conversation = overrides.get("conversation", "auto")
-        if conversation not in ("auto", "none"):
-            raise invalid_value(
-                f"Invalid 'response.conversation': {conversation!r}. Supported values are: auto, none.",
-                "response.conversation",
-            )
-        metadata = overrides.get("metadata")
-        if metadata is not None:
-            if (
-                not isinstance(metadata, dict)
-                or len(metadata) > 16
-                or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
-            ):
-                raise invalid_value(
-                    "Invalid 'response.metadata': up to 16 string key/value pairs.", "response.metadata"
-                )
-        audio_out = (overrides.get("audio") or {}).get("output") or {}
-        voice = audio_out.get("voice") or s["audio"]["output"]["voice"]
-        if isinstance(voice, dict):
-            voice = voice.get("id") or s["audio"]["output"]["voice"]
-        fmt = (
-            check_format(audio_out["format"], "response.audio.output.format")
-            if "format" in audio_out
-            else s["audio"]["output"]["format"]
-        )
-        params = ResponseParams(
-            instructions=overrides["instructions"]
-            if isinstance(overrides.get("instructions"), str)
-            else s["instructions"],
-            tools=check_tools(overrides["tools"], "response.tools") if "tools" in overrides else s["tools"],
-            tool_choice=check_tool_choice(overrides["tool_choice"], "response.tool_choice")
-            if "tool_choice" in overrides
-            else s["tool_choice"],
-            output_modalities=check_output_modalities(
-                overrides["output_modalities"], "response.output_modalities"
-            )
-            if "output_modalities" in overrides
-            else s["output_modalities"],
-            max_output_tokens=check_max_output_tokens(
-                overrides["max_output_tokens"], "response.max_output_tokens"
-            )
-            if "max_output_tokens" in overrides
-            else s["max_output_tokens"],
-            voice=voice,
-            speed=float(s["audio"]["output"]["speed"]),
-            output_format=AudioFormat.from_json(fmt),
-            conversation=conversation,
-            input_items=self._input_items(overrides["input"]) if "input" in overrides else None,
-            metadata=metadata,
-        )
-        choice = params.tool_choice
-        if isinstance(choice, dict) and choice["name"] not in {t["name"] for t in params.tools}:
-            raise invalid_value(
-                f"Tool choice '{choice['name']}' is not one of the available tools.", "response.tool_choice"
-            )
-        return params
+        return ResponseParams(**check_response(overrides, self.session, self._input_item))
 
-    def _input_items(self, entries: Any) -> list[Item]:
-        if not isinstance(entries, list):
-            raise invalid_value("Invalid 'response.input': expected an array of items.", "response.input")
-        items = []
-        for i, entry in enumerate(entries):
-            if isinstance(entry, dict) and entry.get("type") == "item_reference":
-                items.append(self.conversation.get(entry.get("id", ""), f"response.input[{i}].id"))
-            else:
-                items.append(
-                    self._item_from_client(
-                        parse_client_event({"type": "conversation.item.create", "item": entry})["item"]
-                    )
-                )
-        return items
+    def _input_item(self, index: int, entry: Any) -> Item:
+        """One ``response.input`` entry: a reference to a conversation item, or a new item."""
+        if isinstance(entry, dict) and entry.get("type") == "item_reference":
+            return self.conversation.get(entry.get("id", ""), f"response.input[{index}].id")
+        return self._item_from_client(
+            parse_client_event({"type": "conversation.item.create", "item": entry})["item"]
+        )
 
     def _start_response(
         self,
@@ -716,7 +594,7 @@ class RealtimeSession:
         if params.conversation == "auto":
             self.active = runner
         if user_item is not None:
-            self._response_turn[runner.id] = user_item.id
+            self._metrics.answered_by(runner.id, user_item.id)
 
         async def prepare(r: ResponseRunner) -> Generation:
             if speculation is not None and speculation.generation is not None:
@@ -764,11 +642,6 @@ class RealtimeSession:
         )
         return await self._generation_for(self._response_params({}), provisional=provisional)
 
-    def _drop_speculation(self) -> None:
-        spec, self._speculation = self._speculation, None
-        if spec is not None:
-            spec.cancel()
-
     def response_finished(self, runner: ResponseRunner) -> None:
         """Called by a runner right after it emitted ``response.done``."""
         self.responses.pop(runner.id, None)
@@ -815,54 +688,8 @@ class RealtimeSession:
     # ------------------------------------------------------------- items
 
     def _item_from_client(self, wire: dict[str, Any]) -> Item:
-        kind = wire["type"]
-        if kind.startswith("mcp"):
-            raise ProtocolError(
-                "unsupported_item",
-                f"Items of type '{kind}' are not supported by the local engine.",
-                "item.type",
-            )
-        item = {k: v for k, v in wire.items()}
-        item["id"] = wire.get("id") or ids.item_id()
-        item["object"] = "realtime.item"
-        item["status"] = "completed"
-        audio: np.ndarray | None = None
-        heard: str | None = None
-        if kind == "message":
-            content = [dict(part) for part in wire.get("content") or []]
-            allowed = {
-                "user": ("input_text", "input_audio", "input_image"),
-                "system": ("input_text",),
-                "assistant": ("output_text", "output_audio"),
-            }[wire["role"]]
-            for i, part in enumerate(content):
-                if part.get("type") not in allowed:
-                    raise invalid_value(
-                        f"Invalid 'item.content[{i}].type' for a {wire['role']} message: "
-                        f"{part.get('type')!r}. Supported values are: {', '.join(allowed)}.",
-                        f"item.content[{i}].type",
-                    )
-                if part["type"] == "input_audio" and part.get("audio"):
-                    if audio is not None:
-                        raise invalid_value(
-                            "Only one audio part per message is supported.", f"item.content[{i}]"
-                        )
-                    try:
-                        data = base64.b64decode(part.pop("audio"), validate=True)
-                    except (binascii.Error, ValueError):
-                        raise invalid_value(
-                            "Invalid audio: not valid base64.", f"item.content[{i}].audio"
-                        ) from None
-                    audio = InputDecoder(self._input_format)(data)
-                    part.setdefault("transcript", None)
-                    if part.get("transcript"):
-                        heard = part["transcript"]
-                if part["type"] == "output_audio" and part.get("audio"):
-                    raise invalid_value("Clients cannot create assistant audio.", f"item.content[{i}].audio")
-            item["content"] = content
-        elif kind == "function_call":
-            item.setdefault("call_id", ids.call_id())
-        return Item(wire=item, audio=audio, heard_text=heard)
+        checked = check_item(wire, self._input_format)
+        return Item(wire=checked.wire, audio=checked.audio, heard_text=checked.transcript)
 
     # ------------------------------------------------------------- timers
 
@@ -915,37 +742,9 @@ class RealtimeSession:
 
     def _emit_metrics(self, runner: ResponseRunner) -> None:
         """Stage timings of a turn, for clients that opted in (``parley.metrics``)."""
-        if not any(s.extensions for s in self.sinks):
-            return
-        user_item = self._response_turn.pop(runner.id, None)
-        turn = self._turn_times.pop(user_item, None) if user_item else None
-        gen = runner.generation
-        origin = turn.speech_stopped if turn and turn.speech_stopped else runner.times.created
-
-        def rel(t: float | None) -> float | None:
-            return None if t is None else round((t - origin) * 1000, 1)
-
-        self.emit(
-            {
-                "type": "parley.metrics",
-                "response_id": runner.id,
-                "item_id": user_item,
-                "status": runner.status,
-                "speculative": bool(turn and turn.speculative),
-                "origin": "speech_stopped" if turn else "response.created",
-                # Milliseconds relative to the origin; negative = done before the turn was confirmed.
-                "stt_started_ms": rel(turn.stt_started) if turn else None,
-                "stt_done_ms": rel(turn.stt_done) if turn else None,
-                "llm_started_ms": rel(gen.times.started) if gen else None,
-                "llm_first_token_ms": rel(gen.times.first_token) if gen else None,
-                "first_clause_ms": rel(gen.times.first_clause) if gen else None,
-                "tts_first_chunk_ms": rel(gen.times.first_audio) if gen else None,
-                "first_audio_sent_ms": rel(runner.times.first_audio_sent),
-                "response_created_ms": rel(runner.times.created),
-                "done_ms": rel(runner.times.done),
-                "usage": dict(runner.usage),
-            }
-        )
+        event = self._metrics.event(runner)
+        if any(s.extensions for s in self.sinks):
+            self.emit(event)
 
     # ------------------------------------------------------------- tasks
 

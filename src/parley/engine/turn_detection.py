@@ -141,6 +141,7 @@ class TurnDetector:
         config: dict[str, Any],
         min_speech_ms: int = 64,
         probe_ms: int = 200,
+        position: int = 0,
     ) -> None:
         self.vad = vad_stream
         self.vad_rate = vad_rate
@@ -148,8 +149,8 @@ class TurnDetector:
         self.frame_ms = frame_samples * 1000 / vad_rate
         self._resample = Resampler(CANONICAL_RATE, vad_rate, quality="LQ")
         self._pending = np.zeros(0, dtype=np.float32)
-        self.position = 0  # absolute 24 kHz index of the next sample to arrive
-        self._analysed = 0  # absolute 24 kHz index up to which frames were scored
+        self.position = position  # absolute 24 kHz index of the next sample to arrive
+        self._analysed = position  # absolute 24 kHz index up to which frames were scored
         self.min_speech_ms = min_speech_ms
         self.server_probe_ms = probe_ms
         self.configure(config)
