@@ -62,6 +62,7 @@ class FakeLlm:
     token_delay: float = 0.002
     fail: bool = False
     name: str = "fake"
+    decides_tools: bool = True
     requests: list[ChatRequest] = field(default_factory=list)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:

@@ -622,7 +622,7 @@ class RealtimeSession:
             tool_choice=_tool_choice(params.tool_choice),
             max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
         )
-        if request.tool_choice.mode == "auto" and not getattr(self.models.llm, "decides_tools", True):
+        if request.tool_choice.mode == "auto" and not self.models.llm.decides_tools:
             request.tool_choice = tool_router.choose(request.messages, request.tools)
         tts = self.models.tts if params.audio else None
         if tts is not None:

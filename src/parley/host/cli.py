@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from parley.engine.config import EngineConfig
+from parley.engine.models.registry import backend_names
 from parley.httpapi import is_loopback
 
 
@@ -20,7 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--llm",
-        choices=["llama", "openai"],
+        choices=backend_names("llm"),
         default=None,
         help="LLM backend: local llama.cpp (default) or an OpenAI-compatible server",
     )

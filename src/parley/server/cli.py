@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from parley.engine.models.registry import backend_names
 from parley.httpapi import is_loopback
 from parley.server.config import ServerConfig, resolve_upstream
 from parley.server.frames import relay_ws_protocol
@@ -53,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--llm",
-        choices=["llama", "openai"],
+        choices=backend_names("llm"),
         default=None,
         help="embedded engine's LLM backend (see parley engine --help)",
     )

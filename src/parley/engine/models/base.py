@@ -135,10 +135,11 @@ ChatChunk = TextDelta | ToolCallDelta | Finish
 
 @runtime_checkable
 class LanguageModel(Protocol):
-    """A chat model. A backend may set ``decides_tools = False`` (small local
-    models) to have the engine pick the tool for ``tool_choice: "auto"``."""
+    """A chat model."""
 
     name: str
+    # False for small local models: the engine then picks the tool for ``tool_choice: "auto"``.
+    decides_tools: bool
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         """Stream the reply; ends with exactly one :class:`Finish`.

@@ -144,11 +144,7 @@ async def _load_all(console, cfg: ModelConfig, problems: list[ModelUnavailable])
                     ModelUnavailable(stage, f"{type(exc).__name__}: {exc}", "see the log above (-vv)")
                 )
     for loaded_stage in loaded.values():
-        close = getattr(loaded_stage.model, "close", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        await loaded_stage.entry.close(loaded_stage.model)
     return loaded
 
 
