@@ -72,7 +72,7 @@ async def test_barge_in_sends_cancel_when_session_does_not_interrupt(tmp_path):
         srv.reply_seconds = 6.0
         conv = _conv(srv, tmp_path, interrupt_response=False)
         async with conv:
-            assert conv._auto_interrupts() is False
+            assert conv.barge_in.server_interrupts() is False
             await _play_until(conv, 0.3)
             await srv.speech_started()
             await srv.wait_event("conversation.item.truncate")
@@ -208,9 +208,9 @@ async def test_local_vad_pause_resumes_when_server_does_not_confirm(tmp_path):
     async with fake_server(reply_seconds=4.0) as srv:
         conv = _conv(srv, tmp_path, local_vad_confirm_s=0.4)
         async with conv:
-            conv._vad = _ScriptedVad()
+            conv.microphone.vad = _ScriptedVad()
             item = await _play_until(conv, 0.4)
-            conv._vad.armed = True
+            conv.microphone.vad.armed = True
             await conv.wait_for("local_vad", timeout=2)
             handed = conv.player.handed(item)
             await asyncio.sleep(0.2)
@@ -224,9 +224,9 @@ async def test_local_vad_pause_then_server_confirms_truncates_at_pause(tmp_path)
     async with fake_server(reply_seconds=4.0) as srv:
         conv = _conv(srv, tmp_path, local_vad_confirm_s=2.0)
         async with conv:
-            conv._vad = _ScriptedVad()
+            conv.microphone.vad = _ScriptedVad()
             item = await _play_until(conv, 0.4)
-            conv._vad.armed = True
+            conv.microphone.vad.armed = True
             await conv.wait_for("local_vad", timeout=2)
             handed = conv.player.handed(item)
             await asyncio.sleep(0.3)  # the server's VAD is slower

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -224,21 +223,7 @@ async def run_trial(
     truncations: list[dict] = []
     conv.on("conversation.item.truncated", truncations.append)
     conv.on("input_audio_buffer.speech_started", lambda _e: speech_started.append(time.monotonic()))
-    if transport == "websocket":
-
-        def keep(ev: dict) -> None:
-            received.setdefault(ev["item_id"], []).append(conv._decoder(base64.b64decode(ev["delta"])))
-
-        conv.on("response.output_audio.delta", keep)
-    else:
-        orig = conv._on_rtc_audio
-
-        def keep_rtc(pcm: np.ndarray) -> None:
-            if conv._rtc_item is not None:
-                received.setdefault(conv._rtc_item, []).append(pcm)
-            orig(pcm)
-
-        conv._on_rtc_audio = keep_rtc  # type: ignore[method-assign]
+    conv.on_assistant_audio.append(lambda item_id, pcm: received.setdefault(item_id, []).append(pcm))
     texts: dict[str, str] = {}
     conv.on(
         "assistant.transcript.delta",

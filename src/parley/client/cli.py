@@ -449,9 +449,7 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
             if args.duration is not None and time.monotonic() - started >= args.duration:
                 break
             if args.exit_when_done and isinstance(audio, FileAudio) and audio.input_finished.is_set():
-                idle = (
-                    conv.state == "listening" and not conv._active_response and not conv.player.is_playing()
-                )
+                idle = conv.state == "listening" and not conv.active_response and not conv.player.is_playing()
                 idle_since = (idle_since or time.monotonic()) if idle else None
                 if idle_since is not None and time.monotonic() - idle_since > 2.5:
                     break

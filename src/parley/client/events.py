@@ -37,7 +37,8 @@ class EventHub:
         self._handlers[name].append(callback)
         return callback
 
-    async def _emit(self, name: str, payload: Any) -> None:
+    async def notify(self, name: str, payload: Any) -> None:
+        """Run the callbacks of ``name`` (not its waiters)."""
         for cb in list(self._handlers.get(name, ())):
             try:
                 result = cb(payload)
@@ -68,6 +69,7 @@ class EventHub:
                 except Exception as exc:
                     fut.set_exception(exc)
 
-    async def _signal(self, name: str, payload: Any) -> None:
+    async def signal(self, name: str, payload: Any) -> None:
+        """Resolve the waiters of ``name``, then run its callbacks."""
         self._resolve_waiters(name, payload)
-        await self._emit(name, payload)
+        await self.notify(name, payload)
