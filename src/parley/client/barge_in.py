@@ -1,18 +1,20 @@
 """Barge-in: the user talks over the assistant.
 
-Playback stops at once (silent from the next 20 ms block), and
+What the client must do is one table, :func:`duties`, the same as the browser
+client's (``web/static/js/realtime/barge-in.js``) and the README's "Barge-in"
+section. Playback stops at once (silent from the next 20 ms block), and
 ``conversation.item.truncate`` carries the milliseconds actually handed to the
 speaker, not the milliseconds received, so the server drops the unheard part
-of the reply. ``response.cancel`` is sent only when the session does not
-interrupt by itself. An optional local VAD pauses playback as soon as the user
-starts speaking, before the server's ``speech_started`` arrives; if the server
-never confirms (a cough, a door, our own echo), playback resumes.
+of the reply. An optional local VAD pauses playback as soon as the user starts
+speaking, before the server's ``speech_started`` arrives; if the server never
+confirms (a cough, a door, our own echo), playback resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from parley.client.options import Interruption
@@ -24,6 +26,52 @@ if TYPE_CHECKING:
 PendingPause = tuple[str, int, float]  # (item, samples handed to the speaker, paused at)
 
 
+@dataclass(frozen=True)
+class Duties:
+    stop: bool  # flush local playback
+    truncate: bool  # conversation.item.truncate at the played position
+    cancel: bool  # response.cancel with the active response's id
+    clear: bool  # output_audio_buffer.clear (WebRTC)
+
+
+def server_interrupts(session: dict) -> bool:
+    """Whether the session cancels (and over WebRTC clears) by itself when the user starts speaking.
+
+    A missing ``interrupt_response`` means true: the GA default, and what the engine does.
+    """
+    td = ((session.get("audio") or {}).get("input") or {}).get("turn_detection")
+    if not td:
+        return False
+    return td.get("interrupt_response") is not False
+
+
+def duties(
+    *,
+    voice: bool,
+    server_interrupts: bool,
+    over_webrtc: bool,
+    audible: bool,
+    active: bool,
+    truncate_over_webrtc: bool,
+) -> Duties:
+    """The client's part of a barge-in (the README's table).
+
+    ``voice``: the server reported speech (``speech_started``), as opposed to a
+    manual interrupt. ``audible``: assistant audio is being played. ``active``:
+    a response is in progress.
+    """
+    # The server stops the response itself only when the interruption is by voice and it interrupts.
+    client_stops_response = not voice or not server_interrupts
+    return Duties(
+        stop=audible,
+        # Over WebRTC the server truncates to what it sent; a client that knows what reached the
+        # speaker may truncate again with that smaller figure.
+        truncate=audible and (not over_webrtc or truncate_over_webrtc),
+        cancel=client_stops_response and active,
+        clear=over_webrtc and client_stops_response and (audible or active),
+    )
+
+
 class BargeIn:
     def __init__(self, conv: Conversation) -> None:
         self._conv = conv
@@ -31,11 +79,18 @@ class BargeIn:
         self._pending_local: PendingPause | None = None
 
     def server_interrupts(self) -> bool:
-        """Whether the session cancels the response by itself when the user starts speaking."""
-        td = ((self._conv.server_session.get("audio") or {}).get("input") or {}).get("turn_detection")
-        if not td:
-            return False
-        return bool(td.get("interrupt_response"))  # missing = false, as both official SDKs read it
+        return server_interrupts(self._conv.server_session)
+
+    def _duties(self, *, voice: bool, audible: bool) -> Duties:
+        conv = self._conv
+        return duties(
+            voice=voice,
+            server_interrupts=self.server_interrupts(),
+            over_webrtc=not conv.transport.audio_in_events,
+            audible=audible,
+            active=conv.active_response is not None,
+            truncate_over_webrtc=conv.options.truncate_over_webrtc,
+        )
 
     def reset(self) -> None:
         self._pending_local = None
@@ -69,9 +124,10 @@ class BargeIn:
     async def speech_started(self) -> None:
         conv = self._conv
         now = time.monotonic()
-        playing = conv.player.is_playing(now) or self._pending_local is not None
-        if playing or (conv.active_response and not self.server_interrupts()):
-            await self.interrupt("server_vad", cancel=False, speech_started_at=now)
+        audible = conv.player.is_playing(now) or self._pending_local is not None
+        todo = self._duties(voice=True, audible=audible)
+        if todo.stop or todo.cancel or todo.clear:
+            await self.interrupt("server_vad", voice=True, speech_started_at=now)
 
     async def truncated(self, ev: dict) -> None:
         for intr in reversed(self.interruptions):
@@ -82,8 +138,9 @@ class BargeIn:
     # --- the interruption ---
 
     async def interrupt(
-        self, trigger: str, *, cancel: bool, speech_started_at: float | None = None
+        self, trigger: str, *, voice: bool = False, speech_started_at: float | None = None
     ) -> Interruption | None:
+        """Stop the assistant: by voice (the server's ``speech_started``) or by hand."""
         conv = self._conv
         player = conv.player
         now = time.monotonic()
@@ -94,6 +151,7 @@ class BargeIn:
             item = local[0]
         player.flush()
         conv.latency.stop_waiting()
+        todo = self._duties(voice=voice, audible=item is not None)
         result = None
         if item is not None:
             handed = player.handed(item)
@@ -112,7 +170,7 @@ class BargeIn:
             turn = conv.transcript.turn(item)
             if turn is not None:
                 turn.interrupted = True
-            if conv.transport.audio_in_events or conv.options.truncate_over_webrtc:
+            if todo.truncate:
                 await conv.send(
                     {
                         "type": "conversation.item.truncate",
@@ -121,12 +179,12 @@ class BargeIn:
                         "audio_end_ms": audio_end_ms,
                     }
                 )
-        if conv.active_response and (cancel or not self.server_interrupts()):
+        if todo.cancel:
             await conv.send({"type": "response.cancel", "response_id": conv.active_response})
             if result is not None:
                 result.cancel_sent = True
-            if not conv.transport.audio_in_events:
-                await conv.send({"type": "output_audio_buffer.clear"})
+        if todo.clear:
+            await conv.send({"type": "output_audio_buffer.clear"})
         await conv.set_state("listening")
         if result is not None:
             await conv.signal("interrupted", result)

@@ -57,7 +57,7 @@ class Connection:
         transport = conv.transport
         await transport.connect()
         if transport.audio_in_events is False:
-            transport.on_audio = conv.rtc_audio
+            transport.on_audio = conv.playback.rtc_audio
         self.session_count += 1
         await self._configure()
         self.connected.set()

@@ -11,12 +11,13 @@ async with conv:
     await conv.wait_for("response.done")
 ```
 
-:class:`Conversation` is a facade over five parts, each in its own module:
+:class:`Conversation` is a facade over six parts, each in its own module:
 
 * :class:`~parley.client.connection.Connection`: connect, configure the session, reconnect;
 * :class:`~parley.client.microphone.Microphone`: echo cancellation, local VAD, gating, encoding;
 * :class:`~parley.client.barge_in.BargeIn`: stop, truncate and cancel when the user talks over
   the assistant (the rules are in the README's barge-in table);
+* :class:`~parley.client.playback.Playback`: assistant audio (events or RTP) → the player;
 * :class:`~parley.client.transcript.TranscriptModel`: the turns as text, as heard;
 * :class:`~parley.client.latency.LatencyMeter`: end of turn → first reply sample at the speaker.
 
@@ -32,7 +33,6 @@ Assistant audio as it is handed to the speaker: :attr:`Conversation.on_assistant
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 
 from parley.client.barge_in import BargeIn
-from parley.client.codecs import OutputDecoder
 from parley.client.connection import Connection
 from parley.client.devices import AudioDevice, NullAudio
 from parley.client.events import Callback, EventHub
 from parley.client.latency import LatencyMeter
 from parley.client.microphone import Microphone
 from parley.client.options import STATES, ClientOptions, Interruption, SessionOptions, Turn
+from parley.client.playback import Playback
 from parley.client.player import Player
 from parley.client.transcript import TranscriptModel
 from parley.client.transport import ConnectionLost, Transport
@@ -82,8 +82,6 @@ class Conversation(EventHub):
         self.audio: AudioDevice = audio if audio is not None else NullAudio()
         self.recorder = recorder
         self.player = Player()
-        #: Called with (item id, 24 kHz int16 PCM) for each piece of assistant audio handed to the player.
-        self.on_assistant_audio: list[Callable[[str, np.ndarray], None]] = []
         self.closed = asyncio.Event()
         self.state = "connecting"
         self.server_session: dict[str, Any] = {}
@@ -95,14 +93,18 @@ class Conversation(EventHub):
         self.barge_in = BargeIn(self)
         self.transcript = TranscriptModel(self)
         self.latency = LatencyMeter(self)
+        self.playback = Playback(self)
         self.transport: Transport = self.connection.make_transport()
-        self._rtc_item: str | None = None  # assistant item whose audio currently arrives over RTP
-        self._decoder = OutputDecoder(AudioFormat(self.session_options.output_format))
         self._tasks: list[asyncio.Task] = []
         self._bg: set[asyncio.Future] = set()
         self._events = self._event_table()
 
     # --- what the parts record ------------------------------------------------------------
+
+    @property
+    def on_assistant_audio(self) -> list[Callable[[str, np.ndarray], None]]:
+        """Hooks called with (item id, 24 kHz int16 PCM) for each piece of assistant audio played."""
+        return self.playback.hooks
 
     @property
     def turns(self) -> list[Turn]:
@@ -186,7 +188,7 @@ class Conversation(EventHub):
         """The connection dropped: whatever the old session was saying is gone."""
         self.player.flush()
         self.active_response = None
-        self._rtc_item = None
+        self.playback.reset()
         self.barge_in.reset()
         self.latency.stop_waiting()
         self.microphone.reset()
@@ -284,13 +286,13 @@ class Conversation(EventHub):
 
     async def interrupt(self, trigger: str = "manual") -> Interruption | None:
         """Stop the assistant now: flush playback, truncate to what was heard, cancel if needed."""
-        return await self.barge_in.interrupt(trigger, cancel=True)
+        return await self.barge_in.interrupt(trigger)
 
     # --- receiving ------------------------------------------------------------------------
 
     def _event_table(self) -> dict[str, tuple[Handler, ...]]:
         """Which parts handle which server event, in order (before the event's own callbacks)."""
-        transcript, barge_in = self.transcript, self.barge_in
+        transcript, barge_in, playback = self.transcript, self.barge_in, self.playback
         return {
             "session.created": (self._session_created,),
             "session.updated": (self._session_updated,),
@@ -303,15 +305,15 @@ class Conversation(EventHub):
             "conversation.item.truncated": (barge_in.truncated, transcript.truncated),
             "response.created": (self._response_created,),
             "response.done": (self._response_done,),
-            "response.output_item.added": (self._output_item_added,),
-            "response.output_audio.delta": (self._audio_delta,),
-            "response.output_audio.done": (self._audio_done,),
+            "response.output_item.added": (playback.assistant_item, self._output_item_added),
+            "response.output_audio.delta": (playback.audio_delta,),
+            "response.output_audio.done": (playback.audio_done,),
             "response.output_audio_transcript.delta": (transcript.assistant_delta,),
             "response.output_text.delta": (transcript.assistant_delta,),
             "response.output_audio_transcript.done": (transcript.assistant_done,),
-            "output_audio_buffer.started": (self._output_buffer_started,),
-            "output_audio_buffer.stopped": (self._output_buffer_stopped,),
-            "output_audio_buffer.cleared": (self._output_buffer_cleared,),
+            "output_audio_buffer.started": (playback.buffer_started,),
+            "output_audio_buffer.stopped": (playback.buffer_stopped,),
+            "output_audio_buffer.cleared": (playback.buffer_cleared,),
             "error": (self._error,),
         }
 
@@ -325,18 +327,6 @@ class Conversation(EventHub):
         await self.signal(etype, ev)
         await self.notify("*", ev)
 
-    def rtc_audio(self, pcm: np.ndarray) -> None:
-        """Assistant audio decoded from RTP (WebRTC transports)."""
-        if self._rtc_item is not None:
-            self._play(self._rtc_item, pcm)
-
-    def _play(self, item_id: str, pcm: np.ndarray, *, first: bool = True) -> None:
-        if first:
-            self.latency.reply_audio()
-        for hook in self.on_assistant_audio:
-            hook(item_id, pcm)
-        self.player.write(item_id, pcm)
-
     async def _session_created(self, ev: dict) -> None:
         self.server_session = ev.get("session") or {}
 
@@ -345,7 +335,7 @@ class Conversation(EventHub):
         audio = self.server_session.get("audio") or {}
         fmt = (audio.get("output") or {}).get("format")
         if fmt:
-            self._decoder = OutputDecoder(AudioFormat.from_json(fmt))
+            self.playback.set_format(AudioFormat.from_json(fmt))
         fmt_in = (audio.get("input") or {}).get("format")
         if fmt_in:
             self.microphone.set_format(AudioFormat.from_json(fmt_in))
@@ -375,29 +365,7 @@ class Conversation(EventHub):
     async def _output_item_added(self, ev: dict) -> None:
         item = ev.get("item") or {}
         if item.get("type") == "message" and item.get("role") == "assistant":
-            self._rtc_item = item.get("id")
             await self.transcript.item_added({"item": item})
-
-    async def _audio_delta(self, ev: dict) -> None:
-        self._play(ev.get("item_id", ""), self._decoder(base64.b64decode(ev.get("delta") or "")))
-
-    async def _audio_done(self, ev: dict) -> None:
-        tail = self._decoder.flush()
-        if len(tail):
-            self._play(ev.get("item_id", ""), tail, first=False)
-
-    async def _output_buffer_started(self, ev: dict) -> None:
-        if not self.transport.audio_in_events and self._rtc_item is None:
-            self._rtc_item = ev.get("response_id")
-
-    async def _output_buffer_stopped(self, ev: dict) -> None:
-        if not self.transport.audio_in_events:
-            self._rtc_item = None
-
-    async def _output_buffer_cleared(self, ev: dict) -> None:
-        if not self.transport.audio_in_events:
-            self._rtc_item = None
-            self.player.flush()
 
     async def _error(self, ev: dict) -> None:
         err = ev.get("error") or {}
