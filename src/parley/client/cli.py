@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from parley.protocol.session_config import VOICES
@@ -228,22 +229,75 @@ async def _replay(args: argparse.Namespace) -> int:
 
 async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-untyped-def]
     from rich.console import Console
-    from rich.live import Live
 
+    from parley.client.transport import TransportError
+    from parley.client.tui import KeyReader, ViewModel
+
+    url, key, transport_options = _resolve_target(args)
+    conv = _conversation(args, audio, url, key, transport_options)
+    console = Console()
+    interactive = not args.plain and sys.stdout.isatty()
+    vm = ViewModel(url=url, transport=args.transport, ptt=_push_to_talk(args), voice=args.voice)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def out(text: str) -> None:
+        if not interactive:
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    _show(conv, vm, out, stop)
+    keyboard = _Keyboard(conv, vm, out, stop)
+    keys = KeyReader(keyboard.editor.key) if sys.stdin.isatty() else None
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    code = 0
+    screen = _Screen(console, vm) if interactive else None
+    try:
+        if screen is not None:
+            screen.start()
+        try:
+            if not await _start(conv, stop):
+                return 0
+        except TransportError as exc:
+            if screen is not None:
+                screen.stop()
+                screen = None
+            console.print(f"[red]parley talk: {exc}[/]", highlight=False, soft_wrap=True)
+            return 1
+        if keys is not None:
+            keys.start(loop)
+        for text in args.say:
+            await keyboard.command(text)
+        await _run(args, conv, vm, audio, screen, stop)
+        if conv.connection_status == "failed":
+            code = 1
+    finally:
+        if keys is not None:
+            keys.stop()
+        # Close first (files complete), then restore the terminal.
+        await conv.close()
+        if screen is not None:
+            screen.stop()
+        keyboard.cancel_pending()
+    return _report(args, console, vm, interactive, code)
+
+
+def _push_to_talk(args: argparse.Namespace) -> bool:
+    return args.push_to_talk or args.turn_detection == "none"
+
+
+def _conversation(args: argparse.Namespace, audio, url: str, key: str, transport_options: dict):  # type: ignore[no-untyped-def]
     from parley.client.conversation import Conversation
     from parley.client.devices import FileAudio
     from parley.client.options import ClientOptions, SessionOptions
     from parley.client.recorder import Recorder
-    from parley.client.transport import TransportError
-    from parley.client.tui import KeyReader, LineEditor, ViewModel, render
 
-    url, key, transport_options = _resolve_target(args)
-    ptt = args.push_to_talk or args.turn_detection == "none"
     session = SessionOptions(
         model=args.model,
         voice=args.voice,
         instructions=args.instructions,
-        turn_detection=None if ptt else args.turn_detection,
+        turn_detection=None if _push_to_talk(args) else args.turn_detection,
         silence_duration_ms=args.silence_ms,
         transcription_model=None if args.no_transcription else "whisper-1",
     )
@@ -254,28 +308,21 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
         half_duplex=args.half_duplex,
         reconnect=not args.no_reconnect,
     )
-    recorder = Recorder(args.record) if args.record else None
-    conv = Conversation(
+    return Conversation(
         url,
         key,
         transport=args.transport,
         session=session,
         options=options,
         audio=audio,
-        recorder=recorder,
+        recorder=Recorder(args.record) if args.record else None,
         transport_options=transport_options,
     )
-    console = Console()
-    interactive = not args.plain and sys.stdout.isatty()
-    vm = ViewModel(url=url, transport=args.transport, ptt=ptt, voice=args.voice)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
 
-    def out(text: str) -> None:
-        if not interactive:
-            console.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    # --- conversation → view ---------------------------------------------------------
+def _show(conv, vm, out: Callable[[str], None], stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+    """Conversation → view: the full-screen view model, or lines with --plain."""
+
     def on_connection(ev: dict) -> None:
         vm.connection = ev["status"]
         note = ""
@@ -352,24 +399,43 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
     conv.on("error", on_error)
     conv.on("mic.level", on_level)
 
-    # --- keyboard → conversation -----------------------------------------------------
-    pending: set[asyncio.Task] = set()
 
-    def spawn(coro) -> None:  # type: ignore[no-untyped-def]
+class _Keyboard:
+    """Keyboard → conversation: typed lines, slash commands, push-to-talk and Esc."""
+
+    def __init__(self, conv, vm, out: Callable[[str], None], stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+        from parley.client.tui import LineEditor
+
+        self.conv, self.vm, self.out, self.stop = conv, vm, out, stop
+        self._pending: set[asyncio.Future] = set()
+        self.editor = LineEditor(
+            vm,
+            on_line=lambda line: self._spawn(self.command(line)),
+            on_ptt=lambda: self._spawn(self._toggle_ptt()),
+            on_escape=lambda: self._spawn(conv.interrupt()),
+            on_eof=stop.set,
+        )
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.ensure_future(coro)
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
-    async def command(line: str) -> None:
+    def cancel_pending(self) -> None:
+        for task in self._pending:
+            task.cancel()
+
+    async def command(self, line: str) -> None:
+        conv, vm = self.conv, self.vm
         if not line.startswith("/"):
             vm.lines.append(_typed_line(line))
-            out(f"you (typed): {line}")
+            self.out(f"you (typed): {line}")
             await conv.send_text(line)
             return
         name, _, rest = line[1:].partition(" ")
         rest = rest.strip()
         if name in ("quit", "exit", "q"):
-            stop.set()
+            self.stop.set()
         elif name == "mute":
             conv.mute(True)
             vm.muted = True
@@ -393,79 +459,73 @@ async def _talk(args: argparse.Namespace, audio) -> int:  # type: ignore[no-unty
         else:
             vm.note("commands: /mute /unmute /voice NAME /instructions TEXT /stop /quit")
 
-    async def toggle_ptt() -> None:
-        await conv.push_to_talk(not conv.ptt_active)
-        vm.ptt_active = conv.ptt_active
+    async def _toggle_ptt(self) -> None:
+        await self.conv.push_to_talk(not self.conv.ptt_active)
+        self.vm.ptt_active = self.conv.ptt_active
 
-    editor = LineEditor(
-        vm,
-        on_line=lambda line: spawn(command(line)),
-        on_ptt=lambda: spawn(toggle_ptt()),
-        on_escape=lambda: spawn(conv.interrupt()),
-        on_eof=stop.set,
-    )
-    keys = KeyReader(editor.key) if sys.stdin.isatty() else None
 
-    # --- run -------------------------------------------------------------------------
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-    code = 0
-    live = (
-        Live(console=console, auto_refresh=False, screen=True, redirect_stderr=False) if interactive else None
-    )
-    try:
-        if live is not None:
-            live.start()
-            live.update(render(vm, console.height, console.width), refresh=True)
-        try:
-            # Ctrl-C while still connecting must not wait for a connect timeout.
-            starting = asyncio.ensure_future(conv.start())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not starting.done():
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await starting
-                return 0
-            starting.result()
-        except TransportError as exc:
-            if live is not None:
-                live.stop()
-                live = None
-            console.print(f"[red]parley talk: {exc}[/]", highlight=False, soft_wrap=True)
-            return 1
-        if keys is not None:
-            keys.start(loop)
-        for text in args.say:
-            await command(text)
-        started = time.monotonic()
-        idle_since: float | None = None
-        while not stop.is_set() and not conv.closed.is_set():
-            if live is not None:
-                live.update(render(vm, console.height, console.width), refresh=True)
-            vm.muted, vm.ptt_active = conv.muted, conv.ptt_active
-            if args.duration is not None and time.monotonic() - started >= args.duration:
+class _Screen:
+    """The full-screen view (rich Live on the alternate screen)."""
+
+    def __init__(self, console, vm) -> None:  # type: ignore[no-untyped-def]
+        from rich.live import Live
+
+        self.console, self.vm = console, vm
+        self.live = Live(console=console, auto_refresh=False, screen=True, redirect_stderr=False)
+
+    def start(self) -> None:
+        self.live.start()
+        self.refresh()
+
+    def refresh(self) -> None:
+        from parley.client.tui import render
+
+        self.live.update(render(self.vm, self.console.height, self.console.width), refresh=True)
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+async def _start(conv, stop: asyncio.Event) -> bool:  # type: ignore[no-untyped-def]
+    """Connect; False if the user gave up first (Ctrl-C while connecting must not wait for a timeout)."""
+    starting = asyncio.ensure_future(conv.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+        return False
+    starting.result()
+    return True
+
+
+async def _run(
+    args: argparse.Namespace, conv, vm, audio, screen: _Screen | None, stop: asyncio.Event
+) -> None:  # type: ignore[no-untyped-def]
+    """Until the user quits, the connection ends, --duration passes or --exit-when-done is met."""
+    from parley.client.devices import FileAudio
+
+    started = time.monotonic()
+    idle_since: float | None = None
+    while not stop.is_set() and not conv.closed.is_set():
+        if screen is not None:
+            screen.refresh()
+        vm.muted, vm.ptt_active = conv.muted, conv.ptt_active
+        if args.duration is not None and time.monotonic() - started >= args.duration:
+            break
+        if args.exit_when_done and isinstance(audio, FileAudio) and audio.input_finished.is_set():
+            idle = conv.state == "listening" and not conv.active_response and not conv.player.is_playing()
+            idle_since = (idle_since or time.monotonic()) if idle else None
+            if idle_since is not None and time.monotonic() - idle_since > 2.5:
                 break
-            if args.exit_when_done and isinstance(audio, FileAudio) and audio.input_finished.is_set():
-                idle = conv.state == "listening" and not conv.active_response and not conv.player.is_playing()
-                idle_since = (idle_since or time.monotonic()) if idle else None
-                if idle_since is not None and time.monotonic() - idle_since > 2.5:
-                    break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
-        if conv.connection_status == "failed":
-            code = 1
-    finally:
-        if keys is not None:
-            keys.stop()
-        # Close first (files complete), then restore the terminal.
-        await conv.close()
-        if live is not None:
-            live.stop()
-        for task in pending:
-            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+
+
+def _report(args: argparse.Namespace, console, vm, interactive: bool, code: int) -> int:  # type: ignore[no-untyped-def]
+    """After the full-screen view: the last lines of the conversation, and what went wrong."""
     if interactive:
         for line in vm.lines[-40:]:
             console.print(
