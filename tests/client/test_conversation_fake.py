@@ -16,7 +16,7 @@ from parley.client.options import ClientOptions, SessionOptions
 from parley.client.recorder import Recorder, load_events
 from parley.client.transport import TransportError
 from parley.client.wavio import read_wav
-from tests.client.fake_server import fake_server
+from tests.support.fake_server import fake_server
 
 
 def _conv(srv, tmp_path, *, interrupt_response: bool = True, key: str = "good", **opts) -> Conversation:

@@ -20,7 +20,7 @@ from openai import AsyncOpenAI
 
 from parley.bench.speech import silence, synthesize
 from parley.protocol.audio_formats import int16_to_float, resample
-from tests.eventlog import EventLog
+from tests.support.eventlog import EventLog
 from tests.support.pacing import stream_pcm
 from tests.support.servers import RunningServer
 from tests.support.text import char_similarity, recall

@@ -15,19 +15,11 @@ import pytest
 
 from parley.engine.config import EngineConfig
 from parley.engine.session import RealtimeSession
-from tests.eventlog import EventLog
-from tests.fakes import FakeModels
+from tests.support.audio import silence, tone
+from tests.support.eventlog import EventLog
+from tests.support.fakes import FakeModels
 
 RATE = 24000
-
-
-def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * 300 * t) * amplitude * 32767).astype(np.int16)
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * RATE), dtype=np.int16)
 
 
 def b64(pcm: np.ndarray) -> str:

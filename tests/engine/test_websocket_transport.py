@@ -14,7 +14,7 @@ from parley.engine.config import EngineConfig
 from parley.host.app import create_engine_app
 from parley.host.runtime import EngineRuntime
 from parley.protocol.validation import validate_server_event
-from tests.fakes import FakeModels
+from tests.support.fakes import FakeModels
 from tests.support.servers import serve_app
 
 

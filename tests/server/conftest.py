@@ -7,8 +7,8 @@ import pytest
 
 from parley.engine.config import EngineConfig
 from parley.host.runtime import EngineRuntime
-from tests.server.support import Serve, serve_local
 from tests.support.models import real_models
+from tests.support.serve import Serve, serve_local
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from av import AudioFrame
 
 from parley.media.ice import allow_loopback_candidates
 from parley.protocol.audio_formats import resample
-from tests.eventlog import EventLog
+from tests.support.eventlog import EventLog
 
 RTP_RATE = 48000
 FRAME = 960  # 20 ms

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from parley.bench.speech import silence, synthesize, write_wav
 from parley.protocol.validation import server_event_classes, validate_server_event
 from tests.server.browser import ARTIFACTS, CHROMIUM, chromium_args, sdk_bundle
-from tests.server.support import Serve
+from tests.support.serve import Serve
 from tests.support.text import recall
 
 pytestmark = [pytest.mark.browser, pytest.mark.models]

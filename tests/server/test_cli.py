@@ -44,7 +44,7 @@ def test_refuses_public_bind_without_access_token(
 
 def test_public_bind_gives_the_embedded_engine_a_private_key() -> None:
     from parley.server.upstream import LocalUpstream
-    from tests.server.support import fake_runtime
+    from tests.support.serve import fake_runtime
 
     runtime = fake_runtime()
     LocalUpstream(runtime, bound_to_loopback=False)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from parley.server.sdp_relay import CallError, check_offer
 from tests.server.rtc_client import RtcClient
-from tests.server.support import Serve, serve_local, serve_remote
+from tests.support.serve import Serve, serve_local, serve_remote
 from tests.support.servers import serve_app
 
 

@@ -24,10 +24,10 @@ from openai import AsyncOpenAI
 
 from parley.bench.speech import silence, synthesize
 from parley.protocol.audio_formats import int16_to_float, resample
-from tests.eventlog import EventLog
 from tests.server.rtc_client import RtcClient
-from tests.server.support import Serve
+from tests.support.eventlog import EventLog
 from tests.support.pacing import stream_pcm
+from tests.support.serve import Serve
 from tests.support.text import recall, similar
 
 pytestmark = [pytest.mark.models]

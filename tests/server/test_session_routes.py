@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.server.support import UPSTREAM_KEY, dead_upstream_url, serve_local, serve_remote
+from tests.support.serve import UPSTREAM_KEY, dead_upstream_url, serve_local, serve_remote
 
 
 async def test_config_describes_upstream_tools_and_defaults() -> None:

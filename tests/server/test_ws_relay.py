@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 from parley.protocol.validation import validate_server_event
 from parley.server.tools import ToolRunner, default_registry
 from parley.server.ws_relay import rewrite_session_update
-from tests.server.support import Serve, serve_local, serve_remote
+from tests.support.serve import Serve, serve_local, serve_remote
 
 
 async def recv(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:

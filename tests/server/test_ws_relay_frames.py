@@ -14,8 +14,8 @@ import websockets
 
 import parley.server.ws_relay as ws_relay
 from parley.server.tools import ToolRegistry
-from tests.server.support import serve_remote
 from tests.server.test_ws_relay import relayed_tool_turn
+from tests.support.serve import serve_remote
 from tests.support.servers import free_port
 
 Handler = Callable[[Any], Awaitable[None]]

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.server.support import Serve
+from tests.support.serve import Serve
 from tests.support.text import recall
+from tests.support.ui import speech_timeline, speech_wav
 from tests.ui.conftest import LEAD_S, QUESTION, OpenPage
-from tests.ui.support import speech_timeline, speech_wav
 
 pytestmark = [pytest.mark.models, pytest.mark.browser]
 

@@ -18,7 +18,7 @@ from parley.engine.config import EngineConfig
 from parley.host.app import create_engine_app
 from parley.host.runtime import EngineRuntime
 from parley.media.ice import allow_loopback_candidates
-from tests.fakes import FakeModels
+from tests.support.fakes import FakeModels
 from tests.support.servers import RunningServer, serve_app
 
 # Test peers run in this process and need loopback candidates as much as the engine does.

@@ -21,7 +21,8 @@ import websockets
 
 from parley.bench.webrtc_peer import RealtimePeer
 from parley.protocol.validation import validate_server_event
-from tests.fakes import FakeLlm, FakeModels
+from tests.support.audio import tone
+from tests.support.fakes import FakeLlm, FakeModels
 from tests.support.servers import RunningServer
 from tests.webrtc.conftest import call_tasks, engine, fake_runtime, released
 
@@ -78,11 +79,6 @@ def heard_ms(peer: RealtimePeer, since: float, until: float = float("inf")) -> i
         c for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True) if since <= t < until
     ]
     return int(loud(np.concatenate(chunks)).sum()) * 10 if chunks else 0
-
-
-def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * 300 * t) * amplitude * 32767).astype(np.int16)
 
 
 async def test_turn_events_on_the_channel_and_audio_on_rtp() -> None:

@@ -23,13 +23,7 @@ from websockets.http11 import Response
 from parley.protocol import ids
 from parley.protocol.audio_formats import AudioFormat, OutputEncoder
 from parley.protocol.session_config import apply_update, default_session, wire_session
-
-RATE = 24000
-
-
-def tone(seconds: float, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
+from tests.support.audio import tone
 
 
 @dataclass
@@ -123,7 +117,7 @@ class FakeServer:
         await self._send(conn, {"type": "conversation.item.added", "item": item})
         status = "completed"
         try:
-            pcm = tone(self.reply_seconds)
+            pcm = tone(self.reply_seconds, amplitude=8000 / 32767, hz=440.0)
             # Faster than real time, like a real TTS: the client's queue holds the rest.
             for i in range(0, len(pcm), 2400):
                 chunk = pcm[i : i + 2400]

@@ -17,7 +17,7 @@ from parley.server.cli import uvicorn_config
 from parley.server.config import ServerConfig
 from parley.server.tools import ToolRegistry
 from parley.server.upstream import LocalUpstream, RemoteUpstream
-from tests.fakes import FakeModels
+from tests.support.fakes import FakeModels
 from tests.support.servers import RunningServer, free_port, run_uvicorn, serve_app
 
 UPSTREAM_KEY = "test-upstream-key-0123"  # not shaped like a real key, on purpose
