@@ -13,7 +13,7 @@ import base64
 import collections
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -26,11 +26,19 @@ if TYPE_CHECKING:
     from parley.client.conversation import Conversation
 
 
+class SpeechOnsets(Protocol):
+    """A local VAD as the microphone uses it (:class:`~parley.client.local_vad.LocalVad`)."""
+
+    def feed(self, pcm: np.ndarray) -> str | None:
+        """``"start"`` or ``"stop"`` when speech begins or ends in this block."""
+        ...
+
+
 class Microphone:
     def __init__(self, conv: Conversation) -> None:
         self._conv = conv
         self.aec: EchoCanceller | None = None
-        self.vad: Any | None = None  # a LocalVad, or any object with feed(pcm) -> "start" | "stop" | None
+        self.vad: SpeechOnsets | None = None
         self.level_db = -120.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[np.ndarray, float]] = asyncio.Queue(maxsize=500)
