@@ -62,7 +62,7 @@ class ModelConfig:
 class EngineConfig:
     host: str = "127.0.0.1"
     port: int = 8765
-    # With no key, only loopback clients are accepted (see auth.py).
+    # With no key, only loopback clients are accepted (see host/auth.py).
     api_key: str | None = field(default_factory=lambda: _env("PARLEY_ENGINE_KEY"))
     models: ModelConfig = field(default_factory=ModelConfig)
 
