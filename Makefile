@@ -18,8 +18,9 @@ SDK_BUNDLE := $(NPM_PREFIX)/node_modules/@openai/agents-realtime/dist/bundle/ope
 # fresh network namespace that has nothing but loopback.
 LOOPBACK_ONLY := $(shell unshare -n true 2>/dev/null && echo "unshare -n sh -c 'ip link set lo up && exec \"\$$@\"' sh")
 
-# The tests that need no models and no browser (the inner loop: make test-fast).
-FAST := -m "not models and not browser and not slow"
+# The tests that need no models and no browser (the inner loop: make test-fast), over three
+# workers: they mostly wait on sockets and timers, so three fit two cores.
+FAST := -m "not models and not browser and not slow" -n 3
 
 .PHONY: run test test-fast install install-base llama rebuild-llama check-native system-deps models sdk-bundle lint bench clean
 
@@ -29,13 +30,13 @@ run: install models
 # The slow set-up steps overlap: apt and npm wait on the network while llama.cpp compiles.
 test:
 	$(MAKE) -j3 --output-sync=target install system-deps sdk-bundle
-	$(MAKE) check-native models
-	$(PY) -m ruff check src tests bench
+	$(MAKE) check-native models lint
 	$(LOOPBACK_ONLY) $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: install-base
 	@dpkg -s espeak-ng >/dev/null 2>&1 || $(MAKE) system-deps
 	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
 	$(LOOPBACK_ONLY) $(PY) -m pytest -q -ra $(FAST) $(PYTEST_ARGS)
 
 install: install-base llama
@@ -90,6 +91,8 @@ models: install
 lint: install-base
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 bench: install models
 	$(VENV)/bin/parley bench turn

@@ -20,7 +20,9 @@ from llama_cpp import Llama
 def main(path: str) -> None:
     info = llama_cpp.llama_print_system_info().decode()
     llm = Llama(path, n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, verbose=False)
-    prompt = ("You are a helpful voice assistant. " * 20) + "Tell me about the city of Paris in a few sentences."
+    prompt = (
+        "You are a helpful voice assistant. " * 20
+    ) + "Tell me about the city of Paris in a few sentences."
     tokens = llm.tokenize(prompt.encode())
     prompt_rates, decode_rates = [], []
     for _ in range(5):
@@ -35,9 +37,17 @@ def main(path: str) -> None:
                 break
         decode_rates.append(n / (time.perf_counter() - started))
     features = [f for f in ("AVX2", "AVX512", "AVX512_VNNI", "AVX512_BF16", "AMX_INT8") if f"{f} = 1" in info]
-    print(json.dumps({"model": path.rsplit("/", 1)[-1], "features": features, "prompt_tokens": len(tokens),
-                      "prompt_tok_s": round(statistics.median(prompt_rates), 1),
-                      "decode_tok_s": round(statistics.median(decode_rates), 1)}))
+    print(
+        json.dumps(
+            {
+                "model": path.rsplit("/", 1)[-1],
+                "features": features,
+                "prompt_tokens": len(tokens),
+                "prompt_tok_s": round(statistics.median(prompt_rates), 1),
+                "decode_tok_s": round(statistics.median(decode_rates), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

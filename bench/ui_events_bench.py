@@ -131,11 +131,11 @@ def summary(xs: list[float]) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> dict:
     from playwright.async_api import async_playwright
     from tests.server.browser import CHROMIUM, chromium_args
-    from tests.server.support import fake_runtime, serve_local
+    from tests.support.serve import fake_runtime, serve_local
 
     from parley.bench.speech import silence, write_wav
     from parley.engine.config import EngineConfig
-    from parley.engine.runtime import EngineRuntime
+    from parley.host.runtime import EngineRuntime
 
     if args.real_models:
         from tests.support.models import real_models

@@ -60,7 +60,14 @@ COMMON = [
     f"-DCMAKE_C_FLAGS={NO_AMX}",
     f"-DCMAKE_CXX_FLAGS={NO_AMX}",
 ]
-V3 = ["-DGGML_SSE42=ON", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON"]
+V3 = [
+    "-DGGML_SSE42=ON",
+    "-DGGML_AVX=ON",
+    "-DGGML_AVX2=ON",
+    "-DGGML_FMA=ON",
+    "-DGGML_F16C=ON",
+    "-DGGML_BMI2=ON",
+]
 V3_FLAGS = {"avx", "avx2", "fma", "f16c", "bmi2", "sse4_2"}
 # x86 levels, best first: (name, CPU flags required, cmake switches)
 X86_LEVELS: list[tuple[str, set[str], list[str]]] = [
@@ -77,12 +84,26 @@ X86_LEVELS: list[tuple[str, set[str], list[str]]] = [
     (
         "avx",
         {"avx", "sse4_2"},
-        ["-DGGML_SSE42=ON", "-DGGML_AVX=ON", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF", "-DGGML_F16C=OFF", "-DGGML_BMI2=OFF"],
+        [
+            "-DGGML_SSE42=ON",
+            "-DGGML_AVX=ON",
+            "-DGGML_AVX2=OFF",
+            "-DGGML_FMA=OFF",
+            "-DGGML_F16C=OFF",
+            "-DGGML_BMI2=OFF",
+        ],
     ),
     (
         "sse4.2",
         {"sse4_2"},
-        ["-DGGML_SSE42=ON", "-DGGML_AVX=OFF", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF", "-DGGML_F16C=OFF", "-DGGML_BMI2=OFF"],
+        [
+            "-DGGML_SSE42=ON",
+            "-DGGML_AVX=OFF",
+            "-DGGML_AVX2=OFF",
+            "-DGGML_FMA=OFF",
+            "-DGGML_F16C=OFF",
+            "-DGGML_BMI2=OFF",
+        ],
     ),
 ]
 
@@ -98,7 +119,14 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-GENERIC = ["-DGGML_SSE42=OFF", "-DGGML_AVX=OFF", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF", "-DGGML_F16C=OFF", "-DGGML_BMI2=OFF"]
+GENERIC = [
+    "-DGGML_SSE42=OFF",
+    "-DGGML_AVX=OFF",
+    "-DGGML_AVX2=OFF",
+    "-DGGML_FMA=OFF",
+    "-DGGML_F16C=OFF",
+    "-DGGML_BMI2=OFF",
+]
 NO_AVX512 = ["-DGGML_AVX512=OFF", "-DGGML_AVX512_VNNI=OFF"]
 
 
@@ -108,17 +136,23 @@ def candidate_levels(flags: set[str]) -> list[tuple[str, list[str]]]:
     names = [n for n, _, _ in X86_LEVELS] + ["generic"]
     if forced and forced not in names:
         raise SystemExit(f"PARLEY_LLAMA_LEVEL={forced!r} is not one of {names}")
-    levels = [(n, sw if "-DGGML_AVX512=ON" in sw else [*sw, *NO_AVX512]) for n, req, sw in X86_LEVELS if req <= flags]
+    levels = [
+        (n, sw if "-DGGML_AVX512=ON" in sw else [*sw, *NO_AVX512])
+        for n, req, sw in X86_LEVELS
+        if req <= flags
+    ]
     levels.append(("generic", [*GENERIC, *NO_AVX512]))
     if forced:
-        levels = levels[[n for n, _ in levels].index(forced):] if forced in [n for n, _ in levels] else []
+        levels = levels[[n for n, _ in levels].index(forced) :] if forced in [n for n, _ in levels] else []
     return levels
 
 
 def choose_level(flags: set[str]) -> tuple[str, list[str]]:
     levels = candidate_levels(flags)
     if not levels:
-        raise SystemExit(f"this CPU does not report what PARLEY_LLAMA_LEVEL={os.environ.get('PARLEY_LLAMA_LEVEL')} needs")
+        raise SystemExit(
+            f"this CPU does not report what PARLEY_LLAMA_LEVEL={os.environ.get('PARLEY_LLAMA_LEVEL')} needs"
+        )
     return levels[0]
 
 
@@ -126,7 +160,9 @@ def cmake_args(level: tuple[str, list[str]] | None = None) -> tuple[str, list[st
     if platform.machine() not in ("x86_64", "AMD64"):
         # ARM and others: llama.cpp's defaults are fine except native detection, which we keep
         # off for the same reason as on x86 (a VM may report what it does not grant).
-        return platform.machine(), [a for a in COMMON if not a.startswith(("-DGGML_AVX", "-DGGML_AMX", "-DCMAKE_C"))]
+        return platform.machine(), [
+            a for a in COMMON if not a.startswith(("-DGGML_AVX", "-DGGML_AMX", "-DCMAKE_C"))
+        ]
     name, switches = level or choose_level(cpu_flags())
     return name, [*COMMON, *switches]
 
@@ -172,13 +208,26 @@ def _wheel(level: str, cmake: list[str], args: argparse.Namespace) -> Path:
     wheels = [] if args.rebuild else sorted(cache.glob("llama_cpp_python-*.whl"))
     if wheels:
         return wheels[-1]
-    print(f"building llama-cpp-python {VERSION} for {level} (no -march=native, no AMX); this takes a few minutes")
+    print(
+        f"building llama-cpp-python {VERSION} for {level} (no -march=native, no AMX); this takes a few minutes"
+    )
     env = dict(os.environ, CMAKE_ARGS=" ".join(_quote(a) for a in cmake))
     env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(os.cpu_count() or 2)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        _pip(args.python, "wheel", "-q", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python",
-             "-w", tmp, f"llama-cpp-python=={VERSION}", env=env)
+        _pip(
+            args.python,
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-cache-dir",
+            "--no-binary",
+            "llama-cpp-python",
+            "-w",
+            tmp,
+            f"llama-cpp-python=={VERSION}",
+            env=env,
+        )
         cache.mkdir(parents=True, exist_ok=True)
         for built in Path(tmp).glob("*.whl"):
             shutil.copy2(built, cache / built.name)
@@ -215,8 +264,9 @@ def _smoke_test(python: str) -> str | None:
 
 def _record(python: str, level: str, cmake: list[str]) -> None:
     """Write down which level is installed, for the build guard (parley.engine.models.native)."""
-    prefix = subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    prefix = subprocess.run(
+        [python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     record = Path(prefix) / "share" / "parley" / "llama-build.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"version": VERSION, "level": level, "cmake_args": cmake}, indent=1) + "\n")

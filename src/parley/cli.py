@@ -15,7 +15,7 @@ import sys
 
 # command → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "engine": ("parley.engine.cli", "run the local OpenAI-Realtime-compatible engine"),
+    "engine": ("parley.host.cli", "run the local OpenAI-Realtime-compatible engine"),
     "serve": ("parley.server.cli", "run the web app (browser UI, ephemeral secrets, relays)"),
     "talk": ("parley.client.cli", "voice chat in the terminal (WebSocket or WebRTC)"),
     "models": ("parley.engine.models.cli", "prepare and verify the local models"),
@@ -27,7 +27,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(prog="parley", description="Real-time speech-to-speech voice agents.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
+    subparsers = {
+        name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()
+    }
     return parser, subparsers
 
 

@@ -22,8 +22,12 @@ def _espeak(tmp_path, text: str, name: str, voice: str = "en-us") -> np.ndarray:
 
 def test_aec_cancels_simulated_echo_and_keeps_near_speech(tmp_path):
     """Speaker audio fed back through the file device's echo path is removed; the user's voice stays."""
-    far = _espeak(tmp_path, "The weather today is sunny with a light breeze from the west, "
-                  "and tomorrow there will be rain in the afternoon.", "far")
+    far = _espeak(
+        tmp_path,
+        "The weather today is sunny with a light breeze from the west, "
+        "and tomorrow there will be rain in the afternoon.",
+        "far",
+    )
     near = _espeak(tmp_path, "Stop, I want to ask something else.", "near", "en-gb")
     dev = FileAudio(echo_gain=0.5, echo_delay_ms=60, realtime=False)
     player = Player()
@@ -53,9 +57,12 @@ def test_aec_cancels_simulated_echo_and_keeps_near_speech(tmp_path):
     seg = slice(double_talk_at, double_talk_at + len(near))
     ref = (near // 2).astype(np.float64)
     best = max(
-        float(np.dot(cancelled[seg][lag:].astype(np.float64), ref[: len(ref) - lag])
-              / (np.linalg.norm(cancelled[seg][lag:]) * np.linalg.norm(ref[: len(ref) - lag]) + 1e-9))
-        for lag in range(0, 480, 12))
+        float(
+            np.dot(cancelled[seg][lag:].astype(np.float64), ref[: len(ref) - lag])
+            / (np.linalg.norm(cancelled[seg][lag:]) * np.linalg.norm(ref[: len(ref) - lag]) + 1e-9)
+        )
+        for lag in range(0, 480, 12)
+    )
     assert best > 0.4, f"near-end correlation {best:.2f}"
 
 
@@ -70,7 +77,7 @@ def test_local_vad_detects_speech_onset_quickly():
     vad = LocalVad()
     events = []
     for i in range(0, len(pcm) - BLOCK + 1, BLOCK):
-        ev = vad.feed(pcm[i:i + BLOCK])
+        ev = vad.feed(pcm[i : i + BLOCK])
         if ev:
             events.append((ev, i + BLOCK))
     assert [e for e, _ in events][:2] == ["start", "stop"]

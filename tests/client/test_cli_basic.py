@@ -19,8 +19,12 @@ def free_port() -> int:
 
 
 async def _run(args: list[str], limit: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, env=dict(os.environ, COLUMNS="200"))
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, COLUMNS="200"),
+    )
     out, err = await asyncio.wait_for(proc.communicate(), limit)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -35,11 +39,11 @@ async def test_no_audio_device_message():
 
 async def test_unreachable_server_message():
     port = free_port()
-    code, out, err = await _run([*TALK, "--plain", "--output-wav", "/dev/null", "--url",
-                                 f"http://127.0.0.1:{port}/v1"])
+    code, out, err = await _run(
+        [*TALK, "--plain", "--output-wav", "/dev/null", "--url", f"http://127.0.0.1:{port}/v1"]
+    )
     assert code == 1
     assert "Cannot reach" in out + err and "parley engine" in out + err
-
 
 
 async def test_ctrl_c_while_connecting_exits_at_once(tmp_path):
@@ -54,8 +58,15 @@ async def test_ctrl_c_while_connecting_exits_at_once(tmp_path):
     port = server.sockets[0].getsockname()[1]
     async with server:
         proc = await asyncio.create_subprocess_exec(
-            *TALK, "--plain", "--url", f"http://127.0.0.1:{port}/v1", "--output-wav", str(tmp_path / "a.wav"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *TALK,
+            "--plain",
+            "--url",
+            f"http://127.0.0.1:{port}/v1",
+            "--output-wav",
+            str(tmp_path / "a.wav"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         # Stuck in the handshake once it has connected (a fixed sleep raced Python's start-up under load).
         await asyncio.wait_for(connected.wait(), 60)
         await asyncio.sleep(0.2)

@@ -34,21 +34,40 @@ async def engine():
 def question_wav(tmp_path_factory):
     path = tmp_path_factory.mktemp("q") / "q.wav"
     # A second of lead-in: over WebRTC the first RTP packets can go out before the server listens.
-    write_wav(path, np.concatenate([silence(1.0), synthesize("What is the capital of France?"), silence(0.3)]))
+    write_wav(
+        path, np.concatenate([silence(1.0), synthesize("What is the capital of France?"), silence(0.3)])
+    )
     return path
 
 
 async def _run(args: list[str], limit: float = 120) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, env=dict(os.environ, COLUMNS="200"))
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, COLUMNS="200"),
+    )
     out, err = await asyncio.wait_for(proc.communicate(), limit)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_files_record_and_replay(engine, question_wav, tmp_path):
     rec = tmp_path / "rec"
-    code, out, err = await _run([*TALK, "--plain", "--url", engine, "--input-wav", str(question_wav),
-                                 "--output-wav", str(tmp_path / "a.wav"), "--record", str(rec), "--exit-when-done"])
+    code, out, err = await _run(
+        [
+            *TALK,
+            "--plain",
+            "--url",
+            engine,
+            "--input-wav",
+            str(question_wav),
+            "--output-wav",
+            str(tmp_path / "a.wav"),
+            "--record",
+            str(rec),
+            "--exit-when-done",
+        ]
+    )
     assert code == 0, err
     assert "you: What is the capital of France?" in out
     assert re.search(r"assistant: .*Paris", out), out
@@ -86,8 +105,9 @@ async def _wait_pane(name: str, pattern: str, limit: float = 60) -> str:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 async def test_terminal_ui_in_tmux(engine, question_wav, tmp_path):
     name = f"parley-{uuid.uuid4().hex[:8]}"
-    cmd = " ".join([*TALK, "--url", engine, "--input-wav", str(question_wav), "--output-wav",
-                    str(tmp_path / "a.wav")])
+    cmd = " ".join(
+        [*TALK, "--url", engine, "--input-wav", str(question_wav), "--output-wav", str(tmp_path / "a.wav")]
+    )
     _tmux("new-session", "-d", "-s", name, "-x", "130", "-y", "32", f"{cmd}; echo EXITED $?; sleep 30")
     try:
         screen = await _wait_pane(name, r"LISTENING|THINKING|SPEAKING")
@@ -114,14 +134,35 @@ async def test_bad_key_and_dropped_connection(question_wav, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}/v1"
     async with engine_process(port, api_key="right-key"):
-        code, out, err = await _run([*TALK, "--plain", "--url", base, "--api-key", "wrong-key",
-                                     "--output-wav", str(tmp_path / "x.wav")])
+        code, out, err = await _run(
+            [
+                *TALK,
+                "--plain",
+                "--url",
+                base,
+                "--api-key",
+                "wrong-key",
+                "--output-wav",
+                str(tmp_path / "x.wav"),
+            ]
+        )
         assert code == 1
         assert "rejected the API key" in out + err and "401" in out + err
         talk = await asyncio.create_subprocess_exec(
-            *TALK, "--plain", "--url", base, "--api-key", "right-key", "--output-wav", str(tmp_path / "a.wav"),
-            "--record", str(tmp_path / "rec"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=dict(os.environ, COLUMNS="200"))
+            *TALK,
+            "--plain",
+            "--url",
+            base,
+            "--api-key",
+            "right-key",
+            "--output-wav",
+            str(tmp_path / "a.wav"),
+            "--record",
+            str(tmp_path / "rec"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ, COLUMNS="200"),
+        )
         lines: list[str] = []
 
         async def pump() -> None:
@@ -144,7 +185,9 @@ async def test_bad_key_and_dropped_connection(question_wav, tmp_path):
     await seen(r"\[connection\] reconnecting \(attempt 2/20 in 1\.0 s\)")
     proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the engine restarts on the same port
         [sys.executable, "-m", "parley", "engine", "--port", str(port), "--api-key", "right-key"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         await wait_engine_ready(base, proc, "right-key", 180)
         n_before = sum("[connection] connected" in line for line in lines)
@@ -166,8 +209,21 @@ async def test_bad_key_and_dropped_connection(question_wav, tmp_path):
 
 
 async def test_webrtc_turn_from_the_command_line(engine, question_wav, tmp_path):
-    code, out, err = await _run([*TALK, "--plain", "--transport", "webrtc", "--url", engine, "--input-wav",
-                                 str(question_wav), "--output-wav", str(tmp_path / "a.wav"), "--exit-when-done"])
+    code, out, err = await _run(
+        [
+            *TALK,
+            "--plain",
+            "--transport",
+            "webrtc",
+            "--url",
+            engine,
+            "--input-wav",
+            str(question_wav),
+            "--output-wav",
+            str(tmp_path / "a.wav"),
+            "--exit-when-done",
+        ]
+    )
     assert code == 0, err
     assert re.search(r"you: What('s| is) the capital of France\?", out), out
     assert re.search(r"assistant: .*Paris", out), out
@@ -175,8 +231,21 @@ async def test_webrtc_turn_from_the_command_line(engine, question_wav, tmp_path)
 
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
 async def test_through_parley_serve(serve, question_wav, tmp_path, transport):
-    code, out, err = await _run([*TALK, "--plain", "--transport", transport, "--serve", serve, "--input-wav",
-                                 str(question_wav), "--output-wav", str(tmp_path / "a.wav"), "--exit-when-done"])
+    code, out, err = await _run(
+        [
+            *TALK,
+            "--plain",
+            "--transport",
+            transport,
+            "--serve",
+            serve,
+            "--input-wav",
+            str(question_wav),
+            "--output-wav",
+            str(tmp_path / "a.wav"),
+            "--exit-when-done",
+        ]
+    )
     assert code == 0, out + err
     assert re.search(r"you: What('s| is) the capital of France\?", out), out
     assert re.search(r"assistant: .*Paris", out), out
@@ -189,7 +258,10 @@ async def serve():
     port = free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the app runs in its own process
         [sys.executable, "-m", "parley", "serve", "--local", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OPENAI_API_KEY=""))
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, OPENAI_API_KEY=""),
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as http:

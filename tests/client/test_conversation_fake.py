@@ -16,14 +16,18 @@ from parley.client.options import ClientOptions, SessionOptions
 from parley.client.recorder import Recorder, load_events
 from parley.client.transport import TransportError
 from parley.client.wavio import read_wav
-from tests.client.fake_server import fake_server
+from tests.support.fake_server import fake_server
 
 
 def _conv(srv, tmp_path, *, interrupt_response: bool = True, key: str = "good", **opts) -> Conversation:
     audio = FileAudio(None, tmp_path / "out.wav")
-    return Conversation(srv.base_url, key, session=SessionOptions(interrupt_response=interrupt_response,
-                                                                 transcription_model=None),
-                        options=ClientOptions(**opts), audio=audio)
+    return Conversation(
+        srv.base_url,
+        key,
+        session=SessionOptions(interrupt_response=interrupt_response, transcription_model=None),
+        options=ClientOptions(**opts),
+        audio=audio,
+    )
 
 
 async def _play_until(conv: Conversation, seconds: float) -> str:
@@ -42,7 +46,11 @@ async def test_barge_in_truncates_to_played_not_received(tmp_path):
             item = await _play_until(conv, 0.6)
             await srv.speech_started()
             trunc = await srv.wait_event("conversation.item.truncate")
-            intr = await conv.wait_for("interrupted", timeout=2) if not conv.interruptions else conv.interruptions[0]
+            intr = (
+                await conv.wait_for("interrupted", timeout=2)
+                if not conv.interruptions
+                else conv.interruptions[0]
+            )
             written_item_ms = conv.player.handed(item) / 24
             # Played ≈ 0.6 s, but all 4 s were received: the figure must be the played one.
             assert trunc["item_id"] == item
@@ -64,7 +72,7 @@ async def test_barge_in_sends_cancel_when_session_does_not_interrupt(tmp_path):
         srv.reply_seconds = 6.0
         conv = _conv(srv, tmp_path, interrupt_response=False)
         async with conv:
-            assert conv._auto_interrupts() is False
+            assert conv.barge_in.server_interrupts() is False
             await _play_until(conv, 0.3)
             await srv.speech_started()
             await srv.wait_event("conversation.item.truncate")
@@ -153,8 +161,12 @@ async def test_recording_is_complete_after_close(tmp_path):
 async def test_push_to_talk_sends_only_while_pressed_and_interrupts(tmp_path):
     async with fake_server(reply_seconds=4.0) as srv:
         audio = FileAudio(None, tmp_path / "out.wav")
-        conv = Conversation(srv.base_url, "good", audio=audio,
-                            session=SessionOptions(turn_detection=None, transcription_model=None))
+        conv = Conversation(
+            srv.base_url,
+            "good",
+            audio=audio,
+            session=SessionOptions(turn_detection=None, transcription_model=None),
+        )
         async with conv:
             assert srv.sessions[-1]["audio"]["input"]["turn_detection"] is None
             await asyncio.sleep(0.2)
@@ -175,7 +187,8 @@ async def test_push_to_talk_sends_only_while_pressed_and_interrupts(tmp_path):
             assert 200 <= trunc["audio_end_ms"] <= 800
             kinds = [e["type"] for e in srv.received]
             assert kinds.index("conversation.item.truncate") < len(kinds) - 1 - kinds[::-1].index(
-                "input_audio_buffer.clear")
+                "input_audio_buffer.clear"
+            )
 
 
 class _ScriptedVad:
@@ -195,9 +208,9 @@ async def test_local_vad_pause_resumes_when_server_does_not_confirm(tmp_path):
     async with fake_server(reply_seconds=4.0) as srv:
         conv = _conv(srv, tmp_path, local_vad_confirm_s=0.4)
         async with conv:
-            conv._vad = _ScriptedVad()
+            conv.microphone.vad = _ScriptedVad()
             item = await _play_until(conv, 0.4)
-            conv._vad.armed = True
+            conv.microphone.vad.armed = True
             await conv.wait_for("local_vad", timeout=2)
             handed = conv.player.handed(item)
             await asyncio.sleep(0.2)
@@ -211,9 +224,9 @@ async def test_local_vad_pause_then_server_confirms_truncates_at_pause(tmp_path)
     async with fake_server(reply_seconds=4.0) as srv:
         conv = _conv(srv, tmp_path, local_vad_confirm_s=2.0)
         async with conv:
-            conv._vad = _ScriptedVad()
+            conv.microphone.vad = _ScriptedVad()
             item = await _play_until(conv, 0.4)
-            conv._vad.armed = True
+            conv.microphone.vad.armed = True
             await conv.wait_for("local_vad", timeout=2)
             handed = conv.player.handed(item)
             await asyncio.sleep(0.3)  # the server's VAD is slower
@@ -240,9 +253,14 @@ def test_pull_resampler_feeds_any_device_rate():
 async def test_g711_output_is_decoded_and_truncated_in_milliseconds(tmp_path):
     async with fake_server(reply_seconds=3.0) as srv:
         audio = FileAudio(None, tmp_path / "out.wav")
-        conv = Conversation(srv.base_url, "good", audio=audio,
-                            session=SessionOptions(output_format="audio/pcmu", input_format="audio/pcmu",
-                                                   transcription_model=None))
+        conv = Conversation(
+            srv.base_url,
+            "good",
+            audio=audio,
+            session=SessionOptions(
+                output_format="audio/pcmu", input_format="audio/pcmu", transcription_model=None
+            ),
+        )
         async with conv:
             assert srv.sessions[-1]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
             item = await _play_until(conv, 0.5)

@@ -76,8 +76,14 @@ async def test_spoken_turn_end_to_end(engine, stt, tmp_path):
 
 async def _barge_in(engine, stt, tmp_path, **kw):
     interruption = np.concatenate([synthesize(INTERRUPTIONS[0]), silence(0.3)])
-    trial = await run_trial(engine, prompt="Describe the city of Paris in detail.", interruption=interruption,
-                            play_s=1.2, out_wav=tmp_path / "out.wav", **kw)
+    trial = await run_trial(
+        engine,
+        prompt="Describe the city of Paris in detail.",
+        interruption=interruption,
+        play_s=1.2,
+        out_wav=tmp_path / "out.wav",
+        **kw,
+    )
     assert trial.audio_end_ms is not None, "no barge-in happened"
     # Playback stops within one audio block (20 ms) of the event that stops it.
     assert trial.speech_started_to_silent_ms is not None and trial.speech_started_to_silent_ms <= 21
@@ -120,10 +126,15 @@ async def test_echo_cancellation_prevents_self_interruption(engine, tmp_path, ae
     """The speaker leaks into the mic (simulated echo path): with AEC the assistant does not
     interrupt itself; without it, the server's VAD hears the echo and cuts the reply."""
     audio = FileAudio(None, tmp_path / "out.wav", echo_gain=0.5, echo_delay_ms=50)
-    conv = Conversation(engine, "local", audio=audio,
-                        session=SessionOptions(instructions=STORY_INSTRUCTIONS, create_response=False,
-                                               transcription_model=None),
-                        options=ClientOptions(aec=aec))
+    conv = Conversation(
+        engine,
+        "local",
+        audio=audio,
+        session=SessionOptions(
+            instructions=STORY_INSTRUCTIONS, create_response=False, transcription_model=None
+        ),
+        options=ClientOptions(aec=aec),
+    )
     started: list[dict] = []
     conv.on("input_audio_buffer.speech_started", started.append)
     async with conv:
@@ -138,10 +149,15 @@ async def test_echo_cancellation_prevents_self_interruption(engine, tmp_path, ae
 
 async def test_half_duplex_gates_the_mic(engine, tmp_path):
     audio = FileAudio(None, tmp_path / "out.wav", echo_gain=0.5, echo_delay_ms=50)
-    conv = Conversation(engine, "local", audio=audio,
-                        session=SessionOptions(instructions=STORY_INSTRUCTIONS, create_response=False,
-                                               transcription_model=None),
-                        options=ClientOptions(half_duplex=True))
+    conv = Conversation(
+        engine,
+        "local",
+        audio=audio,
+        session=SessionOptions(
+            instructions=STORY_INSTRUCTIONS, create_response=False, transcription_model=None
+        ),
+        options=ClientOptions(half_duplex=True),
+    )
     started: list[dict] = []
     conv.on("input_audio_buffer.speech_started", started.append)
     async with conv:

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from parley.engine.app import create_engine_app
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
 from tests.support.models import real_models
 from tests.support.servers import RunningServer, serve_app
 

@@ -29,18 +29,28 @@ def get_weather(city: str) -> str:
 
 
 async def test_realtime_runner_with_function_tool(engine: RunningServer) -> None:
-    agent = RealtimeAgent(name="Assistant", instructions="You are a helpful voice assistant. Use tools when asked.",
-                          tools=[get_weather])
-    runner = RealtimeRunner(agent, config={"model_settings": {
-        "model_name": "gpt-realtime", "output_modalities": ["audio"],
-        "turn_detection": {"type": "server_vad", "interrupt_response": True},
-    }})
+    agent = RealtimeAgent(
+        name="Assistant",
+        instructions="You are a helpful voice assistant. Use tools when asked.",
+        tools=[get_weather],
+    )
+    runner = RealtimeRunner(
+        agent,
+        config={
+            "model_settings": {
+                "model_name": "gpt-realtime",
+                "output_modalities": ["audio"],
+                "turn_detection": {"type": "server_vad", "interrupt_response": True},
+            }
+        },
+    )
     errors: list[Any] = []
     seen: list[str] = []
     tool_end: list[Any] = []
     transcript = ""
-    session = await runner.run(model_config={"url": f"{engine.ws}/v1/realtime?model=gpt-realtime",
-                                             "api_key": "local"})
+    session = await runner.run(
+        model_config={"url": f"{engine.ws}/v1/realtime?model=gpt-realtime", "api_key": "local"}
+    )
     async with session:
         await session.send_message("What is the weather in Paris? Use the get_weather tool.")
         async with asyncio.timeout(60):
@@ -54,8 +64,12 @@ async def test_realtime_runner_with_function_tool(engine: RunningServer) -> None
                     raw = event.data.data
                     if raw.get("type") == "response.output_audio_transcript.done" and tool_end:
                         transcript = raw["transcript"]
-                    if raw.get("type") == "response.done" and tool_end and \
-                            raw["response"]["status"] == "completed" and transcript:
+                    if (
+                        raw.get("type") == "response.done"
+                        and tool_end
+                        and raw["response"]["status"] == "completed"
+                        and transcript
+                    ):
                         break
     assert not errors, errors
     assert calls and "paris" in calls[0].lower()

@@ -11,7 +11,10 @@ def chunks(text: str) -> list[str]:
 
 def test_first_clause_is_cut_early_at_punctuation() -> None:
     assert chunks("The capital of France is Paris, a city of 3.5 million people. It is famous.") == [
-        "The capital of France is Paris,", "a city of 3.5 million people.", "It is famous."]
+        "The capital of France is Paris,",
+        "a city of 3.5 million people.",
+        "It is famous.",
+    ]
 
 
 def test_first_clause_without_punctuation_is_cut_before_a_phrase() -> None:

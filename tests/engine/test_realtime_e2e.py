@@ -20,7 +20,7 @@ from openai import AsyncOpenAI
 
 from parley.bench.speech import silence, synthesize
 from parley.protocol.audio_formats import int16_to_float, resample
-from tests.eventlog import EventLog
+from tests.support.eventlog import EventLog
 from tests.support.pacing import stream_pcm
 from tests.support.servers import RunningServer
 from tests.support.text import char_similarity, recall
@@ -67,8 +67,11 @@ async def connect(engine: RunningServer, **session: Any) -> AsyncIterator[Connec
 
 
 def received_audio(log: EventLog, response_id: str) -> np.ndarray:
-    data = b"".join(base64.b64decode(e["delta"]) for e in log.of("response.output_audio.delta")
-                    if e["response_id"] == response_id)
+    data = b"".join(
+        base64.b64decode(e["delta"])
+        for e in log.of("response.output_audio.delta")
+        if e["response_id"] == response_id
+    )
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
@@ -99,23 +102,39 @@ async def test_openai_python_spoken_turn(engine: RunningServer, models: Any) -> 
         # The user item's id is the one speech_started promised.
         started = c.log.of("input_audio_buffer.speech_started")[0]
         assert c.log.of("input_audio_buffer.committed")[0]["item_id"] == started["item_id"]
-        assert started["audio_start_ms"] <= 500 <= c.log.of("input_audio_buffer.speech_stopped")[0]["audio_end_ms"]
+        assert (
+            started["audio_start_ms"]
+            <= 500
+            <= c.log.of("input_audio_buffer.speech_stopped")[0]["audio_end_ms"]
+        )
 
 
 async def test_scripted_barge_in_truncates_to_heard(engine: RunningServer, models: Any) -> None:
     async with connect(engine, instructions="You are a storyteller. Tell long, detailed stories.") as c:
-        mic_task = asyncio.create_task(stream_pcm(c.append, np.concatenate([
-            silence(0.4), synthesize("Tell me a long story about a dragon who lived in a castle."), silence(0.8)])))
+        mic_task = asyncio.create_task(
+            stream_pcm(
+                c.append,
+                np.concatenate(
+                    [
+                        silence(0.4),
+                        synthesize("Tell me a long story about a dragon who lived in a castle."),
+                        silence(0.8),
+                    ]
+                ),
+            )
+        )
         first = await c.log.wait_for("response.output_audio.delta", timeout=30)
         played_from = time.perf_counter()  # the client starts playing at the first delta
         response_id, item_id = first["response_id"], first["item_id"]
         await mic_task
         # Interrupt 1.2 s into playback.
         await asyncio.sleep(max(0.0, played_from + 1.2 - time.perf_counter()))
-        mic_task = asyncio.create_task(stream_pcm(c.append, np.concatenate([
-            synthesize("Stop, that is enough."), silence(1.0)])))
-        started = await c.log.wait_for("input_audio_buffer.speech_started",
-                                       start=c.log.index("response.output_audio.delta"))
+        mic_task = asyncio.create_task(
+            stream_pcm(c.append, np.concatenate([synthesize("Stop, that is enough."), silence(1.0)]))
+        )
+        started = await c.log.wait_for(
+            "input_audio_buffer.speech_started", start=c.log.index("response.output_audio.delta")
+        )
         played_ms = int((time.perf_counter() - played_from) * 1000)
         received_ms = len(received_audio(c.log, response_id)) // 24
         audio_end_ms = min(played_ms, received_ms)
@@ -125,8 +144,11 @@ async def test_scripted_barge_in_truncates_to_heard(engine: RunningServer, model
         assert done["response"]["status_details"]["reason"] == "turn_detected"
         assert c.log.index("input_audio_buffer.speech_started") < c.log.events.index(done)
         cut = c.log.events.index(done)
-        assert not [e for e in c.log.events[cut + 1:] if e.get("response_id") == response_id
-                    and e["type"].startswith("response.output")]
+        assert not [
+            e
+            for e in c.log.events[cut + 1 :]
+            if e.get("response_id") == response_id and e["type"].startswith("response.output")
+        ]
         truncated = await c.log.wait_for("conversation.item.truncated")
         assert truncated["audio_end_ms"] == audio_end_ms
         generated = done["response"]["output"][0]["content"][0]["transcript"]
@@ -141,30 +163,60 @@ async def test_scripted_barge_in_truncates_to_heard(engine: RunningServer, model
         assert recall(kept, heard) >= 0.5, (kept, heard)
         assert started["audio_start_ms"] > 0
         await mic_task
-        second = await c.log.wait_for("response.done", where=lambda e: e["response"]["id"] != response_id,
-                                      timeout=30)
+        second = await c.log.wait_for(
+            "response.done", where=lambda e: e["response"]["id"] != response_id, timeout=30
+        )
         assert second["response"]["status"] == "completed"
 
 
 async def test_text_mode_forced_tool_call_and_continuation(engine: RunningServer) -> None:
-    tools = [{"type": "function", "name": "get_weather", "description": "Get the current weather for a city.",
-              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
-    async with connect(engine, output_modalities=["text"], tools=tools,
-                       tool_choice={"type": "function", "name": "get_weather"}) as c:
-        await c.conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "What is the weather like in Paris?"}]})
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Get the current weather for a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    async with connect(
+        engine,
+        output_modalities=["text"],
+        tools=tools,
+        tool_choice={"type": "function", "name": "get_weather"},
+    ) as c:
+        await c.conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "What is the weather like in Paris?"}],
+            }
+        )
         await c.conn.response.create()
         done = await c.log.wait_for("response.done", timeout=30)
         call = done["response"]["output"][-1]
-        assert call["type"] == "function_call" and call["status"] == "completed" and call["name"] == "get_weather"
+        assert (
+            call["type"] == "function_call"
+            and call["status"] == "completed"
+            and call["name"] == "get_weather"
+        )
         args = json.loads(call["arguments"])
         assert isinstance(args["city"], str) and args["city"]
         assert c.log.of("response.function_call_arguments.delta")
-        await c.conn.conversation.item.create(item={"type": "function_call_output", "call_id": call["call_id"],
-                                                    "output": json.dumps({"temperature_c": 21, "sky": "sunny"})})
+        await c.conn.conversation.item.create(
+            item={
+                "type": "function_call_output",
+                "call_id": call["call_id"],
+                "output": json.dumps({"temperature_c": 21, "sky": "sunny"}),
+            }
+        )
         await c.conn.response.create(response={"tool_choice": "none"})
-        second = await c.log.wait_for("response.done", where=lambda e: e["response"]["id"] != done["response"]["id"],
-                                      timeout=30)
+        second = await c.log.wait_for(
+            "response.done", where=lambda e: e["response"]["id"] != done["response"]["id"], timeout=30
+        )
         assert second["response"]["status"] == "completed"
         text = second["response"]["output"][0]["content"][0]["text"]
         assert text.strip()
@@ -172,9 +224,12 @@ async def test_text_mode_forced_tool_call_and_continuation(engine: RunningServer
 
 async def test_semantic_vad_ends_a_finished_turn(engine: RunningServer) -> None:
     td = {"type": "semantic_vad", "eagerness": "high"}
-    async with connect(engine, audio={"input": {"turn_detection": td, "transcription": {"model": "whisper-1"}}}) as c:
-        await stream_pcm(c.append, np.concatenate([silence(0.4), synthesize("Who wrote Romeo and Juliet?"),
-                                                    silence(2.5)]))
+    async with connect(
+        engine, audio={"input": {"turn_detection": td, "transcription": {"model": "whisper-1"}}}
+    ) as c:
+        await stream_pcm(
+            c.append, np.concatenate([silence(0.4), synthesize("Who wrote Romeo and Juliet?"), silence(2.5)])
+        )
         stopped = await c.log.wait_for("input_audio_buffer.speech_stopped", timeout=10)
         started = c.log.of("input_audio_buffer.speech_started")[0]
         # A finished question ends quickly (well under the 2 s maximum wait for "high").
@@ -184,8 +239,9 @@ async def test_semantic_vad_ends_a_finished_turn(engine: RunningServer) -> None:
 
 
 async def test_manual_turn_push_to_talk(engine: RunningServer) -> None:
-    async with connect(engine, audio={"input": {"turn_detection": None,
-                                                "transcription": {"model": "whisper-1"}}}) as c:
+    async with connect(
+        engine, audio={"input": {"turn_detection": None, "transcription": {"model": "whisper-1"}}}
+    ) as c:
         await stream_pcm(c.append, synthesize("How many legs does a spider have?"), realtime=False)
         await c.conn.input_audio_buffer.commit()
         await c.conn.response.create()

@@ -15,19 +15,11 @@ import pytest
 
 from parley.engine.config import EngineConfig
 from parley.engine.session import RealtimeSession
-from tests.eventlog import EventLog
-from tests.fakes import FakeModels
+from tests.support.audio import silence, tone
+from tests.support.eventlog import EventLog
+from tests.support.fakes import FakeModels
 
 RATE = 24000
-
-
-def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * 300 * t) * amplitude * 32767).astype(np.int16)
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * RATE), dtype=np.int16)
 
 
 def b64(pcm: np.ndarray) -> str:
@@ -53,10 +45,21 @@ def feed(session: RealtimeSession, pcm: np.ndarray, chunk_ms: int = 20) -> None:
 async def test_session_created_first_and_update_merges() -> None:
     session, log, _ = make()
     assert log.types() == ["session.created"]
-    session.receive(json.dumps({"type": "session.update", "session": {
-        "type": "realtime", "instructions": "Be brief.",
-        "audio": {"output": {"voice": "ash"}, "input": {"turn_detection": {"type": "server_vad",
-                                                                             "silence_duration_ms": 700}}}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "instructions": "Be brief.",
+                    "audio": {
+                        "output": {"voice": "ash"},
+                        "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 700}},
+                    },
+                },
+            }
+        )
+    )
     updated = log.of("session.updated")[-1]["session"]
     assert updated["instructions"] == "Be brief."
     assert updated["audio"]["output"]["voice"] == "ash"
@@ -68,18 +71,41 @@ async def test_session_created_first_and_update_merges() -> None:
 
 async def test_voice_turn_event_order() -> None:
     session, log, models = make()
-    session.receive(json.dumps({"type": "session.update", "session": {
-        "type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {"input": {"transcription": {"model": "whisper-1"}}},
+                },
+            }
+        )
+    )
     feed(session, np.concatenate([silence(0.5), tone(1.0), silence(0.8)]))
     done = await log.wait_for("response.done")
     assert done["response"]["status"] == "completed"
     types = log.types()
-    order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-             "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done",
-             "response.created", "response.output_item.added", "conversation.item.added",
-             "response.content_part.added", "response.output_audio_transcript.delta", "response.output_audio.delta",
-             "response.output_audio.done", "response.output_audio_transcript.done", "response.content_part.done",
-             "response.output_item.done", "conversation.item.done", "response.done", "rate_limits.updated"]
+    order = [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+        "response.output_audio_transcript.delta",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "conversation.item.done",
+        "response.done",
+        "rate_limits.updated",
+    ]
     pos = 0
     for kind in order:
         pos = log.index(kind, pos) + 1
@@ -109,7 +135,11 @@ async def test_barge_in_cancels_and_nothing_follows() -> None:
     assert log.index("input_audio_buffer.speech_started", log.index("response.created")) < cut
     await asyncio.sleep(0.3)
     rid = done["response"]["id"]
-    late = [e for e in log.events[cut + 1 :] if e.get("response_id") == rid and not e["type"].startswith("parley.")]
+    late = [
+        e
+        for e in log.events[cut + 1 :]
+        if e.get("response_id") == rid and not e["type"].startswith("parley.")
+    ]
     assert late == []
     item = done["response"]["output"][0]
     assert item["status"] == "incomplete"
@@ -118,16 +148,40 @@ async def test_barge_in_cancels_and_nothing_follows() -> None:
 
 async def test_truncate_keeps_heard_words() -> None:
     session, log, models = make()
-    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime",
-                                "audio": {"input": {"turn_detection": None}}}}))
-    session.receive(json.dumps({"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Capital of France?"}]}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+            }
+        )
+    )
+    session.receive(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Capital of France?"}],
+                },
+            }
+        )
+    )
     session.receive(json.dumps({"type": "response.create"}))
     done = await log.wait_for("response.done")
     item_id = done["response"]["output"][0]["id"]
     # Fake TTS: 250 ms per word; the first clause "The capital of France is Paris." is 6 words.
-    session.receive(json.dumps({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
-                                "audio_end_ms": 1000}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": 1000,
+            }
+        )
+    )
     truncated = await log.wait_for("conversation.item.truncated")
     assert truncated["audio_end_ms"] == 1000
     session.receive(json.dumps({"type": "conversation.item.retrieve", "item_id": item_id}))
@@ -144,12 +198,38 @@ async def test_truncate_keeps_heard_words() -> None:
 
 async def test_function_call_flow() -> None:
     session, log, models = make()
-    tools = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
-              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
-    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "tools": tools,
-                                                                        "tool_choice": "required"}}))
-    session.receive(json.dumps({"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]}}))
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "tools": tools, "tool_choice": "required"},
+            }
+        )
+    )
+    session.receive(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Weather in Paris?"}],
+                },
+            }
+        )
+    )
     session.receive(json.dumps({"type": "response.create"}))
     done = await log.wait_for("response.done")
     call = done["response"]["output"][0]
@@ -157,10 +237,22 @@ async def test_function_call_flow() -> None:
     assert json.loads(call["arguments"]) == {"city": "Paris"} and call["name"] == "get_weather"
     args_done = log.of("response.function_call_arguments.done")[0]
     assert args_done["call_id"] == call["call_id"]
-    session.receive(json.dumps({"type": "conversation.item.create", "item": {
-        "type": "function_call_output", "call_id": call["call_id"], "output": '{"temp_c": 21}'}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "function_call_output",
+                    "call_id": call["call_id"],
+                    "output": '{"temp_c": 21}',
+                },
+            }
+        )
+    )
     session.receive(json.dumps({"type": "response.create", "response": {"tool_choice": "none"}}))
-    second = await log.wait_for("response.done", where=lambda e: e["response"]["id"] != done["response"]["id"])
+    second = await log.wait_for(
+        "response.done", where=lambda e: e["response"]["id"] != done["response"]["id"]
+    )
     assert second["response"]["status"] == "completed"
     tool_msgs = [m for m in models.llm.requests[-1].messages if m.role == "tool"]
     assert tool_msgs and tool_msgs[0].content == '{"temp_c": 21}'
@@ -184,8 +276,18 @@ async def test_model_failure_fails_response_not_session() -> None:
 
 async def test_text_mode_and_out_of_band() -> None:
     session, log, _ = make()
-    session.receive(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"],
-                                "conversation": "none", "metadata": {"topic": "x"}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "response.create",
+                "response": {
+                    "output_modalities": ["text"],
+                    "conversation": "none",
+                    "metadata": {"topic": "x"},
+                },
+            }
+        )
+    )
     done = await log.wait_for("response.done")
     r = done["response"]
     assert r["conversation_id"] is None and r["metadata"] == {"topic": "x"}
@@ -207,15 +309,29 @@ async def test_max_output_tokens_incomplete() -> None:
 @pytest.mark.parametrize("codec", ["audio/pcmu", "audio/pcma"])
 async def test_g711_in_and_out(codec: str) -> None:
     session, log, _ = make()
-    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
-        "input": {"format": {"type": codec}}, "output": {"format": {"type": codec}}}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {"input": {"format": {"type": codec}}, "output": {"format": {"type": codec}}},
+                },
+            }
+        )
+    )
     from parley.protocol.audio_formats import alaw_encode, resample, ulaw_encode
 
     speech = np.concatenate([silence(0.3), tone(0.8), silence(0.8)])
-    g711 = (ulaw_encode if codec == "audio/pcmu" else alaw_encode)(resample(speech, RATE, 8000).astype(np.int16))
+    g711 = (ulaw_encode if codec == "audio/pcmu" else alaw_encode)(
+        resample(speech, RATE, 8000).astype(np.int16)
+    )
     for i in range(0, len(g711), 160):
-        session.receive(json.dumps({"type": "input_audio_buffer.append",
-                                    "audio": base64.b64encode(g711[i : i + 160]).decode()}))
+        session.receive(
+            json.dumps(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(g711[i : i + 160]).decode()}
+            )
+        )
     await log.wait_for("response.done")
     audio = b"".join(base64.b64decode(e["delta"]) for e in log.of("response.output_audio.delta"))
     done = log.of("response.output_audio_transcript.done")[0]
@@ -228,8 +344,17 @@ async def test_idle_timeout_triggers_a_response() -> None:
     models = FakeModels()
     models.tts.word_seconds = 0.02  # a short reply, so playback ends quickly
     session, log, _ = make(models)
-    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}},
+                },
+            }
+        )
+    )
     feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))
     first = await log.wait_for("response.done")
     t0 = asyncio.get_running_loop().time()
@@ -245,15 +370,34 @@ async def test_idle_timeout_triggers_a_response() -> None:
     assert timeout["audio_end_ms"] >= timeout["audio_start_ms"]
     committed = await log.wait_for("input_audio_buffer.committed", start=log.events.index(timeout))
     assert committed["item_id"] == timeout["item_id"]
-    second = await log.wait_for("response.done", where=lambda e: e["response"]["id"] != first["response"]["id"])
+    second = await log.wait_for(
+        "response.done", where=lambda e: e["response"]["id"] != first["response"]["id"]
+    )
     assert second["response"]["status"] == "completed"
     await session.close()
 
 
 async def test_create_response_false_commits_without_answering() -> None:
     session, log, _ = make()
-    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": {"type": "server_vad", "create_response": False, "interrupt_response": False}}}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {
+                        "input": {
+                            "turn_detection": {
+                                "type": "server_vad",
+                                "create_response": False,
+                                "interrupt_response": False,
+                            }
+                        }
+                    },
+                },
+            }
+        )
+    )
     feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))
     await log.wait_for("input_audio_buffer.committed")
     await asyncio.sleep(0.2)
@@ -265,8 +409,19 @@ async def test_interrupt_response_false_lets_the_reply_finish() -> None:
     models = FakeModels()
     models.llm.token_delay = 0.03
     session, log, _ = make(models)
-    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": {"type": "server_vad", "interrupt_response": False}}}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {
+                        "input": {"turn_detection": {"type": "server_vad", "interrupt_response": False}}
+                    },
+                },
+            }
+        )
+    )
     feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))
     await log.wait_for("response.output_audio.delta")
     feed(session, tone(0.3))
@@ -275,15 +430,26 @@ async def test_interrupt_response_false_lets_the_reply_finish() -> None:
     assert done["response"]["status"] == "completed"
     # The turn spoken over it is answered once it has finished.
     feed(session, silence(0.8))
-    second = await log.wait_for("response.done", where=lambda e: e["response"]["id"] != done["response"]["id"])
+    second = await log.wait_for(
+        "response.done", where=lambda e: e["response"]["id"] != done["response"]["id"]
+    )
     assert second["response"]["status"] == "completed"
     await session.close()
 
 
 async def test_transcription_session_transcribes_without_responding() -> None:
     session, log, models = make()
-    session.receive(json.dumps({"type": "session.update", "session": {
-        "type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-1", "language": "en"}}}}}))
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "transcription",
+                    "audio": {"input": {"transcription": {"model": "whisper-1", "language": "en"}}},
+                },
+            }
+        )
+    )
     updated = log.of("session.updated")[-1]["session"]
     assert updated["type"] == "transcription" and "output_modalities" not in updated
     feed(session, np.concatenate([silence(0.3), tone(0.6), silence(0.8)]))

@@ -1,9 +1,11 @@
 from parley.engine.models.base import ChatMessage, ToolSpec
 from parley.engine.tool_router import route
 
-TOOLS = [ToolSpec("get_weather", "Get the current weather for a city."),
-         ToolSpec("get_current_time", "Current time in a timezone."),
-         ToolSpec("add_note", "Add a note to the session's notes list.")]
+TOOLS = [
+    ToolSpec("get_weather", "Get the current weather for a city."),
+    ToolSpec("get_current_time", "Current time in a timezone."),
+    ToolSpec("add_note", "Add a note to the session's notes list."),
+]
 
 
 def user(text: str) -> list[ChatMessage]:

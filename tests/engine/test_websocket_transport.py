@@ -10,11 +10,11 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from parley.engine.app import create_engine_app
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
 from parley.protocol.validation import validate_server_event
-from tests.fakes import FakeModels
+from tests.support.fakes import FakeModels
 from tests.support.servers import serve_app
 
 
@@ -38,8 +38,9 @@ async def test_openai_python_text_turn() -> None:
             first = await conn.recv()
             assert first.type == "session.created"
             await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await conn.conversation.item.create(item={"type": "message", "role": "user",
-                                                      "content": [{"type": "input_text", "text": "Hi"}]})
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+            )
             await conn.response.create()
             text = ""
             async for event in conn:
@@ -53,16 +54,19 @@ async def test_openai_python_text_turn() -> None:
 
 async def test_subprotocol_auth_selects_realtime_and_works_without_model() -> None:
     async with serve_app(create_engine_app(runtime(api_key="sk-test"))) as srv:
-        async with websockets.connect(f"{srv.ws}/v1/realtime",
-                                      subprotocols=["realtime", "openai-insecure-api-key.sk-test",
-                                                    "openai-agents-sdk.0.1"]) as ws:
+        async with websockets.connect(
+            f"{srv.ws}/v1/realtime",
+            subprotocols=["realtime", "openai-insecure-api-key.sk-test", "openai-agents-sdk.0.1"],
+        ) as ws:
             assert ws.subprotocol == "realtime"
             created = await recv(ws, "session.created")
             assert created["session"]["model"] == "gpt-realtime"
 
 
-@pytest.mark.parametrize(("headers", "status"), [
-    ({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Bearer ek_unknown"}, 401)])
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Bearer ek_unknown"}, 401)],
+)
 async def test_bad_keys_are_refused(headers: dict, status: int) -> None:
     async with serve_app(create_engine_app(runtime(api_key="sk-test"))) as srv:
         with pytest.raises(websockets.InvalidStatus) as info:
@@ -77,24 +81,37 @@ async def test_client_secret_carries_session_and_expires() -> None:
     rt = runtime(api_key="sk-test")
     async with serve_app(create_engine_app(rt)) as srv:
         async with httpx.AsyncClient(base_url=srv.http) as http:
-            r = await http.post("/v1/realtime/client_secrets", headers={"Authorization": "Bearer sk-test"},
-                                json={"expires_after": {"anchor": "created_at", "seconds": 10},
-                                      "session": {"type": "realtime", "instructions": "Speak like a pirate.",
-                                                  "audio": {"output": {"voice": "cedar"}}}})
+            r = await http.post(
+                "/v1/realtime/client_secrets",
+                headers={"Authorization": "Bearer sk-test"},
+                json={
+                    "expires_after": {"anchor": "created_at", "seconds": 10},
+                    "session": {
+                        "type": "realtime",
+                        "instructions": "Speak like a pirate.",
+                        "audio": {"output": {"voice": "cedar"}},
+                    },
+                },
+            )
             assert r.status_code == 200, r.text
             secret = r.json()
             assert secret["value"].startswith("ek_")
             assert secret["session"]["instructions"] == "Speak like a pirate."
             assert "sk-test" not in r.text
             # An ephemeral key cannot mint more keys.
-            r2 = await http.post("/v1/realtime/client_secrets",
-                                 headers={"Authorization": f"Bearer {secret['value']}"}, json={})
+            r2 = await http.post(
+                "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {secret['value']}"}, json={}
+            )
             assert r2.status_code == 403
-            bad = await http.post("/v1/realtime/client_secrets", headers={"Authorization": "Bearer sk-test"},
-                                  json={"expires_after": {"seconds": 3}})
+            bad = await http.post(
+                "/v1/realtime/client_secrets",
+                headers={"Authorization": "Bearer sk-test"},
+                json={"expires_after": {"seconds": 3}},
+            )
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "expires_after.seconds"
-        async with websockets.connect(f"{srv.ws}/v1/realtime",
-                                      additional_headers={"Authorization": f"Bearer {secret['value']}"}) as ws:
+        async with websockets.connect(
+            f"{srv.ws}/v1/realtime", additional_headers={"Authorization": f"Bearer {secret['value']}"}
+        ) as ws:
             created = await recv(ws, "session.created")
             assert created["session"]["instructions"] == "Speak like a pirate."
             assert created["session"]["audio"]["output"]["voice"] == "cedar"
@@ -103,8 +120,9 @@ async def test_client_secret_carries_session_and_expires() -> None:
         assert stored is not None
         stored.expires_at = 0
         with pytest.raises(websockets.InvalidStatus) as info:
-            async with websockets.connect(f"{srv.ws}/v1/realtime",
-                                          additional_headers={"Authorization": f"Bearer {secret['value']}"}):
+            async with websockets.connect(
+                f"{srv.ws}/v1/realtime", additional_headers={"Authorization": f"Bearer {secret['value']}"}
+            ):
                 pass
         assert info.value.response.status_code == 401
 

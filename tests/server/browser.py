@@ -31,12 +31,25 @@ def sdk_bundle() -> Path:
         if npm is None:
             raise RuntimeError("npm is not installed: apt-get install npm (or run make sdk-bundle)")
         result = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM_PREFIX),
-             f"@openai/agents-realtime@{AGENTS_REALTIME_VERSION}"],
-            capture_output=True, text=True, timeout=300, check=False)
+            [
+                npm,
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(NPM_PREFIX),
+                f"@openai/agents-realtime@{AGENTS_REALTIME_VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         if result.returncode != 0 or not BUNDLE_DIR.is_dir():
-            raise RuntimeError(f"npm install @openai/agents-realtime failed (no network here? run make sdk-bundle "
-                               f"first):\n{result.stderr[-2000:]}")
+            raise RuntimeError(
+                f"npm install @openai/agents-realtime failed (no network here? run make sdk-bundle "
+                f"first):\n{result.stderr[-2000:]}"
+            )
     return BUNDLE_DIR
 
 
@@ -57,9 +70,14 @@ def _playwright_disabled_features() -> list[str]:
 def chromium_args(wav: Path) -> list[str]:
     disabled = [*_playwright_disabled_features(), "WebRtcHideLocalIpsWithMdns"]
     return [
-        "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
         "--autoplay-policy=no-user-gesture-required",
         "--allow-loopback-in-peer-connection",

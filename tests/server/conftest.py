@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
-from tests.server.support import Serve, serve_local
+from parley.host.runtime import EngineRuntime
 from tests.support.models import real_models
+from tests.support.serve import Serve, serve_local
 
 
 @pytest.fixture(scope="module")

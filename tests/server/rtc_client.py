@@ -15,9 +15,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from parley.media.ice import allow_loopback_candidates
 from parley.protocol.audio_formats import resample
-from parley.transports.webrtc_ice import allow_loopback_candidates
-from tests.eventlog import EventLog
+from tests.support.eventlog import EventLog
 
 RTP_RATE = 48000
 FRAME = 960  # 20 ms
@@ -99,8 +99,15 @@ class RtcClient:
     async def connect(self, url: str, secret: str, headers: dict[str, str] | None = None) -> httpx.Response:
         sdp = await self.offer()
         async with httpx.AsyncClient(timeout=30) as http:
-            r = await http.post(url, content=sdp, headers={
-                "Authorization": f"Bearer {secret}", "Content-Type": "application/sdp", **(headers or {})})
+            r = await http.post(
+                url,
+                content=sdp,
+                headers={
+                    "Authorization": f"Bearer {secret}",
+                    "Content-Type": "application/sdp",
+                    **(headers or {}),
+                },
+            )
         if r.status_code == 201:
             self.location = r.headers.get("location")
             self.call_id = (self.location or "").rsplit("/", 1)[-1] or None

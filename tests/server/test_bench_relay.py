@@ -14,9 +14,29 @@ pytestmark = [pytest.mark.slow]  # spawns the benchmark (~17 s): not in make tes
 
 def test_bench_relay_smoke(tmp_path: Path) -> None:
     out = tmp_path / "relay.json"
-    result = subprocess.run([sys.executable, "-m", "parley", "bench", "relay", "--sessions", "3", "--seconds", "1",
-                             "--warmup", "0.5", "--rounds", "1", "--out", str(out)], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "parley",
+            "bench",
+            "relay",
+            "--sessions",
+            "3",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.5",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
     for mode in ("direct", "relayed"):

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from parley.bench.speech import silence, synthesize, write_wav
 from parley.protocol.validation import server_event_classes, validate_server_event
 from tests.server.browser import ARTIFACTS, CHROMIUM, chromium_args, sdk_bundle
-from tests.server.support import Serve
+from tests.support.serve import Serve
 from tests.support.text import recall
 
 pytestmark = [pytest.mark.browser, pytest.mark.models]
@@ -80,10 +80,16 @@ async def spoken_turn_in_browser(site: Serve, wav: Path, mode: str) -> dict[str,
             await wait_js(page, "window.T && T.state !== 'starting'", 30)
             state = await page.evaluate("({state: T.state, errors: T.errors, callId: T.callId})")
             assert state["state"] == "connected", (state, console[-20:])
-            await wait_js(page, "T.events.some(e => e.type === 'response.done' && "
-                                "e.response.status === 'completed')", 90)
-            await wait_js(page, "T.events.some(e => e.type === "
-                                "'conversation.item.input_audio_transcription.completed')", 30)
+            await wait_js(
+                page,
+                "T.events.some(e => e.type === 'response.done' && e.response.status === 'completed')",
+                90,
+            )
+            await wait_js(
+                page,
+                "T.events.some(e => e.type === 'conversation.item.input_audio_transcription.completed')",
+                30,
+            )
             await wait_js(page, "T.events.some(e => e.type === 'output_audio_buffer.stopped')", 30)
             stats = await page.evaluate("collectStats()")
             events = await page.evaluate("T.events")

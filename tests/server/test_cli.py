@@ -33,8 +33,9 @@ def test_upstream_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
         normalize_base_url("ftp://example.com")
 
 
-def test_refuses_public_bind_without_access_token(monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_refuses_public_bind_without_access_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("PARLEY_ACCESS_TOKEN", raising=False)
     assert cli.run(parse("--host", "0.0.0.0")) == 2
     assert "PARLEY_ACCESS_TOKEN" in capsys.readouterr().err
@@ -43,7 +44,7 @@ def test_refuses_public_bind_without_access_token(monkeypatch: pytest.MonkeyPatc
 
 def test_public_bind_gives_the_embedded_engine_a_private_key() -> None:
     from parley.server.upstream import LocalUpstream
-    from tests.server.support import fake_runtime
+    from tests.support.serve import fake_runtime
 
     runtime = fake_runtime()
     LocalUpstream(runtime, bound_to_loopback=False)

@@ -50,8 +50,12 @@ def _frames(rng: random.Random) -> list[Frame]:
         elif roll < 0.8:
             frames.append(Frame(rng.choice([Opcode.PING, Opcode.PONG]), data[:100]))
         else:  # a fragmented message, a ping in the middle
-            frames += [Frame(Opcode.TEXT, b"frag-", fin=False), Frame(Opcode.PING, b"p"),
-                       Frame(Opcode.CONT, b"ment", fin=False), Frame(Opcode.CONT, b"ed", fin=True)]
+            frames += [
+                Frame(Opcode.TEXT, b"frag-", fin=False),
+                Frame(Opcode.PING, b"p"),
+                Frame(Opcode.CONT, b"ment", fin=False),
+                Frame(Opcode.CONT, b"ed", fin=True),
+            ]
     return frames
 
 
@@ -59,7 +63,7 @@ def _cut(stream: bytes, rng: random.Random) -> list[bytes]:
     chunks, pos = [], 0
     while pos < len(stream):
         step = rng.choice([1, 2, 3, 7, 100, 1400, 70000])
-        chunks.append(stream[pos:pos + step])
+        chunks.append(stream[pos : pos + step])
         pos += step
     return chunks
 
@@ -116,8 +120,10 @@ def test_splitter_hands_malformed_streams_to_websockets(masked: bool) -> None:
 
 def test_data_frame_inside_a_fragmented_message_is_websockets_error() -> None:
     splitter = FrameSplitter(masked=False, max_size=None)
-    stream = b"".join(f.serialize(mask=False, extensions=[]) for f in (
-        Frame(Opcode.TEXT, b"a", fin=False), Frame(Opcode.TEXT, b"b")))
+    stream = b"".join(
+        f.serialize(mask=False, extensions=[])
+        for f in (Frame(Opcode.TEXT, b"a", fin=False), Frame(Opcode.TEXT, b"b"))
+    )
     assert [kind for kind, _ in splitter.feed(stream)] == [RAW, RAW]
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from parley.server.sdp_relay import CallError, check_offer
 from tests.server.rtc_client import RtcClient
-from tests.server.support import Serve, serve_local, serve_remote
+from tests.support.serve import Serve, serve_local, serve_remote
 from tests.support.servers import serve_app
 
 
@@ -47,22 +47,40 @@ async def tool_call_over_webrtc(srv: Serve) -> None:
         assert client.call_id in srv.app.state.sideband.tasks
         # A page that replaces the tools (as agent SDKs do) gets the server's back, by sideband.
         client.send({"type": "session.update", "session": {"type": "realtime", "tools": []}})
-        await client.events.wait_for("session.updated", lambda e: any(
-            t["name"] == "add_note" for t in e["session"]["tools"]), timeout=5)
-        client.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "Remember to buy milk."}]}})
-        client.send({"type": "response.create", "response": {
-            "tool_choice": {"type": "function", "name": "list_notes"}}})
-        call = await client.events.wait_for("response.output_item.done",
-                                            lambda e: e["item"]["type"] == "function_call", timeout=10)
+        await client.events.wait_for(
+            "session.updated",
+            lambda e: any(t["name"] == "add_note" for t in e["session"]["tools"]),
+            timeout=5,
+        )
+        client.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Remember to buy milk."}],
+                },
+            }
+        )
+        client.send(
+            {
+                "type": "response.create",
+                "response": {"tool_choice": {"type": "function", "name": "list_notes"}},
+            }
+        )
+        call = await client.events.wait_for(
+            "response.output_item.done", lambda e: e["item"]["type"] == "function_call", timeout=10
+        )
         assert call["item"]["name"] == "list_notes"
-        output = await client.events.wait_for("conversation.item.done",
-                                              lambda e: e["item"]["type"] == "function_call_output", timeout=10)
+        output = await client.events.wait_for(
+            "conversation.item.done", lambda e: e["item"]["type"] == "function_call_output", timeout=10
+        )
         assert output["item"]["call_id"] == call["item"]["call_id"]
         assert json.loads(output["item"]["output"]) == {"notes": [], "count": 0}
         dones = [e for e in client.events.of("response.done")]
-        await client.events.wait_for("response.done", lambda e: e["response"]["id"] != dones[0]["response"]["id"],
-                                     timeout=10)
+        await client.events.wait_for(
+            "response.done", lambda e: e["response"]["id"] != dones[0]["response"]["id"], timeout=10
+        )
         assert not client.events.of("error"), client.events.of("error")
     finally:
         await client.close()
@@ -84,7 +102,9 @@ GOOD_OFFER_HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 
 def test_offer_checks() -> None:
     for raw, code in [
-        (b"", "invalid_sdp"), (b"hello", "invalid_sdp"), (b"\xff\xfe\x00", "invalid_sdp"),
+        (b"", "invalid_sdp"),
+        (b"hello", "invalid_sdp"),
+        (b"\xff\xfe\x00", "invalid_sdp"),
         ((GOOD_OFFER_HEAD + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n").encode(), "sdp_no_audio"),
         (b"v=0\r\n" + b"a=x\r\n" * 10000, "sdp_too_large"),
     ]:
@@ -108,16 +128,32 @@ async def test_calls_bad_input_table() -> None:
         cases = [
             # (name, headers, body, status, code)
             ("no auth", sdp, offer, 401, "missing_api_key"),
-            ("not an ek_ secret", {**sdp, "Authorization": "Bearer sk-whatever"}, offer, 401, "invalid_api_key"),
+            (
+                "not an ek_ secret",
+                {**sdp, "Authorization": "Bearer sk-whatever"},
+                offer,
+                401,
+                "invalid_api_key",
+            ),
             ("unknown secret", {**sdp, "Authorization": "Bearer ek_nope"}, offer, 401, "invalid_api_key"),
             ("expired secret", {**sdp, "Authorization": f"Bearer {expired}"}, offer, 401, "invalid_api_key"),
-            ("json body", {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}, "{}", 415,
-             "unsupported_media_type"),
+            (
+                "json body",
+                {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"},
+                "{}",
+                415,
+                "unsupported_media_type",
+            ),
             ("empty", {**sdp, "Authorization": f"Bearer {secret}"}, "", 400, "invalid_sdp"),
             ("garbage", {**sdp, "Authorization": f"Bearer {secret}"}, "not sdp at all", 400, "invalid_sdp"),
             ("no audio", {**sdp, "Authorization": f"Bearer {secret}"}, no_audio, 400, "sdp_no_audio"),
-            ("oversized", {**sdp, "Authorization": f"Bearer {secret}"}, offer + "a=x\r\n" * 10000, 413,
-             "sdp_too_large"),
+            (
+                "oversized",
+                {**sdp, "Authorization": f"Bearer {secret}"},
+                offer + "a=x\r\n" * 10000,
+                413,
+                "sdp_too_large",
+            ),
         ]
         for name, headers, body, status, code in cases:
             r = await http.post("/api/realtime/calls", content=body, headers=headers)
@@ -137,19 +173,30 @@ async def test_upstream_odd_answers_become_clear_errors() -> None:
         if "a=x-case:json-error" in sdp:
             return JSONResponse({"error": {"message": "Too many calls right now.", "code": "busy"}}, 429)
         if "a=x-case:json-200" in sdp:
-            return JSONResponse({"error": {"message": "Session config rejected.", "code": "bad_session"}}, 200)
+            return JSONResponse(
+                {"error": {"message": "Session config rejected.", "code": "bad_session"}}, 200
+            )
         if "a=x-case:html-500" in sdp:
             return HTMLResponse("<html>Internal Server Error</html>", 500)
-        return Response("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", 201, media_type="application/sdp",
-                        headers={"Location": "/v1/realtime/calls/rtc_fake"})
+        return Response(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n",
+            201,
+            media_type="application/sdp",
+            headers={"Location": "/v1/realtime/calls/rtc_fake"},
+        )
 
-    async with serve_app(odd) as upstream, serve_remote(upstream_url=f"{upstream.http}/v1") as srv, \
-            httpx.AsyncClient(base_url=srv.http) as http:
+    async with (
+        serve_app(odd) as upstream,
+        serve_remote(upstream_url=f"{upstream.http}/v1") as srv,
+        httpx.AsyncClient(base_url=srv.http) as http,
+    ):
         headers = {"Content-Type": "application/sdp", "Authorization": "Bearer ek_whatever"}
         base = GOOD_OFFER_HEAD + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
-        for case, status, message in [("json-error", 429, "Too many calls right now."),
-                                      ("json-200", 502, "Session config rejected."),
-                                      ("html-500", 502, "The upstream answered HTTP 500.")]:
+        for case, status, message in [
+            ("json-error", 429, "Too many calls right now."),
+            ("json-200", 502, "Session config rejected."),
+            ("html-500", 502, "The upstream answered HTTP 500."),
+        ]:
             r = await http.post("/api/realtime/calls", content=base + f"a=x-case:{case}\r\n", headers=headers)
             assert r.status_code == status, (case, r.text)
             assert r.json()["error"]["message"] == message

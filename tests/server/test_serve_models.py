@@ -24,10 +24,10 @@ from openai import AsyncOpenAI
 
 from parley.bench.speech import silence, synthesize
 from parley.protocol.audio_formats import int16_to_float, resample
-from tests.eventlog import EventLog
 from tests.server.rtc_client import RtcClient
-from tests.server.support import Serve
+from tests.support.eventlog import EventLog
 from tests.support.pacing import stream_pcm
+from tests.support.serve import Serve
 from tests.support.text import recall, similar
 
 pytestmark = [pytest.mark.models]
@@ -62,14 +62,18 @@ async def test_webrtc_spoken_turn_and_barge_in_through_serve(serve: Serve, model
         done = await log.wait_for("response.done", timeout=45)
         response = done["response"]
         assert response["status"] == "completed", response
-        heard = (await log.wait_for("conversation.item.input_audio_transcription.completed", timeout=20))["transcript"]
+        heard = (await log.wait_for("conversation.item.input_audio_transcription.completed", timeout=20))[
+            "transcript"
+        ]
         assert recall(question, heard) >= 0.8, heard
         transcript = response["output"][0]["content"][0]["transcript"]
         assert transcript.strip()
-        started = await log.wait_for("output_audio_buffer.started",
-                                     lambda e: e["response_id"] == response["id"])
-        stopped = await log.wait_for("output_audio_buffer.stopped",
-                                     lambda e: e["response_id"] == response["id"], timeout=30)
+        started = await log.wait_for(
+            "output_audio_buffer.started", lambda e: e["response_id"] == response["id"]
+        )
+        stopped = await log.wait_for(
+            "output_audio_buffer.stopped", lambda e: e["response_id"] == response["id"], timeout=30
+        )
         t0, t1 = log.times[log.events.index(started)], log.times[log.events.index(stopped)]
         reply = np.concatenate([a for t, a in client.audio if t0 - 0.1 <= t <= t1 + 0.3])
         assert rms(reply) > 0.02, "no reply audio arrived over RTP"
@@ -77,12 +81,26 @@ async def test_webrtc_spoken_turn_and_barge_in_through_serve(serve: Serve, model
         assert similar(transcript, back, 0.6), (transcript, back)
 
         # 2. Barge-in: interrupt a long reply while it plays.
-        client.send({"type": "session.update", "session": {
-            "type": "realtime", "instructions": "You are a storyteller. Tell long, detailed stories."}})
+        client.send(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "instructions": "You are a storyteller. Tell long, detailed stories.",
+                },
+            }
+        )
         await log.wait_for("session.updated")
         mark = len(log.events)
-        client.mic.play(np.concatenate([silence(0.3), synthesize("Tell me a long story about a dragon who lived "
-                                                                 "in a castle."), silence(1.2)]))
+        client.mic.play(
+            np.concatenate(
+                [
+                    silence(0.3),
+                    synthesize("Tell me a long story about a dragon who lived in a castle."),
+                    silence(1.2),
+                ]
+            )
+        )
         playing = await log.wait_for("output_audio_buffer.started", timeout=45, start=mark)
         story_id = playing["response_id"]
         await asyncio.sleep(1.2)
@@ -92,13 +110,17 @@ async def test_webrtc_spoken_turn_and_barge_in_through_serve(serve: Serve, model
         cleared = await log.wait_for("output_audio_buffer.cleared", timeout=10, start=interrupt_at)
         assert cleared["response_id"] == story_id
         truncated = await log.wait_for("conversation.item.truncated", timeout=10, start=interrupt_at)
-        story_done = await log.wait_for("response.done", lambda e: e["response"]["id"] == story_id, timeout=30)
+        story_done = await log.wait_for(
+            "response.done", lambda e: e["response"]["id"] == story_id, timeout=30
+        )
         story_item = story_done["response"]["output"][0]
         assert truncated["item_id"] == story_item["id"]
         assert 500 <= truncated["audio_end_ms"] <= 6000, truncated
         # Silence on the wire soon after the clear.
         t_clear = log.times[log.events.index(cleared)]
-        after = np.concatenate([a for t, a in client.audio if t_clear + 0.3 <= t <= t_clear + 0.8] or [np.zeros(1)])
+        after = np.concatenate(
+            [a for t, a in client.audio if t_clear + 0.3 <= t <= t_clear + 0.8] or [np.zeros(1)]
+        )
         assert rms(after) < 0.01, "assistant audio kept playing after output_audio_buffer.cleared"
         assert not log.of("error"), log.of("error")
     finally:
@@ -130,13 +152,18 @@ class Conn:
 def reply_audio(log: EventLog, response_id: str) -> np.ndarray:
     import base64
 
-    data = b"".join(base64.b64decode(e["delta"]) for e in log.of("response.output_audio.delta")
-                    if e["response_id"] == response_id)
+    data = b"".join(
+        base64.b64decode(e["delta"])
+        for e in log.of("response.output_audio.delta")
+        if e["response_id"] == response_id
+    )
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
 async def test_openai_python_spoken_turn_and_server_tool_through_relay(serve: Serve, models: Any) -> None:
-    client = AsyncOpenAI(api_key="not-needed", base_url=f"{serve.http}/api/v1", websocket_base_url=f"{serve.ws}/api/v1")
+    client = AsyncOpenAI(
+        api_key="not-needed", base_url=f"{serve.http}/api/v1", websocket_base_url=f"{serve.ws}/api/v1"
+    )
     async with client.realtime.connect(model="gpt-realtime") as raw:
         c = Conn(raw)
         try:
@@ -150,7 +177,9 @@ async def test_openai_python_spoken_turn_and_server_tool_through_relay(serve: Se
             await stream_pcm(c.append, np.concatenate([silence(0.5), synthesize(question), silence(1.2)]))
             done = await c.log.wait_for("response.done", timeout=45)
             assert done["response"]["status"] == "completed"
-            heard = (await c.log.wait_for("conversation.item.input_audio_transcription.completed"))["transcript"]
+            heard = (await c.log.wait_for("conversation.item.input_audio_transcription.completed"))[
+                "transcript"
+            ]
             assert recall(question, heard) >= 0.8, heard
             transcript = done["response"]["output"][0]["content"][0]["transcript"]
             audio = reply_audio(c.log, done["response"]["id"])
@@ -159,21 +188,33 @@ async def test_openai_python_spoken_turn_and_server_tool_through_relay(serve: Se
 
             # A spoken question the server answers with its own tool (forced, so a 135M model calls it).
             mark = len(c.log.events)
-            await raw.session.update(session={"type": "realtime", "tool_choice": {
-                "type": "function", "name": "get_current_time"}})
+            await raw.session.update(
+                session={"type": "realtime", "tool_choice": {"type": "function", "name": "get_current_time"}}
+            )
             await c.log.wait_for("session.updated", start=mark)
             t_ask = time.perf_counter()
-            await stream_pcm(c.append, np.concatenate([synthesize("What time is it in Tokyo?"), silence(1.2)]))
-            call = await c.log.wait_for("response.output_item.done", lambda e: e["item"]["type"] == "function_call",
-                                        timeout=45, start=mark)
+            await stream_pcm(
+                c.append, np.concatenate([synthesize("What time is it in Tokyo?"), silence(1.2)])
+            )
+            call = await c.log.wait_for(
+                "response.output_item.done",
+                lambda e: e["item"]["type"] == "function_call",
+                timeout=45,
+                start=mark,
+            )
             assert call["item"]["name"] == "get_current_time"
-            output = await c.log.wait_for("conversation.item.done",
-                                          lambda e: e["item"]["type"] == "function_call_output", start=mark)
+            output = await c.log.wait_for(
+                "conversation.item.done", lambda e: e["item"]["type"] == "function_call_output", start=mark
+            )
             assert output["item"]["call_id"] == call["item"]["call_id"]
             result = json.loads(output["item"]["output"])
             assert "time" in result or "error" in result, result
-            spoken = await c.log.wait_for("response.done", lambda e: e["response"]["output"] and
-                                          e["response"]["output"][0]["type"] == "message", timeout=45, start=mark)
+            spoken = await c.log.wait_for(
+                "response.done",
+                lambda e: e["response"]["output"] and e["response"]["output"][0]["type"] == "message",
+                timeout=45,
+                start=mark,
+            )
             assert spoken["response"]["status"] == "completed"
             assert len(reply_audio(c.log, spoken["response"]["id"])) > 0
             assert time.perf_counter() - t_ask < 60

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.server.support import UPSTREAM_KEY, dead_upstream_url, serve_local, serve_remote
+from tests.support.serve import UPSTREAM_KEY, dead_upstream_url, serve_local, serve_remote
 
 
 async def test_config_describes_upstream_tools_and_defaults() -> None:
@@ -41,14 +41,28 @@ async def test_page_and_security_headers() -> None:
 
 async def test_mint_returns_short_lived_secret_with_server_tools() -> None:
     async with serve_local() as srv, httpx.AsyncClient(base_url=srv.http) as http:
-        page_tool = {"type": "function", "name": "show_color", "description": "Show a color",
-                     "parameters": {"type": "object", "properties": {"hex": {"type": "string"}}}}
-        r = await http.post("/api/session", json={"session": {
-            "instructions": "Be brief.", "audio": {"output": {"voice": "cedar", "speed": 1.2},
-                                                   "input": {"turn_detection": {"type": "server_vad",
-                                                                                "silence_duration_ms": 400},
-                                                             "transcription": {"model": "whisper-1"}}},
-            "tools": [page_tool]}})
+        page_tool = {
+            "type": "function",
+            "name": "show_color",
+            "description": "Show a color",
+            "parameters": {"type": "object", "properties": {"hex": {"type": "string"}}},
+        }
+        r = await http.post(
+            "/api/session",
+            json={
+                "session": {
+                    "instructions": "Be brief.",
+                    "audio": {
+                        "output": {"voice": "cedar", "speed": 1.2},
+                        "input": {
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 400},
+                            "transcription": {"model": "whisper-1"},
+                        },
+                    },
+                    "tools": [page_tool],
+                }
+            },
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert set(body) == {"value", "expires_at", "session"}
@@ -73,27 +87,85 @@ SESSION_BAD_INPUT = [
     # (name, raw body, status, code, param)
     ("invalid json", b"{nope", 400, "invalid_json", None),
     ("not an object", b"[1,2]", 400, "invalid_json", None),
-    ("unknown top-level field", json.dumps({"session": {}, "key": 1}).encode(), 400, "unknown_parameter", "key"),
-    ("server-only field: model", json.dumps({"session": {"model": "gpt-4o"}}).encode(), 400, "unknown_parameter",
-     "session.model"),
-    ("server-only field: tracing", json.dumps({"session": {"tracing": "auto"}}).encode(), 400,
-     "unknown_parameter", "session.tracing"),
-    ("nested unknown field", json.dumps({"session": {"audio": {"output": {"bitrate": 9}}}}).encode(), 400,
-     "unknown_parameter", "session.audio.output.bitrate"),
-    ("transcription session", json.dumps({"session": {"type": "transcription"}}).encode(), 400, "invalid_value",
-     "session.type"),
-    ("instructions too long", json.dumps({"session": {"instructions": BIG}}).encode(), 400,
-     "instructions_too_long", "session.instructions"),
-    ("too many tools", json.dumps({"session": {"tools": [{"type": "function", "name": f"t{i}"} for i in range(17)]}}
-                                  ).encode(), 400, "too_many_tools", "session.tools"),
-    ("speed out of range", json.dumps({"session": {"audio": {"output": {"speed": 4}}}}).encode(), 400,
-     "invalid_value", "session.audio.output.speed"),
-    ("bad turn detection", json.dumps({"session": {"audio": {"input": {"turn_detection": {"type": "psychic"}}}}}
-                                      ).encode(), 400, "invalid_value", "session.audio.input.turn_detection.type"),
-    ("both modalities", json.dumps({"session": {"output_modalities": ["audio", "text"]}}).encode(), 400,
-     "invalid_value", "session.output_modalities"),
-    ("oversized body", json.dumps({"session": {"instructions": "y" * 70000}}).encode(), 413, "request_too_large",
-     None),
+    (
+        "unknown top-level field",
+        json.dumps({"session": {}, "key": 1}).encode(),
+        400,
+        "unknown_parameter",
+        "key",
+    ),
+    (
+        "server-only field: model",
+        json.dumps({"session": {"model": "gpt-4o"}}).encode(),
+        400,
+        "unknown_parameter",
+        "session.model",
+    ),
+    (
+        "server-only field: tracing",
+        json.dumps({"session": {"tracing": "auto"}}).encode(),
+        400,
+        "unknown_parameter",
+        "session.tracing",
+    ),
+    (
+        "nested unknown field",
+        json.dumps({"session": {"audio": {"output": {"bitrate": 9}}}}).encode(),
+        400,
+        "unknown_parameter",
+        "session.audio.output.bitrate",
+    ),
+    (
+        "transcription session",
+        json.dumps({"session": {"type": "transcription"}}).encode(),
+        400,
+        "invalid_value",
+        "session.type",
+    ),
+    (
+        "instructions too long",
+        json.dumps({"session": {"instructions": BIG}}).encode(),
+        400,
+        "instructions_too_long",
+        "session.instructions",
+    ),
+    (
+        "too many tools",
+        json.dumps(
+            {"session": {"tools": [{"type": "function", "name": f"t{i}"} for i in range(17)]}}
+        ).encode(),
+        400,
+        "too_many_tools",
+        "session.tools",
+    ),
+    (
+        "speed out of range",
+        json.dumps({"session": {"audio": {"output": {"speed": 4}}}}).encode(),
+        400,
+        "invalid_value",
+        "session.audio.output.speed",
+    ),
+    (
+        "bad turn detection",
+        json.dumps({"session": {"audio": {"input": {"turn_detection": {"type": "psychic"}}}}}).encode(),
+        400,
+        "invalid_value",
+        "session.audio.input.turn_detection.type",
+    ),
+    (
+        "both modalities",
+        json.dumps({"session": {"output_modalities": ["audio", "text"]}}).encode(),
+        400,
+        "invalid_value",
+        "session.output_modalities",
+    ),
+    (
+        "oversized body",
+        json.dumps({"session": {"instructions": "y" * 70000}}).encode(),
+        413,
+        "request_too_large",
+        None,
+    ),
 ]
 
 
@@ -110,8 +182,10 @@ async def test_session_bad_input_table() -> None:
 
 
 async def test_mint_rate_limit() -> None:
-    async with serve_local(mint_burst=3, mint_rate_per_minute=1) as srv, \
-            httpx.AsyncClient(base_url=srv.http) as http:
+    async with (
+        serve_local(mint_burst=3, mint_rate_per_minute=1) as srv,
+        httpx.AsyncClient(base_url=srv.http) as http,
+    ):
         statuses = [(await http.post("/api/session")).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
         r = await http.post("/api/session")
@@ -119,8 +193,10 @@ async def test_mint_rate_limit() -> None:
 
 
 async def test_origin_check_on_api_routes() -> None:
-    async with serve_local(allow_origins=["https://friend.example"]) as srv, \
-            httpx.AsyncClient(base_url=srv.http) as http:
+    async with (
+        serve_local(allow_origins=["https://friend.example"]) as srv,
+        httpx.AsyncClient(base_url=srv.http) as http,
+    ):
         same = await http.post("/api/session", headers={"Origin": srv.http})
         assert same.status_code == 200
         friend = await http.post("/api/session", headers={"Origin": "https://friend.example"})
@@ -129,12 +205,19 @@ async def test_origin_check_on_api_routes() -> None:
             evil = await http.post(path, headers={"Origin": "https://evil.example"})
             assert evil.status_code == 403, path
             assert evil.json()["error"]["code"] == "origin_not_allowed"
-        preflight = await http.options("/api/session", headers={"Origin": "https://evil.example",
-                                                                 "Access-Control-Request-Method": "POST"})
+        preflight = await http.options(
+            "/api/session",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
         assert preflight.status_code == 403
-        friendly = await http.options("/api/realtime/calls", headers={
-            "Origin": "https://friend.example", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type"})
+        friendly = await http.options(
+            "/api/realtime/calls",
+            headers={
+                "Origin": "https://friend.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
         assert friendly.status_code == 200
         assert friendly.headers["access-control-allow-origin"] == "https://friend.example"
         with pytest.raises(websockets.InvalidStatus) as info:
@@ -157,16 +240,20 @@ async def test_access_token_enforced_on_every_route() -> None:
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_access_token"
         ok = await http.post("/api/session", headers={"X-Parley-Access-Token": token})
         assert ok.status_code == 200
-        calls = await http.post("/api/realtime/calls", content=b"v=0", headers={
-            "Content-Type": "application/sdp", "Authorization": f"Bearer {ok.json()['value']}"})
+        calls = await http.post(
+            "/api/realtime/calls",
+            content=b"v=0",
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {ok.json()['value']}"},
+        )
         assert calls.status_code == 401 and calls.json()["error"]["code"] == "access_token_required"
         for protocols in (["realtime"], ["realtime", "parley-access-token.nope"]):
             with pytest.raises(websockets.InvalidStatus) as info:
                 async with websockets.connect(f"{srv.ws}/api/realtime/ws", subprotocols=protocols):
                     pass
             assert info.value.response.status_code == 401
-        async with websockets.connect(f"{srv.ws}/api/realtime/ws",
-                                      subprotocols=["realtime", f"parley-access-token.{token}"]) as ws:
+        async with websockets.connect(
+            f"{srv.ws}/api/realtime/ws", subprotocols=["realtime", f"parley-access-token.{token}"]
+        ) as ws:
             assert ws.subprotocol == "realtime"
             assert json.loads(await ws.recv())["type"] == "session.created"
 
@@ -181,8 +268,10 @@ async def test_remote_upstream_mint_and_key_never_leaks(caplog: pytest.LogCaptur
         assert r.json()["session"]["instructions"] == "Hi there."
         bodies = [r.text, (await http.get("/")).text, json.dumps(cfg), str(r.headers)]
     # The upstream refuses a wrong server key: the page learns it is a server problem, not the key.
-    async with serve_remote(key="wrong-key-abcdef", engine_key=UPSTREAM_KEY) as srv, \
-            httpx.AsyncClient(base_url=srv.http) as http:
+    async with (
+        serve_remote(key="wrong-key-abcdef", engine_key=UPSTREAM_KEY) as srv,
+        httpx.AsyncClient(base_url=srv.http) as http,
+    ):
         r = await http.post("/api/session")
         assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_auth_failed"
         bodies.append(r.text)
@@ -197,12 +286,18 @@ async def test_remote_upstream_mint_and_key_never_leaks(caplog: pytest.LogCaptur
 
 
 async def test_unreachable_upstream_is_502_everywhere() -> None:
-    async with serve_remote(upstream_url=dead_upstream_url()) as srv, httpx.AsyncClient(base_url=srv.http) as http:
+    async with (
+        serve_remote(upstream_url=dead_upstream_url()) as srv,
+        httpx.AsyncClient(base_url=srv.http) as http,
+    ):
         r = await http.post("/api/session")
         assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable"
         assert "Could not reach" in r.json()["error"]["message"]
-        calls = await http.post("/api/realtime/calls", content=b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio 9 x\r\n",
-                                headers={"Content-Type": "application/sdp", "Authorization": "Bearer ek_x"})
+        calls = await http.post(
+            "/api/realtime/calls",
+            content=b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio 9 x\r\n",
+            headers={"Content-Type": "application/sdp", "Authorization": "Bearer ek_x"},
+        )
         assert calls.status_code == 502 and calls.json()["error"]["code"] == "upstream_unreachable"
         with pytest.raises(websockets.InvalidStatus) as info:
             async with websockets.connect(f"{srv.ws}/api/realtime/ws"):

@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 from parley.protocol.validation import validate_server_event
 from parley.server.tools import ToolRunner, default_registry
 from parley.server.ws_relay import rewrite_session_update
-from tests.server.support import Serve, serve_local, serve_remote
+from tests.support.serve import Serve, serve_local, serve_remote
 
 
 async def recv(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:
@@ -28,15 +28,21 @@ async def recv(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:
 async def relayed_tool_turn(srv: Serve) -> None:
     """openai-python through the relay: a forced server-tool call, answered by the server, then the reply."""
     # openai-python appends /realtime to its base URL: /api/v1/realtime is the relay's alias for that.
-    client = AsyncOpenAI(api_key="unused-by-the-relay", base_url=f"{srv.http}/api/v1",
-                         websocket_base_url=f"{srv.ws}/api/v1")
+    client = AsyncOpenAI(
+        api_key="unused-by-the-relay", base_url=f"{srv.http}/api/v1", websocket_base_url=f"{srv.ws}/api/v1"
+    )
     async with client.realtime.connect(model="gpt-realtime") as conn:
         first = await conn.recv()
         assert first.type == "session.created"
         assert "get_current_time" in {t.name for t in first.session.tools}  # type: ignore[union-attr]
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "What time is it in Paris?"}]})
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "What time is it in Paris?"}],
+            }
+        )
         await conn.response.create(response={"tool_choice": {"type": "function", "name": "get_current_time"}})
         seen: list[str] = []
         output: str | None = None
@@ -79,12 +85,34 @@ async def _settled(srv: Serve) -> bool:
 
 
 async def test_page_session_update_keeps_server_tools() -> None:
-    async with serve_local() as srv, websockets.connect(f"{srv.ws}/api/realtime/ws",
-                                                        subprotocols=["realtime"]) as ws:
+    async with (
+        serve_local() as srv,
+        websockets.connect(f"{srv.ws}/api/realtime/ws", subprotocols=["realtime"]) as ws,
+    ):
         await recv(ws, "session.created")
-        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "tools": [
-            {"type": "function", "name": "show_color", "description": "x", "parameters": {"type": "object"}},
-            {"type": "function", "name": "calculate", "description": "the page's own, replaced"}]}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "realtime",
+                        "tools": [
+                            {
+                                "type": "function",
+                                "name": "show_color",
+                                "description": "x",
+                                "parameters": {"type": "object"},
+                            },
+                            {
+                                "type": "function",
+                                "name": "calculate",
+                                "description": "the page's own, replaced",
+                            },
+                        ],
+                    },
+                }
+            )
+        )
         updated = await recv(ws, "session.updated")
         tools = {t["name"]: t for t in updated["session"]["tools"]}
         assert "show_color" in tools and "add_note" in tools
@@ -105,7 +133,9 @@ def test_rewrite_leaves_other_frames_alone() -> None:
 def test_tool_runner_parses_only_the_events_it_acts_on() -> None:
     interesting = ToolRunner.interesting
     for kind in ("response.output_item.done", "response.done", "error", "session.updated", "session.created"):
-        assert interesting(json.dumps({"type": kind, "x": 1}, separators=(",", ":")))  # type first: read there
+        assert interesting(
+            json.dumps({"type": kind, "x": 1}, separators=(",", ":"))
+        )  # type first: read there
         assert interesting(json.dumps({"event_id": "e", "type": kind}))  # any other layout: scanned
         assert interesting(json.dumps({"type": kind}))  # '{"type": "…"', with a space
     delta = {"type": "response.output_audio.delta", "delta": "UklGRg==" * 200}
@@ -162,16 +192,24 @@ async def test_relayed_bad_input_gets_upstream_errors_and_session_goes_on() -> N
         await ws.send("{not json")
         error = await recv(ws, "error")
         assert error["error"]["code"] == "invalid_event"
-        await ws.send(json.dumps({"type": "session.update", "event_id": "ev1", "session": {"instructions": "x"}}))
+        await ws.send(
+            json.dumps({"type": "session.update", "event_id": "ev1", "session": {"instructions": "x"}})
+        )
         error = await recv(ws, "error")
         assert error["error"]["event_id"] == "ev1"
-        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
-                                                                        "output_modalities": ["text"]}}))
+        await ws.send(
+            json.dumps(
+                {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}}
+            )
+        )
         await recv(ws, "session.updated")
 
 
 async def test_relay_session_limit() -> None:
-    async with serve_local(max_relay_sessions=1) as srv, websockets.connect(f"{srv.ws}/api/realtime/ws") as ws:
+    async with (
+        serve_local(max_relay_sessions=1) as srv,
+        websockets.connect(f"{srv.ws}/api/realtime/ws") as ws,
+    ):
         await recv(ws, "session.created")
         with pytest.raises(websockets.InvalidStatus) as info:
             async with websockets.connect(f"{srv.ws}/api/realtime/ws"):
@@ -183,12 +221,31 @@ async def test_forced_tool_choice_does_not_loop() -> None:
     """A session forcing a server tool: the relay's follow-up lets the model answer (reset_tool_choice)."""
     async with serve_local() as srv, websockets.connect(f"{srv.ws}/api/realtime/ws") as ws:
         await recv(ws, "session.created")
-        await ws.send(json.dumps({"type": "session.update", "session": {
-            "type": "realtime", "output_modalities": ["text"],
-            "tool_choice": {"type": "function", "name": "calculate"}}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "realtime",
+                        "output_modalities": ["text"],
+                        "tool_choice": {"type": "function", "name": "calculate"},
+                    },
+                }
+            )
+        )
         await recv(ws, "session.updated")
-        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "2+2?"}],
+                    },
+                }
+            )
+        )
         await ws.send(json.dumps({"type": "response.create"}))
         first = await recv(ws, "response.done")
         assert first["response"]["output"][0]["type"] == "function_call"

@@ -14,8 +14,8 @@ import websockets
 
 import parley.server.ws_relay as ws_relay
 from parley.server.tools import ToolRegistry
-from tests.server.support import serve_remote
 from tests.server.test_ws_relay import relayed_tool_turn
+from tests.support.serve import serve_remote
 from tests.support.servers import free_port
 
 Handler = Callable[[Any], Awaitable[None]]
@@ -37,7 +37,10 @@ async def scripted_upstream(handler: Handler) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def relay_to(handler: Handler, **kw: Any) -> AsyncIterator[Any]:
     """The relay (no server tools: no injection handshake) to a scripted upstream."""
-    async with scripted_upstream(handler) as url, serve_remote(upstream_url=url, registry=ToolRegistry(), **kw) as srv:
+    async with (
+        scripted_upstream(handler) as url,
+        serve_remote(upstream_url=url, registry=ToolRegistry(), **kw) as srv,
+    ):
         yield srv
 
 
@@ -67,14 +70,16 @@ async def echo(ws: Any) -> None:
 
 @pytest.mark.parametrize("ws_impl", [None, "websockets-sansio"])
 async def test_messages_of_every_size_and_shape_pass_intact(paths: list[str], ws_impl: str | None) -> None:
-    async with relay_to(echo, ws=ws_impl) as srv, websockets.connect(
-            f"{srv.ws}/api/realtime/ws", max_size=2**25, compression=None) as ws:
+    async with (
+        relay_to(echo, ws=ws_impl) as srv,
+        websockets.connect(f"{srv.ws}/api/realtime/ws", max_size=2**25, compression=None) as ws,
+    ):
         assert json.loads(await ws.recv())["type"] == "session.created"
         for size in (0, 1, 125, 126, 65535, 65536, 3_000_000):
             text = json.dumps({"type": "x", "pad": "é" * size}, ensure_ascii=False)
             await ws.send(text)
             assert await ws.recv() == text
-        await ws.send(["{\"type\":", "\"fragmented\"", "}"])  # one message in three frames
+        await ws.send(['{"type":', '"fragmented"', "}"])  # one message in three frames
         assert await ws.recv() == '{"type":"fragmented"}'
         await ws.send(b'{"type":"binary"}')  # relayed as text, as it always was
         assert await ws.recv() == '{"type":"binary"}'

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import build_llama  # noqa: E402
 
-needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("objdump") is None,
-                               reason="needs gcc and objdump (binutils)")
+needs_gcc = pytest.mark.skipif(
+    shutil.which("gcc") is None or shutil.which("objdump") is None, reason="needs gcc and objdump (binutils)"
+)
 
 AMX_C = r"""
 #include <immintrin.h>
@@ -41,7 +42,9 @@ def _shared_library(tmp_path: Path, name: str, source: str, *flags: str) -> Path
     return out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (make install)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (make install)"
+)
 def test_installed_llama_library_is_portable() -> None:
     """What make test guards: a -march=native or AMX build of llama.cpp fails here on any machine."""
     assert native.llama_libraries(), "llama-cpp-python ships no shared libraries?"
@@ -90,9 +93,32 @@ def test_scanner_passes_plain_code(tmp_path: Path) -> None:
 
 
 # Flags /proc/cpuinfo shows on the project's two kinds of machine (abridged to what matters).
-SAPPHIRE_RAPIDS = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512_vnni",
-                   "amx_tile", "amx_int8", "amx_bf16"}
-EPYC_ZEN4 = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}
+SAPPHIRE_RAPIDS = {
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+}
+EPYC_ZEN4 = {
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+}
 SANDY_BRIDGE = {"sse4_2", "avx"}
 
 
@@ -100,11 +126,18 @@ AVX512 = {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}
 HASWELL = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"}
 
 
-@pytest.mark.parametrize(("flags", "level"), [
-    (SAPPHIRE_RAPIDS | AVX512, "x86-64-v4-vnni"), (EPYC_ZEN4 | AVX512, "x86-64-v4-vnni"),
-    (HASWELL | AVX512, "x86-64-v3"),  # Skylake-X: AVX-512 without VNNI is not worth a level
-    (HASWELL, "x86-64-v3"), (SANDY_BRIDGE, "avx"), ({"sse4_2"}, "sse4.2"), (set(), "generic"),
-])
+@pytest.mark.parametrize(
+    ("flags", "level"),
+    [
+        (SAPPHIRE_RAPIDS | AVX512, "x86-64-v4-vnni"),
+        (EPYC_ZEN4 | AVX512, "x86-64-v4-vnni"),
+        (HASWELL | AVX512, "x86-64-v3"),  # Skylake-X: AVX-512 without VNNI is not worth a level
+        (HASWELL, "x86-64-v3"),
+        (SANDY_BRIDGE, "avx"),
+        ({"sse4_2"}, "sse4.2"),
+        (set(), "generic"),
+    ],
+)
 def test_build_level_from_cpu_flags(flags: set[str], level: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PARLEY_LLAMA_LEVEL", raising=False)
     assert build_llama.choose_level(flags)[0] == level

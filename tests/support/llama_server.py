@@ -40,7 +40,9 @@ def llama_server(log_dir: Path) -> Iterator[str]:
     ]  # fmt: skip
     log_path = log_dir / "llama-server.log"
     log = log_path.open("wb")  # a file, not a pipe: llama.cpp logs enough to fill a pipe and block
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60

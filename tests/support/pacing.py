@@ -11,8 +11,9 @@ import numpy as np
 RATE = 24000
 
 
-async def stream_pcm(send: Callable[[str], Awaitable[None]], pcm: np.ndarray, chunk_ms: int = 20,
-                     realtime: bool = True) -> None:
+async def stream_pcm(
+    send: Callable[[str], Awaitable[None]], pcm: np.ndarray, chunk_ms: int = 20, realtime: bool = True
+) -> None:
     """Send ``pcm`` (24 kHz int16) as base64 chunks via ``send(b64)`` on a fixed schedule."""
     step = RATE * chunk_ms // 1000
     loop = asyncio.get_running_loop()

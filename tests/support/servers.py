@@ -52,9 +52,17 @@ async def run_uvicorn(config: uvicorn.Config) -> AsyncIterator[RunningServer]:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, host: str = "127.0.0.1", port: int | None = None,
-                    ws_max_size: int = 16 * 1024 * 1024) -> AsyncIterator[RunningServer]:
-    config = uvicorn.Config(app, host=host, port=port or free_port(), log_level="warning",
-                            ws_max_size=ws_max_size, ws_ping_interval=None, lifespan="on")
+async def serve_app(
+    app: Any, host: str = "127.0.0.1", port: int | None = None, ws_max_size: int = 16 * 1024 * 1024
+) -> AsyncIterator[RunningServer]:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port or free_port(),
+        log_level="warning",
+        ws_max_size=ws_max_size,
+        ws_ping_interval=None,
+        lifespan="on",
+    )
     async with run_uvicorn(config) as running:
         yield running

@@ -14,10 +14,10 @@ import pytest
 from playwright.async_api import async_playwright
 
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
-from tests.server.support import Serve, serve_local
+from parley.host.runtime import EngineRuntime
 from tests.support.models import real_models
-from tests.ui.support import Browsers, UiPage, speech_wav
+from tests.support.serve import Serve, serve_local
+from tests.support.ui import Browsers, UiPage, speech_wav
 
 QUESTION = "What is the capital of France?"
 # The fake microphone starts when the page opens it, before the connection is up: on a

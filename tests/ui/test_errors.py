@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.server.support import Serve, fake_runtime, serve_local, serve_remote
+from tests.support.serve import Serve, fake_runtime, serve_local, serve_remote
 from tests.ui.conftest import OpenPage
 
 pytestmark = [pytest.mark.browser]

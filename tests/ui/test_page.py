@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.server.support import Serve
+from tests.support.serve import Serve
 from tests.ui.conftest import OpenPage
 
 pytestmark = [pytest.mark.models, pytest.mark.browser]

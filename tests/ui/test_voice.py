@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.server.support import Serve
+from tests.support.serve import Serve
 from tests.support.text import recall
+from tests.support.ui import speech_timeline, speech_wav
 from tests.ui.conftest import LEAD_S, QUESTION, OpenPage
-from tests.ui.support import speech_timeline, speech_wav
 
 pytestmark = [pytest.mark.models, pytest.mark.browser]
 
@@ -131,7 +131,9 @@ async def barge_in(page, transport: str) -> None:
     # browser's jitter buffer already holds still plays out: ~100 ms on an idle machine, a few
     # hundred under the test suite's load, so the wait is generous and the time is reported.
     await page.until("() => !parley.client.assistantSpeaking", within=3, what="the assistant to fall silent")
-    print(f"\n{transport}: speech_started → assistant silent in the page {await page.now() - started_at:.0f} ms")
+    print(
+        f"\n{transport}: speech_started → assistant silent in the page {await page.now() - started_at:.0f} ms"
+    )
     await page.page.wait_for_timeout(200)
     assert (await page.stats())["assistantRms"] < 0.01  # and it stays quiet
     await page.page.wait_for_timeout(300)

@@ -13,12 +13,12 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from parley.engine.app import create_engine_app
+from parley.bench.webrtc_peer import strip_ice_candidates
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
-from parley.transports.webrtc_ice import allow_loopback_candidates
-from parley.transports.webrtc_peer import strip_ice_candidates
-from tests.fakes import FakeModels
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
+from parley.media.ice import allow_loopback_candidates
+from tests.support.fakes import FakeModels
 from tests.support.servers import RunningServer, serve_app
 
 # Test peers run in this process and need loopback candidates as much as the engine does.
@@ -26,8 +26,7 @@ allow_loopback_candidates()
 
 
 def fake_runtime(models: Any = None, **config: Any) -> EngineRuntime:
-    return EngineRuntime(EngineConfig(validate_events=True, **config),
-                         models=models or FakeModels())  # type: ignore[arg-type]
+    return EngineRuntime(EngineConfig(validate_events=True, **config), models=models or FakeModels())  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager

@@ -15,5 +15,9 @@ async def test_connect_benchmark_reports_percentiles() -> None:
         stats = report["metrics"][key]
         assert stats["n"] == 3 and 0 < stats["p50"] <= stats["p95"] <= stats["max"]
     run = report["runs"][0]
-    assert run["post_to_answer_ms"] < run["post_to_open_ms"] < run["offer_to_open_ms"] <= \
-        run["offer_to_session_created_ms"]
+    assert (
+        run["post_to_answer_ms"]
+        < run["post_to_open_ms"]
+        < run["offer_to_open_ms"]
+        <= run["offer_to_session_created_ms"]
+    )

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import websockets
 
+from parley.bench.webrtc_peer import RealtimePeer
 from parley.protocol.validation import validate_server_event
-from parley.transports.webrtc_peer import RealtimePeer
-from tests.fakes import FakeLlm, FakeModels
+from tests.support.audio import tone
+from tests.support.fakes import FakeLlm, FakeModels
 from tests.support.servers import RunningServer
 from tests.webrtc.conftest import call_tasks, engine, fake_runtime, released
 
@@ -30,7 +31,9 @@ RATE = 24000
 
 
 @contextlib.asynccontextmanager
-async def call(srv: RunningServer, token: str = KEY, query: str = "", **connect: Any) -> AsyncIterator[RealtimePeer]:
+async def call(
+    srv: RunningServer, token: str = KEY, query: str = "", **connect: Any
+) -> AsyncIterator[RealtimePeer]:
     peer = RealtimePeer()
     try:
         await peer.connect(f"{srv.http}/v1/realtime/calls{query}", token, **connect)
@@ -49,8 +52,10 @@ def validate_all(peer: RealtimePeer) -> None:
 
 
 def user_text(text: str) -> dict[str, Any]:
-    return {"type": "conversation.item.create",
-            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    }
 
 
 def loud(pcm: np.ndarray, threshold: int = 1000) -> np.ndarray:
@@ -61,19 +66,19 @@ def loud(pcm: np.ndarray, threshold: int = 1000) -> np.ndarray:
 
 def heard(peer: RealtimePeer, since: float, until: float = float("inf")) -> list[tuple[float, bool]]:
     """(arrival time, audible?) per received chunk in a window."""
-    return [(t, bool(loud(c).any())) for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True)
-            if since <= t < until]
+    return [
+        (t, bool(loud(c).any()))
+        for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True)
+        if since <= t < until
+    ]
 
 
 def heard_ms(peer: RealtimePeer, since: float, until: float = float("inf")) -> int:
     """Milliseconds of audible audio the peer received in a window (the fake voice is a steady tone)."""
-    chunks = [c for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True) if since <= t < until]
+    chunks = [
+        c for c, t in zip(peer.recording.chunks, peer.recording.arrivals, strict=True) if since <= t < until
+    ]
     return int(loud(np.concatenate(chunks)).sum()) * 10 if chunks else 0
-
-
-def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * 300 * t) * amplitude * 32767).astype(np.int16)
 
 
 async def test_turn_events_on_the_channel_and_audio_on_rtp() -> None:
@@ -91,7 +96,9 @@ async def test_turn_events_on_the_channel_and_audio_on_rtp() -> None:
         rid = done["response"]["id"]
         assert stopped["response_id"] == rid
         started = types.index("output_audio_buffer.started")
-        assert types.index("response.content_part.added") < started < types.index("output_audio_buffer.stopped")
+        assert (
+            types.index("response.content_part.added") < started < types.index("output_audio_buffer.stopped")
+        )
         assert types.index("response.done") < types.index("output_audio_buffer.stopped")
         assert "response.output_audio.delta" not in types  # audio goes over RTP
         assert not [t for t in types if t.startswith("parley.")]  # not asked for
@@ -168,13 +175,26 @@ async def test_vad_barge_in_flushes_truncates_and_cancels() -> None:
         assert done["response"]["status_details"]["reason"] == "turn_detected"
         assert cleared["response_id"] == done["response"]["id"]
         types = [e["type"] for e in peer.events]
-        order = [types.index(t) for t in ("input_audio_buffer.speech_started", "response.done",
-                                          "output_audio_buffer.cleared", "conversation.item.truncated")]
+        order = [
+            types.index(t)
+            for t in (
+                "input_audio_buffer.speech_started",
+                "response.done",
+                "output_audio_buffer.cleared",
+                "conversation.item.truncated",
+            )
+        ]
         assert order == sorted(order)
         # What reached the listener is exactly the truncation point.
         await asyncio.sleep(0.3)
-        next_reply = next((e["_t"] for e in peer.of("output_audio_buffer.started")
-                           if e["response_id"] != done["response"]["id"]), float("inf"))
+        next_reply = next(
+            (
+                e["_t"]
+                for e in peer.of("output_audio_buffer.started")
+                if e["response_id"] != done["response"]["id"]
+            ),
+            float("inf"),
+        )
         assert abs(heard_ms(peer, started["_t"] - 0.1, next_reply) - truncated["audio_end_ms"]) <= 40
         # Onset → silence on the wire, as the listener hears it (fake VAD; loaded CI machines are slow).
         last_loud = max(t for t, audible in heard(peer, started["_t"], cleared["_t"] + 0.5) if audible)
@@ -187,7 +207,9 @@ async def test_sideband_observes_and_controls_the_call() -> None:
     models = FakeModels(llm=FakeLlm(reply="Goodbye now."))
     async with engine(fake_runtime(models, api_key=KEY)) as srv:
         async with srv_http(srv) as http:
-            r = await http.post("/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={})
+            r = await http.post(
+                "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
+            )
             secret = r.json()["value"]
         async with call(srv, token=secret) as peer:
             url = f"{srv.ws}/v1/realtime?call_id={peer.call_id}"
@@ -209,8 +231,14 @@ async def test_sideband_observes_and_controls_the_call() -> None:
 
                 created = await until("session.created")
                 assert created["session"]["id"] == peer.events[0]["session"]["id"]
-                await ws.send(json.dumps({"type": "session.update", "session": {
-                    "type": "realtime", "instructions": "Only say goodbye."}}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "session.update",
+                            "session": {"type": "realtime", "instructions": "Only say goodbye."},
+                        }
+                    )
+                )
                 updated = await until("session.updated")
                 assert updated["session"]["instructions"] == "Only say goodbye."
                 on_peer = await peer.wait_for("session.updated")
@@ -267,8 +295,10 @@ async def _vanish(peer: RealtimePeer) -> None:
             protocol.transport.close()
 
 
-@pytest.mark.parametrize("how", ["peer connection closed", "data channel closed", "peer vanished",
-                                 "session expired", "engine shut down"])
+@pytest.mark.parametrize(
+    "how",
+    ["peer connection closed", "data channel closed", "peer vanished", "session expired", "engine shut down"],
+)
 async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if how == "peer vanished":
         # ICE consent checks take ~30 s to give up by default; the path is the same at 0.1 s.
@@ -305,8 +335,11 @@ async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.Mo
     finally:
         await peer.close()
     await asyncio.sleep(0.2)
-    leftover = [t for t in asyncio.all_tasks() if not t.done() and t not in tasks_before
-                and t is not asyncio.current_task()]
+    leftover = [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and t not in tasks_before and t is not asyncio.current_task()
+    ]
     assert leftover == [], leftover
 
 
@@ -345,7 +378,9 @@ async def test_audio_only_peer_driven_by_a_sideband() -> None:
         await released(srv.runtime)
 
 
-async def test_session_starts_without_the_events_channel_after_a_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_session_starts_without_the_events_channel_after_a_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("PARLEY_WEBRTC_DATACHANNEL_GRACE", "0.3")
     async with engine(fake_runtime()) as srv:
         peer = RealtimePeer(channel_label="chat")  # a channel, but not oai-events

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from parley.transports.webrtc import WebRTCOptions, calls_router
+from parley.host.transports.webrtc import WebRTCOptions, calls_router
 from tests.support.servers import serve_app
 from tests.webrtc.conftest import browser_like_offer, engine, fake_runtime, released
 
@@ -41,8 +41,9 @@ async def test_answer_and_location_then_unconnected_peer_is_dropped(monkeypatch:
     monkeypatch.setenv("PARLEY_WEBRTC_CONNECT_TIMEOUT", "1")
     offer = await browser_like_offer()
     async with engine(api_key=KEY) as srv, httpx.AsyncClient(base_url=srv.http) as http:
-        r = await http.post("/v1/realtime/calls", content=offer,
-                            headers={**auth(), "Content-Type": "application/sdp"})
+        r = await http.post(
+            "/v1/realtime/calls", content=offer, headers={**auth(), "Content-Type": "application/sdp"}
+        )
         assert r.status_code == 201, r.text
         assert r.headers["content-type"].startswith("application/sdp")
         location = r.headers["location"]
@@ -64,12 +65,21 @@ async def test_answer_and_location_then_unconnected_peer_is_dropped(monkeypatch:
 async def test_multipart_form_with_session_and_metrics_flag() -> None:
     offer = await browser_like_offer()
     async with engine(api_key=KEY) as srv, httpx.AsyncClient(base_url=srv.http) as http:
-        session = {"type": "realtime", "model": "gpt-realtime", "instructions": "Be a pirate.",
-                   "audio": {"output": {"voice": "cedar"}}}
-        r = await http.post("/v1/realtime/calls", headers={**auth(), "Accept": "application/sdp"}, files={
-            "sdp": (None, offer, "application/sdp"),
-            "session": (None, json.dumps(session), "application/json"),
-            "parley_metrics": (None, "1")})
+        session = {
+            "type": "realtime",
+            "model": "gpt-realtime",
+            "instructions": "Be a pirate.",
+            "audio": {"output": {"voice": "cedar"}},
+        }
+        r = await http.post(
+            "/v1/realtime/calls",
+            headers={**auth(), "Accept": "application/sdp"},
+            files={
+                "sdp": (None, offer, "application/sdp"),
+                "session": (None, json.dumps(session), "application/json"),
+                "parley_metrics": (None, "1"),
+            },
+        )
         assert r.status_code == 201, r.text
         call = srv.runtime.calls[r.headers["location"].rsplit("/", 1)[-1]]
         assert call.session.session["instructions"] == "Be a pirate."
@@ -77,12 +87,17 @@ async def test_multipart_form_with_session_and_metrics_flag() -> None:
         assert call.sink.extensions is True
         await call.close()
         # Plain SDP from a browser: no metrics unless asked for in the URL.
-        r = await http.post("/v1/realtime/calls?parley_metrics=1", content=offer,
-                            headers={**auth(), "Content-Type": "application/sdp"})
+        r = await http.post(
+            "/v1/realtime/calls?parley_metrics=1",
+            content=offer,
+            headers={**auth(), "Content-Type": "application/sdp"},
+        )
         call = srv.runtime.calls[r.headers["location"].rsplit("/", 1)[-1]]
         assert call.sink.extensions is True
         await call.close()
-        r = await http.post("/v1/realtime/calls", content=offer, headers={**auth(), "Content-Type": "application/sdp"})
+        r = await http.post(
+            "/v1/realtime/calls", content=offer, headers={**auth(), "Content-Type": "application/sdp"}
+        )
         call = srv.runtime.calls[r.headers["location"].rsplit("/", 1)[-1]]
         assert call.sink.extensions is False
         await call.close()
@@ -92,12 +107,21 @@ async def test_multipart_form_with_session_and_metrics_flag() -> None:
 async def test_ephemeral_key_session_applies_and_expires() -> None:
     offer = await browser_like_offer()
     async with engine(api_key=KEY) as srv, httpx.AsyncClient(base_url=srv.http) as http:
-        r = await http.post("/v1/realtime/client_secrets", headers=auth(), json={
-            "session": {"type": "realtime", "instructions": "Speak softly.",
-                        "audio": {"input": {"transcription": {"model": "whisper-1"}}}}})
+        r = await http.post(
+            "/v1/realtime/client_secrets",
+            headers=auth(),
+            json={
+                "session": {
+                    "type": "realtime",
+                    "instructions": "Speak softly.",
+                    "audio": {"input": {"transcription": {"model": "whisper-1"}}},
+                }
+            },
+        )
         secret = r.json()["value"]
-        r = await http.post("/v1/realtime/calls", content=offer,
-                            headers={**auth(secret), "Content-Type": "application/sdp"})
+        r = await http.post(
+            "/v1/realtime/calls", content=offer, headers={**auth(secret), "Content-Type": "application/sdp"}
+        )
         assert r.status_code == 201, r.text
         call = srv.runtime.calls[r.headers["location"].rsplit("/", 1)[-1]]
         assert call.session.session["instructions"] == "Speak softly."
@@ -106,8 +130,9 @@ async def test_ephemeral_key_session_applies_and_expires() -> None:
         stored = srv.runtime.secrets.get(secret)
         assert stored is not None
         stored.expires_at = 0
-        r = await http.post("/v1/realtime/calls", content=offer,
-                            headers={**auth(secret), "Content-Type": "application/sdp"})
+        r = await http.post(
+            "/v1/realtime/calls", content=offer, headers={**auth(secret), "Content-Type": "application/sdp"}
+        )
         check_error(r, 401, "invalid_api_key")
         await released(srv.runtime)
 
@@ -134,33 +159,106 @@ async def test_bad_requests_table() -> None:
     sdp = {"Content-Type": "application/sdp"}
     # (name, request kwargs, status, code, param)
     cases: list[tuple[str, dict[str, Any], int, str | None, str | None]] = [
-        ("garbage", {"content": b"hello, this is not SDP", "headers": {**auth(), **sdp}},
-         400, "invalid_offer", "sdp"),
+        (
+            "garbage",
+            {"content": b"hello, this is not SDP", "headers": {**auth(), **sdp}},
+            400,
+            "invalid_offer",
+            "sdp",
+        ),
         ("empty body", {"content": b"", "headers": {**auth(), **sdp}}, 400, "invalid_offer", "sdp"),
         ("no audio m-line", {"content": no_audio, "headers": {**auth(), **sdp}}, 400, "invalid_offer", "sdp"),
-        ("not UTF-8", {"content": b"v=0\r\n\xff\xfe\xfd", "headers": {**auth(), **sdp}},
-         400, "invalid_offer", None),
-        ("oversized", {"content": b"v=0\r\n" + b"a=x-padding:" + b"x" * 300_000 + b"\r\n",
-                       "headers": {**auth(), **sdp}}, 413, "request_too_large", None),
-        ("no ICE credentials", {"content": _without(offer, "a=ice-ufrag"), "headers": {**auth(), **sdp}},
-         400, "invalid_offer", "sdp"),
-        ("no common codec", {"content": _only_codec(offer, "foo/8000"), "headers": {**auth(), **sdp}},
-         400, "invalid_offer", "sdp"),
-        ("no DTLS fingerprint", {"content": _without(offer, "a=fingerprint"), "headers": {**auth(), **sdp}},
-         400, "invalid_offer", "sdp"),
+        (
+            "not UTF-8",
+            {"content": b"v=0\r\n\xff\xfe\xfd", "headers": {**auth(), **sdp}},
+            400,
+            "invalid_offer",
+            None,
+        ),
+        (
+            "oversized",
+            {
+                "content": b"v=0\r\n" + b"a=x-padding:" + b"x" * 300_000 + b"\r\n",
+                "headers": {**auth(), **sdp},
+            },
+            413,
+            "request_too_large",
+            None,
+        ),
+        (
+            "no ICE credentials",
+            {"content": _without(offer, "a=ice-ufrag"), "headers": {**auth(), **sdp}},
+            400,
+            "invalid_offer",
+            "sdp",
+        ),
+        (
+            "no common codec",
+            {"content": _only_codec(offer, "foo/8000"), "headers": {**auth(), **sdp}},
+            400,
+            "invalid_offer",
+            "sdp",
+        ),
+        (
+            "no DTLS fingerprint",
+            {"content": _without(offer, "a=fingerprint"), "headers": {**auth(), **sdp}},
+            400,
+            "invalid_offer",
+            "sdp",
+        ),
         ("JSON body", {"json": {"sdp": offer}, "headers": auth()}, 415, "unsupported_media_type", None),
-        ("multipart without sdp", {"files": {"session": (None, '{"type":"realtime"}', "application/json")},
-                                   "headers": auth()}, 400, "missing_required_parameter", "sdp"),
-        ("multipart session not JSON", {"files": {"sdp": (None, offer, "application/sdp"),
-                                                  "session": (None, "{nope", "application/json")},
-                                        "headers": auth()}, 400, "invalid_json", "session"),
-        ("multipart session invalid", {"files": {"sdp": (None, offer, "application/sdp"), "session": (
-            None, json.dumps({"type": "realtime", "audio": {"output": {"speed": 9}}}), "application/json")},
-            "headers": auth()}, 400, "invalid_value", "session.audio.output.speed"),
+        (
+            "multipart without sdp",
+            {"files": {"session": (None, '{"type":"realtime"}', "application/json")}, "headers": auth()},
+            400,
+            "missing_required_parameter",
+            "sdp",
+        ),
+        (
+            "multipart session not JSON",
+            {
+                "files": {
+                    "sdp": (None, offer, "application/sdp"),
+                    "session": (None, "{nope", "application/json"),
+                },
+                "headers": auth(),
+            },
+            400,
+            "invalid_json",
+            "session",
+        ),
+        (
+            "multipart session invalid",
+            {
+                "files": {
+                    "sdp": (None, offer, "application/sdp"),
+                    "session": (
+                        None,
+                        json.dumps({"type": "realtime", "audio": {"output": {"speed": 9}}}),
+                        "application/json",
+                    ),
+                },
+                "headers": auth(),
+            },
+            400,
+            "invalid_value",
+            "session.audio.output.speed",
+        ),
         ("no key", {"content": offer, "headers": sdp}, 401, "missing_api_key", None),
-        ("wrong key", {"content": offer, "headers": {**auth("sk-wrong"), **sdp}}, 401, "invalid_api_key", None),
-        ("unknown ek_", {"content": offer, "headers": {**auth("ek_unknown"), **sdp}},
-         401, "invalid_api_key", None),
+        (
+            "wrong key",
+            {"content": offer, "headers": {**auth("sk-wrong"), **sdp}},
+            401,
+            "invalid_api_key",
+            None,
+        ),
+        (
+            "unknown ek_",
+            {"content": offer, "headers": {**auth("ek_unknown"), **sdp}},
+            401,
+            "invalid_api_key",
+            None,
+        ),
     ]
     async with engine(api_key=KEY) as srv, httpx.AsyncClient(base_url=srv.http) as http:
         failures = []
@@ -183,28 +281,40 @@ async def test_capacity_and_loading() -> None:
     async with engine(max_sessions=1) as srv, httpx.AsyncClient(base_url=srv.http) as http:
         first = await http.post("/v1/realtime/calls", content=offer, headers=headers)
         assert first.status_code == 201
-        check_error(await http.post("/v1/realtime/calls", content=offer, headers=headers),
-                    429, "session_limit_reached")
+        check_error(
+            await http.post("/v1/realtime/calls", content=offer, headers=headers),
+            429,
+            "session_limit_reached",
+        )
         await srv.runtime.calls[first.headers["location"].rsplit("/", 1)[-1]].close()
         await released(srv.runtime)
         srv.runtime.models = None  # as while the engine is still loading
-        check_error(await http.post("/v1/realtime/calls", content=offer, headers=headers),
-                    503, "engine_loading")
+        check_error(
+            await http.post("/v1/realtime/calls", content=offer, headers=headers), 503, "engine_loading"
+        )
 
 
 async def test_cors_preflight_and_exposed_location() -> None:
     offer = await browser_like_offer()
     origin = {"Origin": "http://localhost:5173"}
     async with engine() as srv, httpx.AsyncClient(base_url=srv.http) as http:
-        pre = await http.options("/v1/realtime/calls", headers={
-            **origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type,x-openai-agents-sdk"})
+        pre = await http.options(
+            "/v1/realtime/calls",
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,x-openai-agents-sdk",
+            },
+        )
         assert pre.status_code in (200, 204)
         allowed = pre.headers["access-control-allow-headers"].lower()
-        assert {"authorization", "content-type", "x-openai-agents-sdk"} <= {h.strip() for h in allowed.split(",")}
+        assert {"authorization", "content-type", "x-openai-agents-sdk"} <= {
+            h.strip() for h in allowed.split(",")
+        }
         assert "POST" in pre.headers["access-control-allow-methods"]
-        r = await http.post("/v1/realtime/calls", content=offer,
-                            headers={**origin, "Content-Type": "application/sdp"})
+        r = await http.post(
+            "/v1/realtime/calls", content=offer, headers={**origin, "Content-Type": "application/sdp"}
+        )
         assert r.status_code == 201
         assert "location" in r.headers["access-control-expose-headers"].lower()
         assert r.headers["access-control-allow-origin"] in ("*", origin["Origin"])
@@ -215,10 +325,14 @@ async def test_cors_preflight_and_exposed_location() -> None:
     app = FastAPI()
     app.include_router(calls_router(rt, WebRTCOptions()))
     async with serve_app(app) as srv, httpx.AsyncClient(base_url=srv.http) as http:
-        pre = await http.options("/v1/realtime/calls", headers={**origin, "Access-Control-Request-Method": "POST"})
+        pre = await http.options(
+            "/v1/realtime/calls", headers={**origin, "Access-Control-Request-Method": "POST"}
+        )
         assert pre.status_code == 204
         assert "authorization" in pre.headers["access-control-allow-headers"].lower()
-        r = await http.post("/v1/realtime/calls", content=offer, headers={**origin, "Content-Type": "application/sdp"})
+        r = await http.post(
+            "/v1/realtime/calls", content=offer, headers={**origin, "Content-Type": "application/sdp"}
+        )
         assert r.status_code == 201
         assert r.headers["access-control-expose-headers"] == "Location"
         for call in list(rt.calls.values()):
@@ -234,9 +348,15 @@ async def test_openai_python_calls_create_multipart() -> None:
     offer = await browser_like_offer()
     async with engine(api_key=KEY) as srv:
         client = AsyncOpenAI(api_key=KEY, base_url=f"{srv.http}/v1")
-        answer = await client.realtime.calls.create(sdp=offer, session={
-            "type": "realtime", "model": "gpt-realtime", "instructions": "Keep it short.",
-            "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+        answer = await client.realtime.calls.create(
+            sdp=offer,
+            session={
+                "type": "realtime",
+                "model": "gpt-realtime",
+                "instructions": "Keep it short.",
+                "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}},
+            },
+        )
         assert answer.response.status_code == 201
         assert answer.text.startswith("v=0") and "a=msid:" in answer.text
         call_id = answer.response.headers["location"].rsplit("/", 1)[-1]
@@ -248,9 +368,11 @@ async def test_openai_python_calls_create_multipart() -> None:
 
 
 def test_ice_server_urls() -> None:
-    from parley.transports.webrtc_ice import ice_servers
+    from parley.media.ice import ice_servers
 
-    stun, turn = ice_servers(["stun:stun.example.org:3478", "turn:alice:s3cret@turn.example.org:3478?transport=udp"])
+    stun, turn = ice_servers(
+        ["stun:stun.example.org:3478", "turn:alice:s3cret@turn.example.org:3478?transport=udp"]
+    )
     assert stun.urls == "stun:stun.example.org:3478" and stun.username is None
     assert turn.urls == "turn:turn.example.org:3478?transport=udp"
     assert (turn.username, turn.credential) == ("alice", "s3cret")

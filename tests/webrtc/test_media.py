@@ -12,14 +12,11 @@ import time
 import numpy as np
 from av import AudioFrame
 
-from parley.transports.webrtc_media import FRAME_SAMPLES, RTP_RATE, InputAudioPump, PacedAudioOutput
+from parley.host.transports.webrtc_media import InputAudioPump, PacedAudioOutput
+from parley.media.pacing import FRAME_SAMPLES, RTP_RATE
+from tests.support.audio import tone
 
 RATE = 24000
-
-
-def tone(seconds: float, amplitude: float = 0.5, hz: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * hz * t) * amplitude * 32767).astype(np.int16)
 
 
 class Listener:
@@ -43,13 +40,18 @@ def left(frames: list[AudioFrame]) -> np.ndarray:
 
 async def test_frames_are_paced_stereo_20ms_and_level_is_kept() -> None:
     track = PacedAudioOutput(Listener())
-    track.write("resp_1", "item_1", tone(0.3))
+    track.write("resp_1", "item_1", tone(0.3, amplitude=0.5, hz=440.0))
     t0 = time.perf_counter()
     frames = await pull(track, 15)
     elapsed = time.perf_counter() - t0
     track.stop()
-    assert all(f.samples == FRAME_SAMPLES and f.sample_rate == RTP_RATE and f.layout.name == "stereo"
-               and f.format.name == "s16" for f in frames)
+    assert all(
+        f.samples == FRAME_SAMPLES
+        and f.sample_rate == RTP_RATE
+        and f.layout.name == "stereo"
+        and f.format.name == "s16"
+        for f in frames
+    )
     assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(15)]
     assert 0.26 <= elapsed <= 0.4, elapsed  # 14 intervals of 20 ms
     stereo = np.concatenate([f.to_ndarray().reshape(-1, 2) for f in frames])
@@ -63,7 +65,7 @@ async def test_started_and_stopped_follow_the_audio() -> None:
     track = PacedAudioOutput(listener)
     await pull(track, 2)  # idle: silence, nothing reported
     assert listener.events == []
-    track.write("resp_1", "item_1", tone(0.1))
+    track.write("resp_1", "item_1", tone(0.1, amplitude=0.5, hz=440.0))
     frames = await pull(track, 1)
     assert listener.events == [("started", "resp_1")]
     assert np.abs(left(frames)).max() > 1000
@@ -82,7 +84,7 @@ async def test_started_and_stopped_follow_the_audio() -> None:
 async def test_clear_is_silent_on_the_next_frame_and_reports_what_went_out() -> None:
     listener = Listener()
     track = PacedAudioOutput(listener)
-    track.write("resp_1", "item_1", tone(2.0))
+    track.write("resp_1", "item_1", tone(2.0, amplitude=0.5, hz=440.0))
     await pull(track, 10)  # 200 ms handed to the encoder
     position = track.clear()
     assert position is not None
@@ -98,12 +100,12 @@ async def test_clear_is_silent_on_the_next_frame_and_reports_what_went_out() -> 
 
 async def test_clear_while_waiting_for_more_speech_and_before_playout() -> None:
     track = PacedAudioOutput(Listener())
-    track.write("resp_1", "item_1", tone(0.1))
+    track.write("resp_1", "item_1", tone(0.1, amplitude=0.5, hz=440.0))
     await pull(track, 8)  # all 100 ms played (plus the resampler's held tail), response still open
     position = track.clear()
     assert position is not None and position.item_id == "item_1" and 90 <= position.played_ms <= 100
     # Queued but not yet started: position 0 of the queued item.
-    track.write("resp_2", "item_2", tone(0.5))
+    track.write("resp_2", "item_2", tone(0.5, amplitude=0.5, hz=440.0))
     position = track.clear()
     assert position is not None and (position.response_id, position.played_ms) == ("resp_2", 0)
     track.stop()
@@ -112,13 +114,17 @@ async def test_clear_while_waiting_for_more_speech_and_before_playout() -> None:
 async def test_consecutive_responses_do_not_overlap() -> None:
     listener = Listener()
     track = PacedAudioOutput(listener)
-    track.write("resp_1", "item_1", tone(0.05))
+    track.write("resp_1", "item_1", tone(0.05, amplitude=0.5, hz=440.0))
     track.end_of_response("resp_1")
-    track.write("resp_2", "item_2", tone(0.05))
+    track.write("resp_2", "item_2", tone(0.05, amplitude=0.5, hz=440.0))
     track.end_of_response("resp_2")
     await pull(track, 8)
-    assert listener.events == [("started", "resp_1"), ("stopped", "resp_1"), ("started", "resp_2"),
-                               ("stopped", "resp_2")]
+    assert listener.events == [
+        ("started", "resp_1"),
+        ("stopped", "resp_1"),
+        ("started", "resp_2"),
+        ("stopped", "resp_2"),
+    ]
     track.stop()
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -62,8 +61,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def engine_process(port: int | None = None, *, api_key: str | None = None,
-                         ready_timeout: float = 180.0) -> AsyncIterator[tuple[str, subprocess.Popen]]:
+async def engine_process(
+    port: int | None = None, *, api_key: str | None = None, ready_timeout: float = 180.0
+) -> AsyncIterator[tuple[str, subprocess.Popen]]:
     """Run ``parley engine`` as a separate process; yields (base URL, process) once it accepts sessions."""
     port = port or free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -103,7 +103,9 @@ async def wait_engine_ready(base: str, proc: subprocess.Popen | None, key: str, 
             err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
             raise RuntimeError(f"engine exited with {proc.returncode}: {err}")
         with contextlib.suppress(OSError, asyncio.TimeoutError, TimeoutError, Exception):
-            async with connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=2) as ws:
+            async with connect(
+                url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=2
+            ) as ws:
                 first = json.loads(await asyncio.wait_for(ws.recv(), 5))
                 if first.get("type") == "session.created":
                     return
@@ -188,39 +190,45 @@ class Trial:
     heard_audio: Any = None  # the item's samples as written to the output (for transcription checks)
 
 
-async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket", prompt: str,
-                    interruption: np.ndarray, play_s: float, out_wav: Path, retrieve: bool = True,
-                    api_key: str = "local") -> Trial:
+async def run_trial(
+    base: str,
+    *,
+    local_vad: bool,
+    transport: str = "websocket",
+    prompt: str,
+    interruption: np.ndarray,
+    play_s: float,
+    out_wav: Path,
+    retrieve: bool = True,
+    api_key: str = "local",
+) -> Trial:
     from parley.client.conversation import Conversation
     from parley.client.devices import FileAudio
     from parley.client.options import ClientOptions, SessionOptions
     from parley.client.wavio import read_wav
 
     audio = FileAudio(None, out_wav)
-    conv = Conversation(base, api_key, transport=transport, audio=audio,
-                        session=SessionOptions(instructions=STORY_INSTRUCTIONS, create_response=False,
-                                               transcription_model=None),
-                        options=ClientOptions(local_vad=local_vad, reconnect=False))
+    conv = Conversation(
+        base,
+        api_key,
+        transport=transport,
+        audio=audio,
+        session=SessionOptions(
+            instructions=STORY_INSTRUCTIONS, create_response=False, transcription_model=None
+        ),
+        options=ClientOptions(local_vad=local_vad, reconnect=False),
+    )
     received: dict[str, list[np.ndarray]] = {}
     speech_started: list[float] = []
     truncations: list[dict] = []
     conv.on("conversation.item.truncated", truncations.append)
     conv.on("input_audio_buffer.speech_started", lambda _e: speech_started.append(time.monotonic()))
-    if transport == "websocket":
-        def keep(ev: dict) -> None:
-            received.setdefault(ev["item_id"], []).append(conv._decoder(base64.b64decode(ev["delta"])))
-        conv.on("response.output_audio.delta", keep)
-    else:
-        orig = conv._on_rtc_audio
-
-        def keep_rtc(pcm: np.ndarray) -> None:
-            if conv._rtc_item is not None:
-                received.setdefault(conv._rtc_item, []).append(pcm)
-            orig(pcm)
-        conv._on_rtc_audio = keep_rtc  # type: ignore[method-assign]
+    conv.on_assistant_audio.append(lambda item_id, pcm: received.setdefault(item_id, []).append(pcm))
     texts: dict[str, str] = {}
-    conv.on("assistant.transcript.delta",
-            lambda e: texts.__setitem__(e["item_id"], texts.get(e["item_id"], "") + e["delta"]))
+    conv.on(
+        "assistant.transcript.delta",
+        lambda e: texts.__setitem__(e["item_id"], texts.get(e["item_id"], "") + e["delta"]),
+    )
     shown: dict[str, str] = {}
     conv.on("assistant.transcript.truncated", lambda e: shown.__setitem__(e["item_id"], e["text"]))
     onset: list[float] = []
@@ -243,8 +251,9 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
             intr = None
         if intr is not None:
             with contextlib.suppress(TimeoutError):
-                await conv.wait_for("conversation.item.truncated", lambda e: e.get("item_id") == intr.item_id,
-                                    timeout=5)
+                await conv.wait_for(
+                    "conversation.item.truncated", lambda e: e.get("item_id") == intr.item_id, timeout=5
+                )
         await asyncio.sleep(1.0)  # let the output show it stays silent
         # Over WebRTC the server truncates first (to what it sent) and the client's own figure
         # (what reached the speaker) follows: the item ends up cut at the last one.
@@ -277,15 +286,23 @@ async def run_trial(base: str, *, local_vad: bool, transport: str = "websocket",
         end_ms = trunc["audio_end_ms"] if trunc else intr.audio_end_ms
         err = end_ms - written_ms
     return Trial(
-        mode="local_vad" if local_vad else "server_vad", transport=transport,
+        mode="local_vad" if local_vad else "server_vad",
+        transport=transport,
         onset_to_silent_ms=(silent_at - t0) * 1000 if silent_at is not None and t0 is not None else None,
         onset_to_speech_started_ms=(speech_started[-1] - t0) * 1000 if speech_started and t0 else None,
         onset_to_flush_ms=(intr.detected_at - t0) * 1000 if intr is not None and t0 is not None else None,
         audio_end_ms=(trunc["audio_end_ms"] if trunc else intr.audio_end_ms) if intr is not None else None,
-        written_ms=written_ms, truncation_error_ms=err, trigger=intr.trigger if intr else None,
+        written_ms=written_ms,
+        truncation_error_ms=err,
+        trigger=intr.trigger if intr else None,
         played_before_ms=played_before,
-        speech_started_to_silent_ms=(ss_silent - ss) * 1000 if ss_silent is not None and ss is not None else None,
-        full_transcript=full, truncated_transcript=truncated_text, heard_audio=heard)
+        speech_started_to_silent_ms=(ss_silent - ss) * 1000
+        if ss_silent is not None and ss is not None
+        else None,
+        full_transcript=full,
+        truncated_transcript=truncated_text,
+        heard_audio=heard,
+    )
 
 
 # --- statistics & CLI ---------------------------------------------------------------------
@@ -302,34 +319,50 @@ async def bench(n: int, url: str | None, transport: str, seed: int = 1) -> dict[
     failures: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
         if url is None:
-            url, _proc = await stack.enter_async_context(engine_process())
+            started, _proc = await stack.enter_async_context(engine_process())
+            url = started
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for mode in ("server_vad", "local_vad"):
             for i in range(n):
                 try:
-                    trial = await run_trial(url, local_vad=mode == "local_vad", transport=transport,
-                                            prompt=PROMPTS[i % len(PROMPTS)],
-                                            interruption=interruptions[i % len(interruptions)],
-                                            play_s=rng.uniform(0.8, 1.6), out_wav=tmp / f"{mode}-{i}.wav",
-                                            retrieve=False)
+                    trial = await run_trial(
+                        url,
+                        local_vad=mode == "local_vad",
+                        transport=transport,
+                        prompt=PROMPTS[i % len(PROMPTS)],
+                        interruption=interruptions[i % len(interruptions)],
+                        play_s=rng.uniform(0.8, 1.6),
+                        out_wav=tmp / f"{mode}-{i}.wav",
+                        retrieve=False,
+                    )
                     trials.append(trial)
-                    print(f"{mode:10s} #{i + 1:2d}: onset→silent {_fmt(trial.onset_to_silent_ms)} ms, "
-                          f"onset→speech_started {_fmt(trial.onset_to_speech_started_ms)} ms, "
-                          f"truncation error {_fmt(trial.truncation_error_ms)} ms ({trial.trigger})", flush=True)
+                    print(
+                        f"{mode:10s} #{i + 1:2d}: onset→silent {_fmt(trial.onset_to_silent_ms)} ms, "
+                        f"onset→speech_started {_fmt(trial.onset_to_speech_started_ms)} ms, "
+                        f"truncation error {_fmt(trial.truncation_error_ms)} ms ({trial.trigger})",
+                        flush=True,
+                    )
                 except Exception as exc:  # a failed trial is reported, not hidden
                     failures.append(f"{mode} #{i + 1}: {type(exc).__name__}: {exc}")
                     print(failures[-1], flush=True)
-    report: dict[str, Any] = {"benchmark": "barge-in", "transport": transport, "trials_per_mode": n,
-                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "machine": {"cpus": os.cpu_count()}, "failures": failures, "modes": {}}
+    report: dict[str, Any] = {
+        "benchmark": "barge-in",
+        "transport": transport,
+        "trials_per_mode": n,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "failures": failures,
+        "modes": {},
+    }
     for mode in ("server_vad", "local_vad"):
         rows = [t for t in trials if t.mode == mode]
         report["modes"][mode] = {
             "onset_to_silent_ms": summary([t.onset_to_silent_ms for t in rows]),
             "onset_to_speech_started_ms": summary([t.onset_to_speech_started_ms for t in rows]),
             "truncation_error_ms": summary([t.truncation_error_ms for t in rows]),
-            "abs_truncation_error_ms": summary([abs(t.truncation_error_ms) for t in rows
-                                              if t.truncation_error_ms is not None]),
+            "abs_truncation_error_ms": summary(
+                [abs(t.truncation_error_ms) for t in rows if t.truncation_error_ms is not None]
+            ),
             "triggers": {k: sum(1 for t in rows if t.trigger == k) for k in {t.trigger for t in rows}},
         }
     report["trials"] = [{k: v for k, v in asdict(t).items() if k != "heard_audio"} for t in trials]
@@ -342,7 +375,9 @@ def _fmt(v: float | None) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--trials", type=int, default=20, help="interruptions per mode (default 20)")
-    parser.add_argument("--url", default=None, help="an already running server (default: start `parley engine`)")
+    parser.add_argument(
+        "--url", default=None, help="an already running server (default: start `parley engine`)"
+    )
     parser.add_argument("--transport", choices=["websocket", "webrtc"], default="websocket")
     parser.add_argument("--out", type=Path, default=Path("bench/results/barge_in.json"))
 
@@ -353,7 +388,9 @@ def run(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for mode, m in report["modes"].items():
         s, e = m["onset_to_silent_ms"], m["abs_truncation_error_ms"]
-        print(f"{mode:10s} onset→silent p50 {_fmt(s['p50'])} ms p95 {_fmt(s['p95'])} ms (n={s['n']}); "
-              f"|truncation error| p50 {_fmt(e['p50'])} ms p95 {_fmt(e['p95'])} ms")
+        print(
+            f"{mode:10s} onset→silent p50 {_fmt(s['p50'])} ms p95 {_fmt(s['p95'])} ms (n={s['n']}); "
+            f"|truncation error| p50 {_fmt(e['p50'])} ms p95 {_fmt(e['p95'])} ms"
+        )
     print(f"wrote {args.out}")
     return 0 if not report["failures"] else 1

@@ -19,13 +19,14 @@ import platform
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soxr
 
 from parley.bench.stats import summary
 from parley.engine.config import ModelConfig
-from parley.engine.models.base import ChatMessage, ChatRequest, Finish, TextDelta
+from parley.engine.models.base import ChatMessage, ChatRequest, Finish, SpeechChunk, TextDelta
 from parley.engine.models.registry import ModelSet, load_models
 
 RESULTS = Path("bench/results/models.json")
@@ -121,7 +122,7 @@ async def bench_tts(models: ModelSet, reps: int) -> dict[str, dict]:
     first, rtf = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        chunks = []
+        chunks: list[SpeechChunk] = []
         async for chunk in models.tts.synthesize(REPLY):
             if not chunks:
                 first.append(time.perf_counter() - t0)
@@ -164,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
     rss_loaded = peak_rss_mb()
 
     clips = await speech_clips(models)
-    results = {
+    results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -216,8 +217,13 @@ def _write(results: dict) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
-                        help="first wait up to S seconds for a 1-min load < 1")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for a 1-min load < 1",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,8 +40,10 @@ from parley.server.cli import run_loop
 CHUNK_MS = 20
 AUDIO_B64 = base64.b64encode(bytes(48 * CHUNK_MS)).decode()  # 20 ms of 24 kHz PCM16
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append",'
-_DELTA_PREFIX = ('{"type":"response.output_audio.delta","response_id":"resp_bench","item_id":"item_bench",'
-                 '"output_index":0,"content_index":0,')
+_DELTA_PREFIX = (
+    '{"type":"response.output_audio.delta","response_id":"resp_bench","item_id":"item_bench",'
+    '"output_index":0,"content_index":0,'
+)
 _STAMP = '"bench":'
 # Offered as browsers offer it, so the relay is measured as a page meets it; the echo server
 # and the relay must both decline it (a session that negotiates it counts as an error).
@@ -59,8 +61,12 @@ def summary_ms(values: list[float]) -> dict[str, Any]:
     def ms(v: float | None) -> float | None:
         return None if v is None else round(v * 1000, 3)
 
-    return {"n": len(values), "p50_ms": ms(percentile(values, 0.5)), "p99_ms": ms(percentile(values, 0.99)),
-            "max_ms": ms(max(values) if values else None)}
+    return {
+        "n": len(values),
+        "p50_ms": ms(percentile(values, 0.5)),
+        "p99_ms": ms(percentile(values, 0.99)),
+        "max_ms": ms(max(values) if values else None),
+    }
 
 
 # --- the upstream: a minimal Realtime echo server ---------------------------------------------
@@ -84,35 +90,57 @@ async def _echo_upstream(port: int) -> None:
         session: dict[str, Any] | None = None
 
         def process_event(self, event: Any) -> None:
-            if (self.session is None or not isinstance(event, Frame) or event.opcode is not Opcode.TEXT
-                    or not event.fin or self.protocol.state is not State.OPEN):
+            if (
+                self.session is None
+                or not isinstance(event, Frame)
+                or event.opcode is not Opcode.TEXT
+                or not event.fin
+                or self.protocol.state is not State.OPEN
+            ):
                 super().process_event(event)
                 return
             received = time.monotonic()
-            message = event.data.decode()
+            message = event.data.decode()  # type: ignore[union-attr]  # a text frame's data is bytes
             if message.startswith(_APPEND_PREFIX):
                 # String surgery instead of JSON: the load generator must cost far less than the relay.
-                stamp = message[message.rindex(_STAMP) + len(_STAMP):-1]
-                self.reply(f'{_DELTA_PREFIX}"event_id":"{event_id()}","delta":"{AUDIO_B64}",'
-                           f'"bench":[{stamp},{received!r},{time.monotonic()!r}]}}')
+                stamp = message[message.rindex(_STAMP) + len(_STAMP) : -1]
+                self.reply(
+                    f'{_DELTA_PREFIX}"event_id":"{event_id()}","delta":"{AUDIO_B64}",'
+                    f'"bench":[{stamp},{received!r},{time.monotonic()!r}]}}'
+                )
                 return
             update = json.loads(message)
             if update.get("type") == "session.update":
                 self.session.update({k: v for k, v in (update.get("session") or {}).items() if k != "type"})
-                self.reply(json.dumps({"type": "session.updated", "event_id": event_id(), "session": self.session}))
+                self.reply(
+                    json.dumps({"type": "session.updated", "event_id": event_id(), "session": self.session})
+                )
 
         def reply(self, text: str) -> None:
             self.transport.write(server_text_frame(text))
 
     async def handle(ws: Any) -> None:
-        session: dict[str, Any] = {"type": "realtime", "object": "realtime.session", "id": "sess_bench",
-                                   "model": "gpt-realtime", "tools": [], "tool_choice": "auto"}
+        session: dict[str, Any] = {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": "sess_bench",
+            "model": "gpt-realtime",
+            "tools": [],
+            "tool_choice": "auto",
+        }
         await ws.send(json.dumps({"type": "session.created", "event_id": event_id(), "session": session}))
         ws.session = session  # from here on, events are answered in EchoConnection.process_event
         await ws.wait_closed()
 
-    async with websockets.serve(handle, "127.0.0.1", port, max_size=2**24, compression=None, ping_interval=None,
-                                create_connection=EchoConnection):
+    async with websockets.serve(
+        handle,
+        "127.0.0.1",
+        port,
+        max_size=2**24,
+        compression=None,
+        ping_interval=None,
+        create_connection=EchoConnection,
+    ):
         await asyncio.Future()
 
 
@@ -154,8 +182,14 @@ async def _open(url: str, measure_from: float, out: Latencies) -> Any:
 
     sock = RemoteSocket()
     try:
-        conn = await websockets.connect(url, max_size=2**24, compression=CLIENT_COMPRESSION, ping_interval=None,
-                                        open_timeout=60, create_connection=sock.connection_factory)
+        conn = await websockets.connect(
+            url,
+            max_size=2**24,
+            compression=CLIENT_COMPRESSION,
+            ping_interval=None,
+            open_timeout=60,
+            create_connection=sock.connection_factory,  # type: ignore[arg-type]  # a factory stands in for the class
+        )
         sock.opened(conn)
         if CLIENT_COMPRESSION and conn.response and conn.response.headers.get("Sec-WebSocket-Extensions"):
             raise RuntimeError("the server accepted permessage-deflate")
@@ -171,7 +205,7 @@ async def _open(url: str, measure_from: float, out: Latencies) -> Any:
         at = message.rfind(_STAMPS)
         if at < 0:
             return
-        sent, received, replied = (float(x) for x in message[at + len(_STAMPS):-2].split(","))
+        sent, received, replied = (float(x) for x in message[at + len(_STAMPS) : -2].split(","))
         out.received += 1
         if sent >= measure_from:
             out.up.append(received - sent)
@@ -223,8 +257,11 @@ async def _load(url: str, sessions: int, warmup: float, seconds: float) -> Laten
 def _spawn(role: str, *args: str) -> subprocess.Popen[bytes]:
     # stderr to a file, not a pipe nobody reads: a full pipe would block the helper mid-run.
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "parley.bench.relay", "--role", role, *args],
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parley.bench.relay", "--role", role, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -262,7 +299,9 @@ def _cpu_seconds(procs: dict[str, Any]) -> dict[str, Any]:
     return seconds
 
 
-def _phase(args: argparse.Namespace, url: str, procs: dict[str, Any]) -> tuple[Latencies, dict[str, float], float, int]:
+def _phase(
+    args: argparse.Namespace, url: str, procs: dict[str, Any]
+) -> tuple[Latencies, dict[str, float], float, int]:
     """One load phase: (latencies, CPU seconds per process, wall seconds, relay RSS growth in bytes)."""
     relay_proc = procs["relay"]
     rss_before = relay_proc.memory_info().rss
@@ -300,11 +339,16 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _wait_port(up_port, upstream)
         _wait_port(relay_port, relay)
-        procs = {"relay": psutil.Process(relay.pid), "echo_upstream": psutil.Process(upstream.pid),
-                 "load_generator": psutil.Process()}
+        procs = {
+            "relay": psutil.Process(relay.pid),
+            "echo_upstream": psutil.Process(upstream.pid),
+            "load_generator": psutil.Process(),
+        }
         time.sleep(0.5)
-        urls = {"direct": f"ws://127.0.0.1:{up_port}/v1/realtime",
-                "relayed": f"ws://127.0.0.1:{relay_port}/api/realtime/ws"}
+        urls = {
+            "direct": f"ws://127.0.0.1:{up_port}/v1/realtime",
+            "relayed": f"ws://127.0.0.1:{relay_port}/api/realtime/ws",
+        }
         pooled = {mode: Latencies() for mode in urls}
         cpu = {mode: dict.fromkeys([*procs, "other_processes"], 0.0) for mode in urls}
         wall = dict.fromkeys(urls, 0.0)
@@ -331,13 +375,19 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
             relay_cpu = cpu[mode]["relay"]
             percent = {name: round(100 * seconds / wall[mode], 1) for name, seconds in cpu[mode].items()}
             results[mode] = {
-                "up": summary_ms(lat.up), "down": summary_ms(lat.down), "round_trip": summary_ms(lat.round_trip),
-                "sent": lat.sent, "received": lat.received,
+                "up": summary_ms(lat.up),
+                "down": summary_ms(lat.down),
+                "round_trip": summary_ms(lat.round_trip),
+                "sent": lat.sent,
+                "received": lat.received,
                 "expected": int(args.rounds * args.sessions * (args.warmup + args.seconds) * 1000 / CHUNK_MS),
-                "errors": lat.errors[:5], "error_count": len(lat.errors),
+                "errors": lat.errors[:5],
+                "error_count": len(lat.errors),
                 "relay_cpu_percent": round(100 * relay_cpu / wall[mode], 1),
                 "relay_cpu_percent_per_session": round(100 * relay_cpu / wall[mode] / args.sessions, 3),
-                "relay_cpu_us_per_event": round(1e6 * relay_cpu / relayed_events, 1) if relayed_events else None,
+                "relay_cpu_us_per_event": round(1e6 * relay_cpu / relayed_events, 1)
+                if relayed_events
+                else None,
                 "relay_rss_mb_per_session": round(rss[mode] / args.sessions / 2**20, 3),
                 # Percent of one CPU over the phases (the machine has os.cpu_count() of them); other
                 # processes' share says whether something else competed for the cores meanwhile.
@@ -359,8 +409,9 @@ def _added(results: dict[str, Any]) -> dict[str, Any]:
     added: dict[str, Any] = {}
     for direction in ("up", "down", "round_trip"):
         d, r = results["direct"][direction], results["relayed"][direction]
-        added[direction] = {q: (None if d[q] is None or r[q] is None else round(r[q] - d[q], 3))
-                            for q in ("p50_ms", "p99_ms")}
+        added[direction] = {
+            q: (None if d[q] is None or r[q] is None else round(r[q] - d[q], 3)) for q in ("p50_ms", "p99_ms")
+        }
     return added
 
 
@@ -377,20 +428,30 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    console.print(f"Relay benchmark: {args.sessions} sessions × {CHUNK_MS} ms audio chunks at real-time pace, "
-                  f"{args.seconds:.0f} s measured. Upstream: a minimal protocol echo server (not the models); "
-                  "relay: parley serve's WebSocket relay (server tools on) in its own process.")
+    console.print(
+        f"Relay benchmark: {args.sessions} sessions × {CHUNK_MS} ms audio chunks at real-time pace, "
+        f"{args.seconds:.0f} s measured. Upstream: a minimal protocol echo server (not the models); "
+        "relay: parley serve's WebSocket relay (server tools on) in its own process."
+    )
     load_before = os.getloadavg()
     results = _measure(args)
     report = {
         "benchmark": "relay",
         "note": "upstream is a minimal Realtime echo server, not real models; the relay is parley serve's own "
-                "code path (create_app + RemoteUpstream) under uvicorn in a separate process",
-        "sessions": args.sessions, "chunk_ms": CHUNK_MS, "seconds": args.seconds, "rounds": args.rounds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    # The machine may be shared: a high load average makes every tail figure worse.
-                    "load_average_before": [round(x, 2) for x in load_before]},
-        **results, "added": _added(results),
+        "code path (create_app + RemoteUpstream) under uvicorn in a separate process",
+        "sessions": args.sessions,
+        "chunk_ms": CHUNK_MS,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            # The machine may be shared: a high load average makes every tail figure worse.
+            "load_average_before": [round(x, 2) for x in load_before],
+        },
+        **results,
+        "added": _added(results),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -406,15 +467,23 @@ def run(args: argparse.Namespace) -> int:
         table.add_row("added by relay", direction, str(a["p50_ms"]), str(a["p99_ms"]), "")
     console.print(table)
     r = results["relayed"]
-    console.print(f"relay process: {r['relay_cpu_percent']}% CPU ({r['relay_cpu_percent_per_session']}% per "
-                  f"session, {r['relay_cpu_us_per_event']} µs per relayed event), "
-                  f"{r['relay_rss_mb_per_session']} MB per session; errors: "
-                  f"{results['direct']['error_count']} direct, {r['error_count']} relayed")
+    console.print(
+        f"relay process: {r['relay_cpu_percent']}% CPU ({r['relay_cpu_percent_per_session']}% per "
+        f"session, {r['relay_cpu_us_per_event']} µs per relayed event), "
+        f"{r['relay_rss_mb_per_session']} MB per session; errors: "
+        f"{results['direct']['error_count']} direct, {r['error_count']} relayed"
+    )
     for mode in ("direct", "relayed"):
-        console.print(f"CPU during the {mode} phases (% of one CPU): " + ", ".join(
-            f"{name.replace('_', ' ')} {value}" for name, value in results[mode]["cpu_percent"].items()))
-    console.print(f"load average before the run: {' '.join(f'{x:.2f}' for x in load_before)} on "
-                  f"{os.cpu_count()} CPUs (other work on the machine inflates the tails)")
+        console.print(
+            f"CPU during the {mode} phases (% of one CPU): "
+            + ", ".join(
+                f"{name.replace('_', ' ')} {value}" for name, value in results[mode]["cpu_percent"].items()
+            )
+        )
+    console.print(
+        f"load average before the run: {' '.join(f'{x:.2f}' for x in load_before)} on "
+        f"{os.cpu_count()} CPUs (other work on the machine inflates the tails)"
+    )
     console.print(f"wrote {args.out}")
     return 0 if not (results["direct"]["error_count"] or r["error_count"]) else 1
 

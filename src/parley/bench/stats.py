@@ -20,6 +20,12 @@ def percentile(values: list[float], q: float) -> float | None:
 def summary(values: Iterable[float | None]) -> dict[str, Any]:
     """n, p50, p95, p99, min, max and mean of the values that are not None."""
     v = [x for x in values if x is not None]
-    return {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "p99": percentile(v, 0.99),
-            "min": min(v) if v else None, "max": max(v) if v else None,
-            "mean": statistics.fmean(v) if v else None}
+    return {
+        "n": len(v),
+        "p50": percentile(v, 0.5),
+        "p95": percentile(v, 0.95),
+        "p99": percentile(v, 0.99),
+        "min": min(v) if v else None,
+        "max": max(v) if v else None,
+        "mean": statistics.fmean(v) if v else None,
+    }

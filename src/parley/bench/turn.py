@@ -117,8 +117,11 @@ class Microphone:
         while True:
             now = time.perf_counter()
             chunk = self._next_chunk(now)
-            await self.ws.send(json.dumps({"type": "input_audio_buffer.append",
-                                           "audio": base64.b64encode(chunk.tobytes()).decode()}))
+            await self.ws.send(
+                json.dumps(
+                    {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk.tobytes()).decode()}
+                )
+            )
             next_at += CHUNK_MS / 1000
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
@@ -130,8 +133,9 @@ class SessionResult:
     errors: list[str] = field(default_factory=list)
 
 
-async def run_session(url: str, question: np.ndarray, interruption: np.ndarray, silence_ms: int,
-                      timeout: float = 60.0) -> SessionResult:
+async def run_session(
+    url: str, question: np.ndarray, interruption: np.ndarray, silence_ms: int, timeout: float = 60.0
+) -> SessionResult:
     import websockets
 
     result = SessionResult()
@@ -160,10 +164,22 @@ async def run_session(url: str, question: np.ndarray, interruption: np.ndarray, 
 
         read_task = asyncio.create_task(reader())
         await wait_for("session.created")
-        await ws.send(json.dumps({"type": "session.update", "session": {
-            "type": "realtime",
-            "audio": {"input": {"transcription": {"model": "whisper-1"},
-                                "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}}}}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "realtime",
+                        "audio": {
+                            "input": {
+                                "transcription": {"model": "whisper-1"},
+                                "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
+                            }
+                        },
+                    },
+                }
+            )
+        )
         await wait_for("session.updated")
         mic = Microphone(ws)
         mic_task = asyncio.create_task(mic.run())
@@ -176,19 +192,27 @@ async def run_session(url: str, question: np.ndarray, interruption: np.ndarray, 
             # Barge in the moment the reply starts playing.
             mic.say(interruption, "interruption")
             speech_end = mic.sent_voice["question"][1]
-            turn = {"speech_end_to_speech_stopped_ms": (t_stop - speech_end) * 1000,
-                    "turn_latency_ms": (t_audio - speech_end) * 1000,
-                    "turn_latency_minus_silence_ms": (t_audio - speech_end) * 1000 - silence_ms}
+            turn = {
+                "speech_end_to_speech_stopped_ms": (t_stop - speech_end) * 1000,
+                "turn_latency_ms": (t_audio - speech_end) * 1000,
+                "turn_latency_minus_silence_ms": (t_audio - speech_end) * 1000 - silence_ms,
+            }
             i_started, t_started, _ = await wait_for("input_audio_buffer.speech_started", start=i_audio)
-            i_done, t_done, done = await wait_for("response.done",
-                                                  where=lambda e: e["response"]["id"] == response_id)
+            i_done, t_done, done = await wait_for(
+                "response.done", where=lambda e: e["response"]["id"] == response_id
+            )
             onset = mic.sent_voice["interruption"][0]
-            barge: dict[str, Any] = {"onset_to_speech_started_ms": (t_started - onset) * 1000,
-                                     "response_status": done["response"]["status"]}
+            barge: dict[str, Any] = {
+                "onset_to_speech_started_ms": (t_started - onset) * 1000,
+                "response_status": done["response"]["status"],
+            }
             if done["response"]["status"] == "cancelled" and i_done > i_started:
                 barge["speech_started_to_cancelled_done_ms"] = (t_done - t_started) * 1000
-            late = [e for _, e in events[i_done + 1:] if e.get("response_id") == response_id
-                    and e["type"].startswith("response.output")]
+            late = [
+                e
+                for _, e in events[i_done + 1 :]
+                if e.get("response_id") == response_id and e["type"].startswith("response.output")
+            ]
             barge["deltas_after_done"] = len(late)
             result.barge_ins.append(barge)
             _, _, metrics = await wait_for("parley.metrics", where=lambda e: e["response_id"] == response_id)
@@ -198,13 +222,20 @@ async def run_session(url: str, question: np.ndarray, interruption: np.ndarray, 
             result.turns.append(turn)
             # Turn 2: the interruption itself gets answered.
             _, t_stop2, _ = await wait_for("input_audio_buffer.speech_stopped", start=i_started)
-            _, t_audio2, first2 = await wait_for("response.output_audio.delta",
-                                                  where=lambda e: e["response_id"] != response_id, start=i_started)
+            _, t_audio2, first2 = await wait_for(
+                "response.output_audio.delta",
+                where=lambda e: e["response_id"] != response_id,
+                start=i_started,
+            )
             end2 = mic.sent_voice["interruption"][1]
-            turn2 = {"speech_end_to_speech_stopped_ms": (t_stop2 - end2) * 1000,
-                     "turn_latency_ms": (t_audio2 - end2) * 1000,
-                     "turn_latency_minus_silence_ms": (t_audio2 - end2) * 1000 - silence_ms}
-            _, _, metrics2 = await wait_for("parley.metrics", where=lambda e: e["response_id"] == first2["response_id"])
+            turn2 = {
+                "speech_end_to_speech_stopped_ms": (t_stop2 - end2) * 1000,
+                "turn_latency_ms": (t_audio2 - end2) * 1000,
+                "turn_latency_minus_silence_ms": (t_audio2 - end2) * 1000 - silence_ms,
+            }
+            _, _, metrics2 = await wait_for(
+                "parley.metrics", where=lambda e: e["response_id"] == first2["response_id"]
+            )
             turn2.update(_stages(metrics2))
             result.turns.append(turn2)
         finally:
@@ -250,8 +281,12 @@ def _peak_rss_mb(pid: int) -> float | None:
 async def engine_process(port: int):  # type: ignore[no-untyped-def]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PARLEY_VALIDATE_EVENTS="0")
     proc = await asyncio.to_thread(
-        subprocess.Popen, [sys.executable, "-m", "parley", "engine", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.Popen,
+        [sys.executable, "-m", "parley", "engine", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         import httpx
 
@@ -259,7 +294,9 @@ async def engine_process(port: int):  # type: ignore[no-untyped-def]
             deadline = time.monotonic() + 120
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"engine exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+                    raise RuntimeError(
+                        f"engine exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     r = await http.get(f"http://127.0.0.1:{port}/healthz")
                     if r.status_code == 200 and r.json().get("status") == "ok":
@@ -289,8 +326,14 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path) -> dict[str
         nonlocal peak_rss
         for i in range(n):
             with console.status(f"session {i + 1}/{n}"):
-                results.append(await run_session(ws_url, questions[i % len(questions)],
-                                                 interruptions[i % len(interruptions)], silence_ms))
+                results.append(
+                    await run_session(
+                        ws_url,
+                        questions[i % len(questions)],
+                        interruptions[i % len(interruptions)],
+                        silence_ms,
+                    )
+                )
         if pid is not None:
             peak_rss = _peak_rss_mb(pid)
 
@@ -323,7 +366,8 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path) -> dict[str
             "turn_latency_minus_silence_ms": summary(col(turns, "turn_latency_minus_silence_ms")),
             "barge_in_onset_to_speech_started_ms": summary(col(barges, "onset_to_speech_started_ms")),
             "barge_in_speech_started_to_cancelled_done_ms": summary(
-                col(barges, "speech_started_to_cancelled_done_ms")),
+                col(barges, "speech_started_to_cancelled_done_ms")
+            ),
         },
         "speculative_turns": sum(1 for t in turns if t.get("speculative")),
         "barge_ins": len(barges),
@@ -355,23 +399,34 @@ def _ms(value: float | None) -> str:
 def _print(console: Any, report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"parley bench turn — {report['turns']} turns, {report['barge_ins']} barge-ins, "
-                        f"silence_duration_ms={report['silence_duration_ms']}")
+    table = Table(
+        title=f"parley bench turn — {report['turns']} turns, {report['barge_ins']} barge-ins, "
+        f"silence_duration_ms={report['silence_duration_ms']}"
+    )
     for name in ("metric", "p50 ms", "p95 ms", "n"):
         table.add_column(name, justify="right" if name != "metric" else "left")
     for key, s in report["metrics"].items():
         table.add_row(key, _ms(s["p50"]), _ms(s["p95"]), str(s["n"]))
     console.print(table)
-    console.print(f"peak RSS of the engine: {report['peak_rss_mb'] or 0:.0f} MB · speculative turns: "
-                  f"{report['speculative_turns']}/{report['turns']} · deltas after a cancelled response.done: "
-                  f"{report['deltas_after_cancelled_done']} · errors: {len(report['errors'])}")
+    console.print(
+        f"peak RSS of the engine: {report['peak_rss_mb'] or 0:.0f} MB · speculative turns: "
+        f"{report['speculative_turns']}/{report['turns']} · deltas after a cancelled response.done: "
+        f"{report['deltas_after_cancelled_done']} · errors: {len(report['errors'])}"
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--sessions", type=int, default=12,
-                        help="sessions; each gives 2 turns and 1 barge-in (default 12 → 24 turns)")
+    parser.add_argument(
+        "-n",
+        "--sessions",
+        type=int,
+        default=12,
+        help="sessions; each gives 2 turns and 1 barge-in (default 12 → 24 turns)",
+    )
     parser.add_argument("--silence-ms", type=int, default=500, help="server_vad silence_duration_ms")
-    parser.add_argument("--url", default=None, help="benchmark a running engine (ws://…/v1/realtime?parley_metrics=1)")
+    parser.add_argument(
+        "--url", default=None, help="benchmark a running engine (ws://…/v1/realtime?parley_metrics=1)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/turn.json"))
 
 

@@ -34,10 +34,15 @@ from typing import Any
 import httpx
 
 from parley.bench.turn import summary
-from parley.transports.webrtc_ice import allow_loopback_candidates
-from parley.transports.webrtc_peer import RealtimePeer
+from parley.bench.webrtc_peer import RealtimePeer
+from parley.media.ice import allow_loopback_candidates
 
-DEFAULTS: dict[str, Any] = {"connects": 20, "warmup": 2, "url": None, "out": Path("bench/results/webrtc_connect.json")}
+DEFAULTS: dict[str, Any] = {
+    "connects": 20,
+    "warmup": 2,
+    "url": None,
+    "out": Path("bench/results/webrtc_connect.json"),
+}
 TARGET_P50_MS = 300.0
 
 
@@ -54,15 +59,19 @@ async def connect_once(url: str, token: str | None = None) -> dict[str, float]:
         def ms(a: str, b: str) -> float:
             return round((t[b] - t[a]) * 1000, 2)
 
-        return {"post_to_answer_ms": ms("post", "answer"), "offer_to_open_ms": ms("start", "channel_open"),
-                "offer_to_session_created_ms": ms("start", "session_created"),
-                "post_to_open_ms": ms("post", "channel_open")}
+        return {
+            "post_to_answer_ms": ms("post", "answer"),
+            "offer_to_open_ms": ms("start", "channel_open"),
+            "offer_to_session_created_ms": ms("start", "session_created"),
+            "post_to_open_ms": ms("post", "channel_open"),
+        }
     finally:
         await peer.close()
 
 
-async def measure(connects: int = 20, url: str | None = None, warmup: int = 2,
-                  token: str | None = None) -> dict[str, Any]:
+async def measure(
+    connects: int = 20, url: str | None = None, warmup: int = 2, token: str | None = None
+) -> dict[str, Any]:
     """Connect ``warmup + connects`` times, one after another; the report (not yet written)."""
     allow_loopback_candidates()  # this process is the peer; the engine does its own
     async with _engine(url) as calls_url:
@@ -102,8 +111,16 @@ class _engine:
             port = s.getsockname()[1]
         env = dict(os.environ, HF_HUB_OFFLINE="1", PARLEY_VALIDATE_EVENTS="0")
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "parley", "engine", "--port", str(port), env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "parley",
+            "engine",
+            "--port",
+            str(port),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         url = f"http://127.0.0.1:{port}/v1/realtime/calls"
         await self._ready(url)
         return url
@@ -136,10 +153,15 @@ class _engine:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--connects", type=int, default=DEFAULTS["connects"], help="measured connects (20)")
-    parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="unmeasured connects first (2)")
-    parser.add_argument("--url", default=None,
-                        help="a running engine's calls URL (http://127.0.0.1:8765/v1/realtime/calls)")
+    parser.add_argument(
+        "-n", "--connects", type=int, default=DEFAULTS["connects"], help="measured connects (20)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=DEFAULTS["warmup"], help="unmeasured connects first (2)"
+    )
+    parser.add_argument(
+        "--url", default=None, help="a running engine's calls URL (http://127.0.0.1:8765/v1/realtime/calls)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULTS["out"])
 
 

@@ -37,8 +37,9 @@ class EchoCanceller:
         except ImportError as exc:  # pragma: no cover - dependency of the package
             raise RuntimeError("echo cancellation needs the 'livekit' package (pip install livekit)") from exc
         self._rtc = rtc
-        self._apm = rtc.AudioProcessingModule(echo_cancellation=True, noise_suppression=noise_suppression,
-                                              high_pass_filter=True)
+        self._apm = rtc.AudioProcessingModule(
+            echo_cancellation=True, noise_suppression=noise_suppression, high_pass_filter=True
+        )
         self._apm.set_stream_delay_ms(int(stream_delay_ms))
         self._far_up = Resampler(CANONICAL_RATE, APM_RATE)
         self._near_up = Resampler(CANONICAL_RATE, APM_RATE)
@@ -87,7 +88,9 @@ class EchoCanceller:
             self._pending_out = np.concatenate([self._pending_out, self._down(np.concatenate(out_parts))])
         n = len(pcm)
         if len(self._pending_out) < n:  # start-up: resampler delay not yet filled
-            self._pending_out = np.concatenate([np.zeros(n - len(self._pending_out), np.int16), self._pending_out])
+            self._pending_out = np.concatenate(
+                [np.zeros(n - len(self._pending_out), np.int16), self._pending_out]
+            )
         out, self._pending_out = self._pending_out[:n], self._pending_out[n:]
         return out
 

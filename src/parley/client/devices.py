@@ -95,7 +95,9 @@ class FileAudio:
         self._mic_pos = 0
         self.output_path = Path(output_wav) if output_wav else None
         self._writer: WavWriter | None = None
-        self._inject: collections.deque[tuple[np.ndarray, Callable[[float], None] | None]] = collections.deque()
+        self._inject: collections.deque[tuple[np.ndarray, Callable[[float], None] | None]] = (
+            collections.deque()
+        )
         self._inject_cur: np.ndarray | None = None
         self._inject_pos = 0
         self._lock = threading.Lock()
@@ -158,8 +160,9 @@ class FileAudio:
         if self.output_path is not None:
             self._writer = WavWriter(self.output_path, CANONICAL_RATE)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(player, on_mic), name="parley-file-audio",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(player, on_mic), name="parley-file-audio", daemon=True
+        )
         self._thread.start()
 
     def _run(self, player: Player, on_mic: MicCallback) -> None:
@@ -249,7 +252,9 @@ def _pick(sd, device: int | str | None, kind: str) -> tuple[int, dict]:
     try:
         info = sd.query_devices(device, kind=kind)
     except (ValueError, sd.PortAudioError) as exc:
-        raise NoAudioDeviceError(f"Audio {kind} device {device!r} is not usable: {exc}\n" + list_devices()) from exc
+        raise NoAudioDeviceError(
+            f"Audio {kind} device {device!r} is not usable: {exc}\n" + list_devices()
+        ) from exc
     return int(info["index"]), info
 
 
@@ -286,8 +291,14 @@ class _PullResampler:
 class SoundDeviceAudio:
     """Microphone + speaker through PortAudio (sounddevice), resampled to 24 kHz when needed."""
 
-    def __init__(self, input_device: int | str | None = None, output_device: int | str | None = None,
-                 *, use_input: bool = True, use_output: bool = True) -> None:
+    def __init__(
+        self,
+        input_device: int | str | None = None,
+        output_device: int | str | None = None,
+        *,
+        use_input: bool = True,
+        use_output: bool = True,
+    ) -> None:
         self.sd = _sd()
         self.rate = CANONICAL_RATE
         self.output_latency = 0.0
@@ -323,8 +334,15 @@ class SoundDeviceAudio:
                 block = pull.read(frames, dac) if pull else player.read(frames, dac)
                 outdata[:, 0] = block
 
-            out = sd.OutputStream(device=self.out_index, samplerate=self.out_rate, channels=1, dtype="int16",
-                                  blocksize=int(self.out_rate * BLOCK_MS / 1000), latency="low", callback=out_cb)
+            out = sd.OutputStream(
+                device=self.out_index,
+                samplerate=self.out_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=int(self.out_rate * BLOCK_MS / 1000),
+                latency="low",
+                callback=out_cb,
+            )
             self._streams.append(out)
         if self.use_input:
             rs = Resampler(self.in_rate, CANONICAL_RATE)
@@ -340,8 +358,15 @@ class SoundDeviceAudio:
                     pcm = pcm[BLOCK:]
                 pending[0] = pcm
 
-            inp = sd.InputStream(device=self.in_index, samplerate=self.in_rate, channels=1, dtype="int16",
-                                 blocksize=int(self.in_rate * BLOCK_MS / 1000), latency="low", callback=in_cb)
+            inp = sd.InputStream(
+                device=self.in_index,
+                samplerate=self.in_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=int(self.in_rate * BLOCK_MS / 1000),
+                latency="low",
+                callback=in_cb,
+            )
             self._streams.append(inp)
         for s in self._streams:
             s.start()

@@ -28,14 +28,17 @@ class EventHub:
     def on(self, name: str, callback: Callback | None = None):
         """Register ``callback`` (sync or async) for an event; usable as a decorator."""
         if callback is None:
+
             def deco(fn: Callback) -> Callback:
                 self._handlers[name].append(fn)
                 return fn
+
             return deco
         self._handlers[name].append(callback)
         return callback
 
-    async def _emit(self, name: str, payload: Any) -> None:
+    async def notify(self, name: str, payload: Any) -> None:
+        """Run the callbacks of ``name`` (not its waiters)."""
         for cb in list(self._handlers.get(name, ())):
             try:
                 result = cb(payload)
@@ -44,8 +47,9 @@ class EventHub:
             except Exception:
                 log.exception("callback for %s failed", name)
 
-    async def wait_for(self, event_type: str, predicate: Callable[[dict], bool] | None = None,
-                       timeout: float | None = 30.0) -> dict:
+    async def wait_for(
+        self, event_type: str, predicate: Callable[[dict], bool] | None = None, timeout: float | None = 30.0
+    ) -> Any:
         """Wait for the next server (or high-level) event of ``event_type`` matching ``predicate``."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (event_type, predicate or (lambda _e: True), fut)
@@ -65,6 +69,7 @@ class EventHub:
                 except Exception as exc:
                     fut.set_exception(exc)
 
-    async def _signal(self, name: str, payload: Any) -> None:
+    async def signal(self, name: str, payload: Any) -> None:
+        """Resolve the waiters of ``name``, then run its callbacks."""
         self._resolve_waiters(name, payload)
-        await self._emit(name, payload)
+        await self.notify(name, payload)

@@ -26,8 +26,14 @@ class LocalVad:
     onset → detected p50 62 ms with one frame, 102 ms with two).
     """
 
-    def __init__(self, vad: VoiceActivityDetector | None = None, *, threshold: float = 0.5,
-                 min_speech_ms: int = 32, min_silence_ms: int = 300) -> None:
+    def __init__(
+        self,
+        vad: VoiceActivityDetector | None = None,
+        *,
+        threshold: float = 0.5,
+        min_speech_ms: int = 32,
+        min_silence_ms: int = 300,
+    ) -> None:
         if vad is None:
             # The engine's Silero wrapper (onnxruntime + numpy, no torch) is reused as is.
             from parley.engine.models.vad_silero import SileroVad

@@ -18,8 +18,11 @@ import soxr
 class LowLatencyResampler:
     def __init__(self, in_rate: int, out_rate: int) -> None:
         self.in_rate, self.out_rate = in_rate, out_rate
-        self._stream = None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16",
-                                                                            quality="QQ")
+        self._stream = (
+            None
+            if in_rate == out_rate
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="QQ")
+        )
 
     def __call__(self, pcm: np.ndarray) -> np.ndarray:
         if self._stream is None:

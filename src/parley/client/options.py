@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.protocol.audio_formats import AudioFormat
+from parley.protocol.audio_formats import AudioFormat, FormatType
 
 #: The conversation's states, in the order a turn usually passes through them.
 STATES = ("connecting", "listening", "thinking", "speaking", "reconnecting", "closed")
@@ -24,26 +24,35 @@ class SessionOptions:
     interrupt_response: bool = True
     silence_duration_ms: int | None = None
     transcription_model: str | None = "whisper-1"
-    input_format: str = "audio/pcm"
-    output_format: str = "audio/pcm"
+    input_format: FormatType = "audio/pcm"
+    output_format: FormatType = "audio/pcm"
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_session(self) -> dict[str, Any]:
         td: dict[str, Any] | None = None
         if self.turn_detection:
-            td = {"type": self.turn_detection, "create_response": self.create_response,
-                  "interrupt_response": self.interrupt_response}
+            td = {
+                "type": self.turn_detection,
+                "create_response": self.create_response,
+                "interrupt_response": self.interrupt_response,
+            }
             if self.turn_detection == "server_vad" and self.silence_duration_ms is not None:
                 td["silence_duration_ms"] = self.silence_duration_ms
-        audio_in: dict[str, Any] = {"format": AudioFormat(self.input_format).to_json(), "turn_detection": td,
-                                    "transcription": {"model": self.transcription_model}
-                                    if self.transcription_model else None}
+        audio_in: dict[str, Any] = {
+            "format": AudioFormat(self.input_format).to_json(),
+            "turn_detection": td,
+            "transcription": {"model": self.transcription_model} if self.transcription_model else None,
+        }
         audio_out: dict[str, Any] = {"format": AudioFormat(self.output_format).to_json()}
         if self.voice:
             audio_out["voice"] = self.voice
-        s: dict[str, Any] = {"type": "realtime", "model": self.model, "output_modalities": self.output_modalities,
-                             "audio": {"input": audio_in, "output": audio_out}}
+        s: dict[str, Any] = {
+            "type": "realtime",
+            "model": self.model,
+            "output_modalities": self.output_modalities,
+            "audio": {"input": audio_in, "output": audio_out},
+        }
         if self.instructions is not None:
             s["instructions"] = self.instructions
         s.update(self.extra)

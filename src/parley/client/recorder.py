@@ -38,11 +38,19 @@ def _elide(event: dict) -> dict:
         event = dict(event)
         event[key] = f"<audio {len(event[key]) * 3 // 4} bytes>"
     item = event.get("item")
-    if isinstance(item, dict) and any(isinstance(p, dict) and "audio" in p for p in item.get("content") or []):
+    if isinstance(item, dict) and any(
+        isinstance(p, dict) and "audio" in p for p in item.get("content") or []
+    ):
         event = dict(event)
-        event["item"] = dict(item, content=[
-            dict(p, audio=f"<audio {len(p['audio']) * 3 // 4} bytes>") if isinstance(p, dict)
-            and isinstance(p.get("audio"), str) else p for p in item["content"]])
+        event["item"] = dict(
+            item,
+            content=[
+                dict(p, audio=f"<audio {len(p['audio']) * 3 // 4} bytes>")
+                if isinstance(p, dict) and isinstance(p.get("audio"), str)
+                else p
+                for p in item["content"]
+            ],
+        )
     return event
 
 
@@ -58,7 +66,9 @@ class Recorder:
         self.closed = False
 
     def event(self, direction: str, event: dict) -> None:
-        line = json.dumps({"t": round(time.monotonic() - self.t0, 4), "dir": direction, "event": _elide(event)})
+        line = json.dumps(
+            {"t": round(time.monotonic() - self.t0, 4), "dir": direction, "event": _elide(event)}
+        )
         with self._lock:
             if not self._events.closed:
                 self._events.write(line + "\n")
@@ -122,8 +132,13 @@ def mixed_audio(directory: str | Path) -> np.ndarray:
     return np.clip(mix, -32768, 32767).astype(np.int16)
 
 
-async def replay(directory: str | Path, *, speed: float = 1.0,
-                 show: Callable[[float, str, str], None] | None = None, audio: Any = None) -> None:
+async def replay(
+    directory: str | Path,
+    *,
+    speed: float = 1.0,
+    show: Callable[[float, str, str], None] | None = None,
+    audio: Any = None,
+) -> None:
     """Re-enact a recording: transcript lines at their original times, and the mixed audio.
 
     ``audio`` is a device (e.g. :class:`~parley.client.devices.FileAudio` or a sound card) that

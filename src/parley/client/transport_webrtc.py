@@ -17,22 +17,20 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+if TYPE_CHECKING:
+    from aiortc import RTCDataChannel, RTCPeerConnection
+
 from parley.client.lowlatency import LowLatencyResampler as Resampler
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
+from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock, SampleQueue
+from parley.media.rtp_audio import stereo_frame, to_mono
 from parley.protocol.audio_formats import CANONICAL_RATE
-from parley.transports.webrtc_media import (
-    FRAME_SAMPLES,
-    RTP_RATE,
-    FrameClock,
-    SampleQueue,
-    stereo_frame,
-    to_mono,
-)
 
 
 class MicTrack(MediaStreamTrack):
@@ -62,9 +60,17 @@ class MicTrack(MediaStreamTrack):
 class WebRTCTransport:
     audio_in_events = False
 
-    def __init__(self, base_url: str, api_key: str, model: str, *, open_timeout: float = 15.0,
-                 calls_url: str | None = None, mint_url: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        model: str,
+        *,
+        open_timeout: float = 15.0,
+        calls_url: str | None = None,
+        mint_url: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = calls_url or self.base_url + "/realtime/calls"
         # Through `parley serve` a fresh ek_ secret is minted for every call (they live ~60 s),
@@ -75,9 +81,9 @@ class WebRTCTransport:
         self.open_timeout = open_timeout
         self.on_audio: Callable[[np.ndarray], None] | None = None
         self.call_id: str | None = None
-        self._pc = None
-        self._channel = None
-        self._mic = None
+        self._pc: RTCPeerConnection | None = None
+        self._channel: RTCDataChannel | None = None
+        self._mic: MicTrack | None = None
         self._events: asyncio.Queue[dict | BaseException] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
 
@@ -85,17 +91,19 @@ class WebRTCTransport:
         import httpx
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from parley.transports.webrtc_ice import allow_loopback_candidates
+        from parley.media.ice import allow_loopback_candidates
 
         allow_loopback_candidates()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._mic = MicTrack()
-        pc.addTrack(self._mic)
+        mic = self._mic = MicTrack()
+        pc.addTrack(mic)
         channel = self._channel = pc.createDataChannel("oai-events")
         opened = asyncio.Event()
         channel.on("open", opened.set)
         channel.on("message", self._on_message)
-        channel.on("close", lambda: self._events.put_nowait(ConnectionLost(f"{self.url}: data channel closed")))
+        channel.on(
+            "close", lambda: self._events.put_nowait(ConnectionLost(f"{self.url}: data channel closed"))
+        )
         pc.on("track", self._on_track)
 
         @pc.on("connectionstatechange")
@@ -113,12 +121,21 @@ class WebRTCTransport:
                         await self.close()
                         raise describe_http_status(m.status_code, self.mint_url, m.text)
                     key = m.json()["value"]
-                r = await http.post(self.url, content=pc.localDescription.sdp, headers={
-                    **self.headers, "Authorization": f"Bearer {key}", "Content-Type": "application/sdp"})
+                r = await http.post(
+                    self.url,
+                    content=pc.localDescription.sdp,
+                    headers={
+                        **self.headers,
+                        "Authorization": f"Bearer {key}",
+                        "Content-Type": "application/sdp",
+                    },
+                )
         except httpx.ConnectError as exc:
             await self.close()
-            raise TransportError(f"Cannot reach {self.url}: {exc}. Is the server running?"
-                                 " (a local engine starts with `parley engine`)") from exc
+            raise TransportError(
+                f"Cannot reach {self.url}: {exc}. Is the server running?"
+                " (a local engine starts with `parley engine`)"
+            ) from exc
         except httpx.HTTPError as exc:
             await self.close()
             raise TransportError(f"POST {self.url} failed: {exc}") from exc
@@ -131,8 +148,10 @@ class WebRTCTransport:
             await asyncio.wait_for(opened.wait(), self.open_timeout)
         except TimeoutError as exc:
             await self.close()
-            raise TransportError(f"WebRTC connection to {self.url} did not open within {self.open_timeout:.0f} s"
-                                 " (ICE/DTLS failed; check firewalls or ICE servers)") from exc
+            raise TransportError(
+                f"WebRTC connection to {self.url} did not open within {self.open_timeout:.0f} s"
+                " (ICE/DTLS failed; check firewalls or ICE servers)"
+            ) from exc
 
     def _on_message(self, message: str | bytes) -> None:
         with contextlib.suppress(ValueError):

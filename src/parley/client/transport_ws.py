@@ -16,9 +16,13 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from openai.resources.realtime.realtime import AsyncRealtimeConnection, AsyncRealtimeConnectionManager
 
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
 
@@ -32,29 +36,47 @@ def http_to_ws(base_url: str) -> str:
 class WebSocketTransport:
     audio_in_events = True
 
-    def __init__(self, base_url: str, api_key: str, model: str, *, open_timeout: float = 10.0,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        model: str,
+        *,
+        open_timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = http_to_ws(self.base_url) + f"/realtime?model={model}"
         self.api_key, self.model = api_key, model
         self.open_timeout = open_timeout
         self.headers = dict(headers or {})  # e.g. a `parley serve` access token
-        self._conn = None
-        self._manager = None
+        self._conn: AsyncRealtimeConnection | None = None
+        self._manager: AsyncRealtimeConnectionManager | None = None
         self.on_audio: Callable[[np.ndarray], None] | None = None
 
     async def connect(self) -> None:
         from openai import AsyncOpenAI
         from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
-        client = AsyncOpenAI(api_key=self.api_key, base_url=self.base_url,
-                             websocket_base_url=http_to_ws(self.base_url), max_retries=0,
-                             default_headers=self.headers or None)
-        self._manager = client.realtime.connect(
-            model=self.model, websocket_connection_options={"open_timeout": self.open_timeout, "ping_interval": 20,
-                                                             "ping_timeout": 20, "max_queue": None})
+        client = AsyncOpenAI(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            websocket_base_url=http_to_ws(self.base_url),
+            max_retries=0,
+            default_headers=self.headers or None,
+        )
+        manager = self._manager = client.realtime.connect(
+            model=self.model,
+            # websockets' own connect() options, which the SDK passes through untyped.
+            websocket_connection_options={  # type: ignore[typeddict-unknown-key]
+                "open_timeout": self.open_timeout,
+                "ping_interval": 20,
+                "ping_timeout": 20,
+                "max_queue": None,
+            },
+        )
         try:
-            self._conn = await self._manager.enter()
+            self._conn = await manager.enter()
         except InvalidStatus as exc:
             body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
             raise describe_http_status(exc.response.status_code, self.url, body) from exc
@@ -68,7 +90,9 @@ class WebSocketTransport:
                 " (a local engine starts with `parley engine`)"
             ) from exc
         except TimeoutError as exc:
-            raise TransportError(f"Timed out connecting to {self.url} after {self.open_timeout:.0f} s.") from exc
+            raise TransportError(
+                f"Timed out connecting to {self.url} after {self.open_timeout:.0f} s."
+            ) from exc
         except InvalidHandshake as exc:
             raise TransportError(f"WebSocket handshake with {self.url} failed: {exc}") from exc
 
@@ -95,8 +119,9 @@ class WebSocketTransport:
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None
             reason = exc.rcvd.reason if exc.rcvd else ""
-            raise ConnectionLost(f"connection to {self.url} closed (code {code}{', ' + reason if reason else ''})") \
-                from exc
+            raise ConnectionLost(
+                f"connection to {self.url} closed (code {code}{', ' + reason if reason else ''})"
+            ) from exc
         return json.loads(data)
 
     def send_audio(self, pcm: np.ndarray) -> None:  # pragma: no cover - audio rides in events here

@@ -16,6 +16,7 @@ import time
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Group
 from rich.panel import Panel
@@ -31,8 +32,10 @@ STATE_STYLE = {
     "closed": ("■", "red"),
 }
 
-HELP = ("type + Enter: send · Esc: stop the assistant · /mute /unmute /voice NAME /instructions TEXT /quit"
-        " · Ctrl-C: quit")
+HELP = (
+    "type + Enter: send · Esc: stop the assistant · /mute /unmute /voice NAME /instructions TEXT /quit"
+    " · Ctrl-C: quit"
+)
 PTT_HELP = " · Space (on an empty line): push-to-talk on/off"
 
 
@@ -90,13 +93,26 @@ def render(vm: ViewModel, height: int = 24, width: int = 100) -> Group:
     status.add_row(
         Text(f"{icon} {vm.state.upper()}", style=f"bold {color}"),
         Text("mic ") + _meter(vm.mic_db) + Text(f" {vm.mic_db:5.0f} dB" if vm.mic_db > -119 else "   -∞ dB"),
-        Text(f"last turn {vm.last_latency_ms / 1000:.2f} s" if vm.last_latency_ms is not None else "last turn –"),
-        Text(("MUTED " if vm.muted else "") + ("PTT:ON " if vm.ptt_active else "PTT " if vm.ptt else "")
-             + (f"barge-ins {vm.interruptions}" if vm.interruptions else ""), style="bold red" if vm.muted else ""),
+        Text(
+            f"last turn {vm.last_latency_ms / 1000:.2f} s"
+            if vm.last_latency_ms is not None
+            else "last turn –"
+        ),
+        Text(
+            ("MUTED " if vm.muted else "")
+            + ("PTT:ON " if vm.ptt_active else "PTT " if vm.ptt else "")
+            + (f"barge-ins {vm.interruptions}" if vm.interruptions else ""),
+            style="bold red" if vm.muted else "",
+        ),
     )
-    conn_color = {"connected": "green", "reconnecting": "yellow", "connecting": "yellow"}.get(vm.connection, "red")
-    title = Text.assemble(("parley talk", "bold"), f" · {vm.transport} · {vm.url} · ",
-                          (vm.connection + (f" ({vm.connection_note})" if vm.connection_note else ""), conn_color))
+    conn_color = {"connected": "green", "reconnecting": "yellow", "connecting": "yellow"}.get(
+        vm.connection, "red"
+    )
+    title = Text.assemble(
+        ("parley talk", "bold"),
+        f" · {vm.transport} · {vm.url} · ",
+        (vm.connection + (f" ({vm.connection_note})" if vm.connection_note else ""), conn_color),
+    )
     header = Panel(status, title=title, title_align="left", border_style=conn_color)
 
     body_rows = max(3, height - 8)
@@ -134,7 +150,7 @@ class KeyReader:
     def __init__(self, on_key: Callable[[str], None]) -> None:
         self.on_key = on_key
         self.fd = sys.stdin.fileno()
-        self._saved = None
+        self._saved: list[Any] | None = None
 
     def start(self, loop) -> None:  # type: ignore[no-untyped-def]
         if os.isatty(self.fd):
@@ -172,8 +188,15 @@ class KeyReader:
 class LineEditor:
     """Turns keys into actions: a typed line, push-to-talk toggles, Esc, Ctrl-D."""
 
-    def __init__(self, vm: ViewModel, *, on_line: Callable[[str], None], on_ptt: Callable[[], None],
-                 on_escape: Callable[[], None], on_eof: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        vm: ViewModel,
+        *,
+        on_line: Callable[[str], None],
+        on_ptt: Callable[[], None],
+        on_escape: Callable[[], None],
+        on_eof: Callable[[], None],
+    ) -> None:
         self.vm = vm
         self.on_line, self.on_ptt, self.on_escape, self.on_eof = on_line, on_ptt, on_escape, on_eof
 

@@ -58,8 +58,19 @@ class WavWriter:
         data_bytes = self._frames * 2 * self.channels
         self._f.seek(0)
         self._f.write(b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE")
-        self._f.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, self.channels, self.rate,
-                                             self.rate * 2 * self.channels, 2 * self.channels, 16))
+        self._f.write(
+            b"fmt "
+            + struct.pack(
+                "<IHHIIHH",
+                16,
+                1,
+                self.channels,
+                self.rate,
+                self.rate * 2 * self.channels,
+                2 * self.channels,
+                16,
+            )
+        )
         self._f.write(b"data" + struct.pack("<I", data_bytes))
         self._f.seek(0, 2)
 

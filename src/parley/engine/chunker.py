@@ -23,8 +23,33 @@ def speakable(text: str) -> str:
 
 # Words a spoken phrase often starts with: good places for an early cut.
 _PHRASE_STARTS = {
-    "and", "but", "or", "so", "because", "which", "that", "who", "when", "where", "while", "if", "although",
-    "on", "in", "at", "of", "for", "with", "to", "from", "by", "about", "like", "as", "than", "into",
+    "and",
+    "but",
+    "or",
+    "so",
+    "because",
+    "which",
+    "that",
+    "who",
+    "when",
+    "where",
+    "while",
+    "if",
+    "although",
+    "on",
+    "in",
+    "at",
+    "of",
+    "for",
+    "with",
+    "to",
+    "from",
+    "by",
+    "about",
+    "like",
+    "as",
+    "than",
+    "into",
 }
 
 
@@ -33,8 +58,9 @@ def _words(text: str) -> int:
 
 
 class ClauseChunker:
-    def __init__(self, first_min_words: int = 2, first_max_words: int = 7, min_words: int = 4,
-                 max_words: int = 30) -> None:
+    def __init__(
+        self, first_min_words: int = 2, first_max_words: int = 7, min_words: int = 4, max_words: int = 30
+    ) -> None:
         self.first_min_words = first_min_words
         self.first_max_words = first_max_words
         self.min_words = min_words

@@ -27,7 +27,9 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 def default_cache_dir() -> Path:
-    base = _env("PARLEY_CACHE_DIR") or os.path.join(_env("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "parley")
+    base = _env("PARLEY_CACHE_DIR") or os.path.join(
+        _env("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "parley"
+    )
     return Path(base)
 
 
@@ -41,7 +43,9 @@ class ModelConfig:
     stt_language: str | None = field(default_factory=lambda: _env("PARLEY_STT_LANGUAGE", "en"))
     stt_threads: int = field(default_factory=lambda: _env_int("PARLEY_STT_THREADS", 2))
     llm: str = field(default_factory=lambda: _env("PARLEY_LLM", "llama") or "llama")
-    llm_model_path: Path | None = field(default_factory=lambda: Path(p) if (p := _env("PARLEY_LLM_MODEL_PATH")) else None)
+    llm_model_path: Path | None = field(
+        default_factory=lambda: Path(p) if (p := _env("PARLEY_LLM_MODEL_PATH")) else None
+    )
     llm_threads: int = field(default_factory=lambda: _env_int("PARLEY_LLM_THREADS", 2))
     llm_context: int = field(default_factory=lambda: _env_int("PARLEY_LLM_CONTEXT", 2048))
     # For llm == "openai": any OpenAI-compatible chat-completions server (Ollama, vLLM, llama.cpp server…).
@@ -49,22 +53,28 @@ class ModelConfig:
     llm_api_key: str | None = field(default_factory=lambda: _env("PARLEY_LLM_API_KEY"))
     llm_model: str | None = field(default_factory=lambda: _env("PARLEY_LLM_MODEL"))
     tts: str = field(default_factory=lambda: _env("PARLEY_TTS", "piper") or "piper")
-    tts_voice_path: Path | None = field(default_factory=lambda: Path(p) if (p := _env("PARLEY_TTS_VOICE")) else None)
+    tts_voice_path: Path | None = field(
+        default_factory=lambda: Path(p) if (p := _env("PARLEY_TTS_VOICE")) else None
+    )
 
 
 @dataclass
 class EngineConfig:
     host: str = "127.0.0.1"
     port: int = 8765
-    # With no key, only loopback clients are accepted (see auth.py).
+    # With no key, only loopback clients are accepted (see host/auth.py).
     api_key: str | None = field(default_factory=lambda: _env("PARLEY_ENGINE_KEY"))
     models: ModelConfig = field(default_factory=ModelConfig)
 
     # Limits
-    max_message_bytes: int = field(default_factory=lambda: _env_int("PARLEY_MAX_MESSAGE_BYTES", 16 * 1024 * 1024))
+    max_message_bytes: int = field(
+        default_factory=lambda: _env_int("PARLEY_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
+    )
     max_session_seconds: int = field(default_factory=lambda: _env_int("PARLEY_MAX_SESSION_SECONDS", 3600))
     max_sessions: int = field(default_factory=lambda: _env_int("PARLEY_MAX_SESSIONS", 16))
-    max_input_buffer_seconds: int = field(default_factory=lambda: _env_int("PARLEY_MAX_INPUT_BUFFER_SECONDS", 600))
+    max_input_buffer_seconds: int = field(
+        default_factory=lambda: _env_int("PARLEY_MAX_INPUT_BUFFER_SECONDS", 600)
+    )
     client_secret_default_ttl: int = 600
 
     # Turn detection tuning (not part of the protocol)

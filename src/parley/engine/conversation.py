@@ -52,7 +52,9 @@ class Item:
         return 0.0 if self.audio is None else len(self.audio) * 1000 / CANONICAL_RATE
 
     def add_words(self, words: list[WordTiming], offset_ms: float) -> None:
-        self.words.extend(TimedWord(w.text, offset_ms + w.start * 1000, offset_ms + w.end * 1000) for w in words)
+        self.words.extend(
+            TimedWord(w.text, offset_ms + w.start * 1000, offset_ms + w.end * 1000) for w in words
+        )
 
     def append_audio(self, pcm: np.ndarray) -> None:
         self.audio = pcm.copy() if self.audio is None else np.concatenate([self.audio, pcm])

@@ -57,8 +57,15 @@ class StageTimes:
 
 
 class Generation:
-    def __init__(self, llm: LanguageModel, tts: TextToSpeech | None, request: ChatRequest, *,
-                 voice: str | None = None, speed: float = 1.0) -> None:
+    def __init__(
+        self,
+        llm: LanguageModel,
+        tts: TextToSpeech | None,
+        request: ChatRequest,
+        *,
+        voice: str | None = None,
+        speed: float = 1.0,
+    ) -> None:
         self.llm, self.tts, self.request = llm, tts, request
         self.voice, self.speed = voice, speed
         self.times = StageTimes()
@@ -169,7 +176,9 @@ class Generation:
         # The first clause is what the listener is waiting for: the LLM pauses meanwhile.
         first = self.times.first_audio is None
         with PRIORITY.urgent() if first else contextlib.nullcontext():
-            async with contextlib.aclosing(self.tts.synthesize(text, voice=self.voice, speed=self.speed)) as chunks:
+            async with contextlib.aclosing(
+                self.tts.synthesize(text, voice=self.voice, speed=self.speed)
+            ) as chunks:
                 async for chunk in chunks:
                     audio = resample(chunk.audio, chunk.sample_rate, CANONICAL_RATE).astype(np.int16)
                     pieces.append(audio)

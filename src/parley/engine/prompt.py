@@ -72,8 +72,9 @@ def item_messages(items: Iterable[Item]) -> list[ChatMessage]:
     return messages
 
 
-def build_messages(instructions: str, items: Iterable[Item], history_chars: int = DEFAULT_HISTORY_CHARS
-                   ) -> list[ChatMessage]:
+def build_messages(
+    instructions: str, items: Iterable[Item], history_chars: int = DEFAULT_HISTORY_CHARS
+) -> list[ChatMessage]:
     history = item_messages(items)
     # Keep the newest messages within the budget, never splitting a tool call from its output.
     kept: list[ChatMessage] = []

@@ -26,6 +26,7 @@ import numpy as np
 from parley.engine.conversation import Conversation, Item
 from parley.engine.generation import Generation, GenerationFailed, SpokenClause
 from parley.engine.models.base import Finish, TextDelta, ToolCallDelta
+from parley.media.playout import PlayoutPosition
 from parley.protocol import ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, OutputEncoder
 
@@ -50,15 +51,6 @@ class ResponseParams:
     @property
     def audio(self) -> bool:
         return self.output_modalities == ["audio"]
-
-
-@dataclass
-class PlayoutPosition:
-    """How far the listener got: ``played_ms`` of ``item_id``'s audio went out."""
-
-    response_id: str
-    item_id: str
-    played_ms: int
 
 
 class MediaOutput(Protocol):
@@ -191,10 +183,17 @@ class ResponseRunner:
             self.generation.cancel()
         self._close_open("incomplete")
         message = str(error) or error.__class__.__name__
-        self._finish("failed", {
-            "type": "failed",
-            "error": {"type": "server_error", "code": "model_error", "message": f"The model failed: {message}"},
-        })
+        self._finish(
+            "failed",
+            {
+                "type": "failed",
+                "error": {
+                    "type": "server_error",
+                    "code": "model_error",
+                    "message": f"The model failed: {message}",
+                },
+            },
+        )
 
     # --- outputs → events ------------------------------------------------
 
@@ -202,25 +201,54 @@ class ResponseRunner:
         item = Item(wire=wire)
         output_index = len(self.output)
         self.output.append(item)
-        self.host.emit({"type": "response.output_item.added", "response_id": self.id,
-                        "output_index": output_index, "item": Conversation.wire_view(item)})
+        self.host.emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": self.id,
+                "output_index": output_index,
+                "item": Conversation.wire_view(item),
+            }
+        )
         if self.in_conversation:
             previous = self.host.conversation.insert(item)
-            self.host.emit({"type": "conversation.item.added", "previous_item_id": previous,
-                            "item": Conversation.wire_view(item)})
+            self.host.emit(
+                {
+                    "type": "conversation.item.added",
+                    "previous_item_id": previous,
+                    "item": Conversation.wire_view(item),
+                }
+            )
         return item
 
     def _open_message(self) -> _OpenMessage:
         if self._message is None:
             audio = self.params.audio
-            content = {"type": "output_audio", "transcript": ""} if audio else {"type": "output_text", "text": ""}
-            item = self._add_item({"id": ids.item_id(), "object": "realtime.item", "type": "message",
-                                   "status": "in_progress", "role": "assistant", "content": [content]})
+            content = (
+                {"type": "output_audio", "transcript": ""} if audio else {"type": "output_text", "text": ""}
+            )
+            item = self._add_item(
+                {
+                    "id": ids.item_id(),
+                    "object": "realtime.item",
+                    "type": "message",
+                    "status": "in_progress",
+                    "role": "assistant",
+                    "content": [content],
+                }
+            )
             self._encoder = OutputEncoder(self.params.output_format)
             self._message = _OpenMessage(item, len(self.output) - 1)
             part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
-            self.host.emit({"type": "response.content_part.added", "response_id": self.id, "item_id": item.id,
-                            "output_index": self._message.output_index, "content_index": 0, "part": part})
+            self.host.emit(
+                {
+                    "type": "response.content_part.added",
+                    "response_id": self.id,
+                    "item_id": item.id,
+                    "output_index": self._message.output_index,
+                    "content_index": 0,
+                    "part": part,
+                }
+            )
         return self._message
 
     def _refs(self, message: _OpenMessage | _OpenCall) -> dict[str, Any]:
@@ -231,8 +259,9 @@ class ResponseRunner:
             return
         message = self._open_message()
         message.text.append(text)
-        self.host.emit({"type": "response.output_text.delta", **self._refs(message), "content_index": 0,
-                        "delta": text})
+        self.host.emit(
+            {"type": "response.output_text.delta", **self._refs(message), "content_index": 0, "delta": text}
+        )
 
     def _on_clause(self, clause: SpokenClause) -> None:
         message = self._open_message()
@@ -251,22 +280,35 @@ class ResponseRunner:
             return
         for start in range(0, len(clause.audio), DELTA_SAMPLES):
             data = self._encoder(clause.audio[start : start + DELTA_SAMPLES])
-            self.host.emit({"type": "response.output_audio.delta", **refs,
-                            "delta": base64.b64encode(data).decode()})
+            self.host.emit(
+                {"type": "response.output_audio.delta", **refs, "delta": base64.b64encode(data).decode()}
+            )
 
     def _on_tool_delta(self, delta: ToolCallDelta) -> None:
         call = self._calls.get(delta.index)
         if call is None:
             self._close_message("completed")
-            wire = {"id": ids.item_id(), "object": "realtime.item", "type": "function_call",
-                    "status": "in_progress", "name": delta.name or "", "call_id": delta.call_id or ids.call_id(),
-                    "arguments": ""}
+            wire = {
+                "id": ids.item_id(),
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": "in_progress",
+                "name": delta.name or "",
+                "call_id": delta.call_id or ids.call_id(),
+                "arguments": "",
+            }
             item = self._add_item(wire)
             call = self._calls[delta.index] = _OpenCall(item, len(self.output) - 1)
         if delta.arguments:
             call.arguments.append(delta.arguments)
-            self.host.emit({"type": "response.function_call_arguments.delta", **self._refs(call),
-                            "call_id": call.item.wire["call_id"], "delta": delta.arguments})
+            self.host.emit(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    **self._refs(call),
+                    "call_id": call.item.wire["call_id"],
+                    "delta": delta.arguments,
+                }
+            )
 
     def _on_finish(self, finish: Finish) -> None:
         self.usage = {"input_tokens": finish.input_tokens, "output_tokens": finish.output_tokens}
@@ -290,8 +332,9 @@ class ResponseRunner:
             tail = self._encoder(np.zeros(0, dtype=np.int16), last=True) if self.host.media is None else b""
             if tail and status == "completed":
                 # The G.711 resampler holds the last ~20 ms back until told the stream ended.
-                self.host.emit({"type": "response.output_audio.delta", **refs,
-                                "delta": base64.b64encode(tail).decode()})
+                self.host.emit(
+                    {"type": "response.output_audio.delta", **refs, "delta": base64.b64encode(tail).decode()}
+                )
             self.host.emit({"type": "response.output_audio.done", **refs})
             self.host.emit({"type": "response.output_audio_transcript.done", **refs, "transcript": text})
             part = {"type": "audio", "transcript": text}
@@ -305,8 +348,14 @@ class ResponseRunner:
     def _close_item(self, item: Item, output_index: int, status: str) -> None:
         item.wire["status"] = status
         view = Conversation.wire_view(item)
-        self.host.emit({"type": "response.output_item.done", "response_id": self.id,
-                        "output_index": output_index, "item": view})
+        self.host.emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": self.id,
+                "output_index": output_index,
+                "item": view,
+            }
+        )
         if self.in_conversation and item.id in self.host.conversation:
             self.host.conversation.touch()
             self.host.emit({"type": "conversation.item.done", "item": view})
@@ -317,9 +366,15 @@ class ResponseRunner:
             arguments = "".join(call.arguments)
             call.item.wire["arguments"] = arguments
             if status == "completed":
-                self.host.emit({"type": "response.function_call_arguments.done", **self._refs(call),
-                                "call_id": call.item.wire["call_id"], "name": call.item.wire["name"],
-                                "arguments": arguments})
+                self.host.emit(
+                    {
+                        "type": "response.function_call_arguments.done",
+                        **self._refs(call),
+                        "call_id": call.item.wire["call_id"],
+                        "name": call.item.wire["name"],
+                        "arguments": arguments,
+                    }
+                )
             self._close_item(call.item, call.output_index, status)
         self._calls.clear()
 
@@ -328,11 +383,20 @@ class ResponseRunner:
         self.status_details = details
         self.times.done = time.perf_counter()
         self.host.emit({"type": "response.done", "response": self._wire()})
-        self.host.emit({"type": "rate_limits.updated", "rate_limits": [
-            {"name": "requests", "limit": 10_000, "remaining": 9_999, "reset_seconds": 0.006},
-            {"name": "tokens", "limit": 1_000_000, "remaining": 1_000_000 - self.usage["output_tokens"],
-             "reset_seconds": 0.0},
-        ]})
+        self.host.emit(
+            {
+                "type": "rate_limits.updated",
+                "rate_limits": [
+                    {"name": "requests", "limit": 10_000, "remaining": 9_999, "reset_seconds": 0.006},
+                    {
+                        "name": "tokens",
+                        "limit": 1_000_000,
+                        "remaining": 1_000_000 - self.usage["output_tokens"],
+                        "reset_seconds": 0.0,
+                    },
+                ],
+            }
+        )
         if self.host.media is not None and self.params.audio:
             self.host.media.end_of_response(self.id)
         self.host.response_finished(self)
@@ -355,11 +419,18 @@ class ResponseRunner:
                 "input_tokens": tokens_in,
                 "output_tokens": tokens_out,
                 "input_token_details": {
-                    "text_tokens": tokens_in, "audio_tokens": 0, "image_tokens": 0, "cached_tokens": 0,
+                    "text_tokens": tokens_in,
+                    "audio_tokens": 0,
+                    "image_tokens": 0,
+                    "cached_tokens": 0,
                     "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
                 },
-                "output_token_details": {"text_tokens": tokens_out if not audio else 0,
-                                         "audio_tokens": tokens_out if audio else 0},
-            } if self.finished else None,
+                "output_token_details": {
+                    "text_tokens": tokens_out if not audio else 0,
+                    "audio_tokens": tokens_out if audio else 0,
+                },
+            }
+            if self.finished
+            else None,
             "metadata": self.params.metadata,
         }

@@ -22,7 +22,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -36,6 +35,7 @@ from parley.engine.models.base import ChatRequest, ToolChoice, ToolSpec, Transcr
 from parley.engine.models.priority import PRIORITY
 from parley.engine.prompt import build_messages
 from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
+from parley.engine.speculation import Speculation, Speculator
 from parley.engine.turn_detection import (
     Probe,
     SpeechResumed,
@@ -44,20 +44,13 @@ from parley.engine.turn_detection import (
     TurnDetector,
     sounds_finished,
 )
+from parley.engine.turn_metrics import TurnMetrics
 from parley.protocol import ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, InputDecoder, int16_to_float, resample
 from parley.protocol.client_events import parse_client_event
 from parley.protocol.errors import ProtocolError, invalid_event, invalid_value
-from parley.protocol.session_config import (
-    apply_update,
-    check_format,
-    check_max_output_tokens,
-    check_output_modalities,
-    check_tool_choice,
-    check_tools,
-    default_session,
-    wire_session,
-)
+from parley.protocol.requests import check_item, check_response
+from parley.protocol.session_config import apply_update, default_session, wire_session
 from parley.protocol.validation import EventValidationError, validate_server_event
 
 if TYPE_CHECKING:
@@ -80,42 +73,6 @@ class EventSink(Protocol):
     def close(self) -> None:
         """The session has ended; no more events will come."""
         ...
-
-
-@dataclass
-class Speculation:
-    """Work started during the pause before a turn is confirmed (see TurnDetector)."""
-
-    start: int
-    end: int
-    conversation_version: int
-    config_version: int
-    stt: asyncio.Task[Transcript]
-    generation: asyncio.Task[Generation] | None = None
-    started: float = field(default_factory=time.perf_counter)
-    stt_done: float | None = None
-
-    def cancel(self) -> None:
-        self.stt.cancel()
-        self.cancel_generation()
-
-    def cancel_generation(self) -> None:
-        """Drop the speculative reply but keep the transcription (it now belongs to the user item)."""
-        if self.generation is not None:
-            if self.generation.done() and not self.generation.cancelled() and not self.generation.exception():
-                self.generation.result().cancel()
-            self.generation.cancel()
-
-
-@dataclass
-class TurnTimes:
-    """Milestones of one user turn, for ``parley.metrics`` (perf_counter seconds)."""
-
-    speech_stopped: float | None = None
-    stt_started: float | None = None
-    stt_done: float | None = None
-    speculative: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class RealtimeSession:
@@ -148,10 +105,9 @@ class RealtimeSession:
         self._decoder = InputDecoder(self._input_format)
         self._turns: TurnDetector | None = None
         self._speech_item_id: str | None = None  # id promised in speech_started
-        self._speculation: Speculation | None = None
+        self._speculator = Speculator(self._spawn)
         self._transcriptions: dict[str, asyncio.Task[Transcript]] = {}
-        self._turn_times: dict[str, TurnTimes] = {}  # keyed by user item id
-        self._response_turn: dict[str, str] = {}  # response id → user item id
+        self._metrics = TurnMetrics()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._deferred_turn: Item | None = None  # a user turn waiting for the active response to end
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -196,8 +152,9 @@ class RealtimeSession:
             self.emit_error(err, client_event_id or _peek_event_id(raw))
         except Exception as exc:  # a bug must not end the session
             log.exception("unexpected error handling a client event")
-            self.emit_error(ProtocolError("server_error", f"Internal error: {exc}", type="server_error"),
-                            client_event_id)
+            self.emit_error(
+                ProtocolError("server_error", f"Internal error: {exc}", type="server_error"), client_event_id
+            )
 
     def feed_audio(self, pcm: np.ndarray) -> None:
         """Canonical 24 kHz int16 microphone audio from a media transport (WebRTC)."""
@@ -210,7 +167,7 @@ class RealtimeSession:
         self.closed = True
         for runner in list(self.responses.values()):
             runner.cancel("client_cancelled")
-        self._drop_speculation()
+        self._speculator.drop()
         for timer in (self._idle_timer, self._expiry_timer):
             if timer:
                 timer.cancel()
@@ -227,7 +184,11 @@ class RealtimeSession:
     # ------------------------------------------------------------- emitting
 
     def emit(self, event: dict[str, Any]) -> None:
-        event = {"type": event["type"], "event_id": ids.event_id(), **{k: v for k, v in event.items() if k != "type"}}
+        event = {
+            "type": event["type"],
+            "event_id": ids.event_id(),
+            **{k: v for k, v in event.items() if k != "type"},
+        }
         extension = event["type"].startswith("parley.")
         if self.config.validate_events and not extension:
             try:
@@ -241,10 +202,18 @@ class RealtimeSession:
             sink.send(event)
 
     def emit_error(self, err: ProtocolError, client_event_id: str | None = None) -> None:
-        self.emit({"type": "error", "error": {
-            "type": err.type, "code": err.code, "message": err.message, "param": err.param,
-            "event_id": client_event_id,
-        }})
+        self.emit(
+            {
+                "type": "error",
+                "error": {
+                    "type": err.type,
+                    "code": err.code,
+                    "message": err.message,
+                    "param": err.param,
+                    "event_id": client_event_id,
+                },
+            }
+        )
 
     # ------------------------------------------------------------- handlers
 
@@ -276,8 +245,10 @@ class RealtimeSession:
     def _on_append(self, event: dict[str, Any]) -> None:
         if self.media is not None:
             # Over WebRTC the microphone arrives over RTP; mixing in appended audio would corrupt it.
-            raise invalid_event("input_audio_buffer.append is not supported on WebRTC calls; "
-                                "the microphone audio arrives over RTP.")
+            raise invalid_event(
+                "input_audio_buffer.append is not supported on WebRTC calls; "
+                "the microphone audio arrives over RTP."
+            )
         audio = event["audio"]
         if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
             raise ProtocolError("audio_too_large", "Each append may carry at most 15 MiB of audio.", "audio")
@@ -298,7 +269,7 @@ class RealtimeSession:
             )
         item_id = self._speech_item_id or ids.item_id()
         self._speech_item_id = None
-        self._drop_speculation()
+        self._speculator.drop()
         if self._turns:
             self._turns.reset()
         self._commit(self.buffer.take_all(), item_id)
@@ -306,7 +277,7 @@ class RealtimeSession:
     def _on_clear(self, event: dict[str, Any]) -> None:
         self.buffer.clear()
         self._speech_item_id = None
-        self._drop_speculation()
+        self._speculator.drop()
         if self._turns:
             self._turns.reset()
         self.emit({"type": "input_audio_buffer.cleared"})
@@ -322,13 +293,23 @@ class RealtimeSession:
 
     def _on_item_retrieve(self, event: dict[str, Any]) -> None:
         item = self.conversation.get(event["item_id"])
-        self.emit({"type": "conversation.item.retrieved",
-                   "item": Conversation.retrieved_view(item, self._output_format)})
+        self.emit(
+            {
+                "type": "conversation.item.retrieved",
+                "item": Conversation.retrieved_view(item, self._output_format),
+            }
+        )
 
     def _on_item_truncate(self, event: dict[str, Any]) -> None:
         self.conversation.truncate(event["item_id"], event["content_index"], event["audio_end_ms"])
-        self.emit({"type": "conversation.item.truncated", "item_id": event["item_id"],
-                   "content_index": event["content_index"], "audio_end_ms": event["audio_end_ms"]})
+        self.emit(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": event["item_id"],
+                "content_index": event["content_index"],
+                "audio_end_ms": event["audio_end_ms"],
+            }
+        )
 
     def _on_item_delete(self, event: dict[str, Any]) -> None:
         self.conversation.delete(event["item_id"])
@@ -373,15 +354,19 @@ class RealtimeSession:
         td = self.session["audio"]["input"]["turn_detection"]
         if td is None:
             self._turns = None
-            self._drop_speculation()
+            self._speculator.drop()
             return
         if self._turns is None:
             vad = self.models.vad
-            self._turns = TurnDetector(vad.stream(), vad.sample_rate, vad.frame_samples, td,
-                                       min_speech_ms=self.config.vad_min_speech_ms,
-                                       probe_ms=self.config.speculation_probe_ms)
-            self._turns.position = self.buffer.end
-            self._turns._analysed = self.buffer.end
+            self._turns = TurnDetector(
+                vad.stream(),
+                vad.sample_rate,
+                vad.frame_samples,
+                td,
+                min_speech_ms=self.config.vad_min_speech_ms,
+                probe_ms=self.config.speculation_probe_ms,
+                position=self.buffer.end,
+            )
         else:
             self._turns.configure(td)
 
@@ -395,19 +380,26 @@ class RealtimeSession:
             elif isinstance(signal, Probe):
                 self._on_probe(signal)
             elif isinstance(signal, SpeechResumed):
-                self._drop_speculation()
+                self._speculator.drop()
             elif isinstance(signal, SpeechStopped):
                 self._on_speech_stopped(signal)
         if not self._turns.speaking:
             # Between turns only the pre-roll can ever be committed by VAD; keep a little more.
-            keep = ms_to_samples(self.session["audio"]["input"]["turn_detection"].get("prefix_padding_ms", 300) + 2000)
+            keep = ms_to_samples(
+                self.session["audio"]["input"]["turn_detection"].get("prefix_padding_ms", 300) + 2000
+            )
             self.buffer.drop_before(self.buffer.end - keep)
 
     def _on_speech_started(self, signal: SpeechStarted) -> None:
         self._cancel_idle_timer()
         self._speech_item_id = ids.item_id()
-        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": samples_to_ms(signal.start),
-                   "item_id": self._speech_item_id})
+        self.emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": samples_to_ms(signal.start),
+                "item_id": self._speech_item_id,
+            }
+        )
         td = self.session["audio"]["input"]["turn_detection"] or {}
         if td.get("interrupt_response", True):
             if self.active is not None:
@@ -416,25 +408,30 @@ class RealtimeSession:
                 self._clear_media(truncate=True)
 
     def _on_probe(self, probe: Probe) -> None:
-        if not self.config.speculative and self.session["audio"]["input"]["turn_detection"]["type"] != "semantic_vad":
+        if (
+            not self.config.speculative
+            and self.session["audio"]["input"]["turn_detection"]["type"] != "semantic_vad"
+        ):
             return
-        self._drop_speculation()
         audio = self.buffer.slice(probe.start, probe.end)
-        spec = Speculation(probe.start, probe.end, self.conversation.version, self._config_version,
-                           stt=self._spawn(self._transcribe(audio)))
-        self._speculation = spec
-        spec.stt.add_done_callback(lambda _: setattr(spec, "stt_done", time.perf_counter()))
+        spec = self._speculator.start(
+            probe.start, probe.end, self.conversation.version, self._config_version, self._transcribe(audio)
+        )
         td = self.session["audio"]["input"]["turn_detection"]
         if td["type"] == "semantic_vad":
             spec.stt.add_done_callback(self._semantic_decision)
-        if (self.config.speculative and td.get("create_response", True) and self.active is None
-                and self.session["type"] == "realtime"):
-            spec.generation = self._spawn(self._speculative_generation(spec))
+        if (
+            self.config.speculative
+            and td.get("create_response", True)
+            and self.active is None
+            and self.session["type"] == "realtime"
+        ):
+            self._speculator.generate(spec, self._speculative_generation(spec))
 
     def _semantic_decision(self, task: asyncio.Task[Transcript]) -> None:
-        if task.cancelled() or task.exception() or self._turns is None or self._speculation is None:
+        if task.cancelled() or task.exception() or self._turns is None:
             return
-        if self._speculation.stt is not task:
+        if not self._speculator.is_current(task):
             return
         finished = sounds_finished(task.result().text)
         self._turns.set_required_silence(self._turns.min_wait_ms if finished else self._turns.max_wait_ms)
@@ -442,17 +439,15 @@ class RealtimeSession:
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:
         item_id = self._speech_item_id or ids.item_id()
         self._speech_item_id = None
-        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": samples_to_ms(signal.end),
-                   "item_id": item_id})
-        times = self._turn_times[item_id] = TurnTimes(speech_stopped=time.perf_counter())
-        spec, self._speculation = self._speculation, None
-        if spec is not None and not (
-            spec.start == signal.start
-            and spec.conversation_version == self.conversation.version
-            and spec.config_version == self._config_version
-        ):
-            spec.cancel()
-            spec = None
+        self.emit(
+            {
+                "type": "input_audio_buffer.speech_stopped",
+                "audio_end_ms": samples_to_ms(signal.end),
+                "item_id": item_id,
+            }
+        )
+        times = self._metrics.begin(item_id, speech_stopped=time.perf_counter())
+        spec = self._speculator.adopt(signal.start, self.conversation.version, self._config_version)
         audio = self.buffer.take(signal.start, signal.end)
         item = self._commit(audio, item_id, speculative_stt=spec.stt if spec else None)
         times.speculative = spec is not None and spec.generation is not None
@@ -472,11 +467,20 @@ class RealtimeSession:
         params = self._response_params({})
         self._start_response(params, speculation=spec, user_item=item)
 
-    def _commit(self, audio: np.ndarray, item_id: str,
-                speculative_stt: asyncio.Task[Transcript] | None = None) -> Item:
-        item = Item(wire={"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
-                          "role": "user", "content": [{"type": "input_audio", "transcript": None}]},
-                    audio=audio)
+    def _commit(
+        self, audio: np.ndarray, item_id: str, speculative_stt: asyncio.Task[Transcript] | None = None
+    ) -> Item:
+        item = Item(
+            wire={
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "status": "completed",
+                "role": "user",
+                "content": [{"type": "input_audio", "transcript": None}],
+            },
+            audio=audio,
+        )
         previous = self.conversation.insert(item)
         self.emit({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
         view = Conversation.wire_view(item)
@@ -492,13 +496,16 @@ class RealtimeSession:
         audio = int16_to_float(resample(pcm, CANONICAL_RATE, stt.sample_rate))
         config = self.session["audio"]["input"]["transcription"] or {}
         with PRIORITY.urgent():  # the user is waiting on this; background decoding pauses
-            return await stt.transcribe(audio, language=config.get("language") or self.config.models.stt_language,
-                                        prompt=config.get("prompt"))
+            return await stt.transcribe(
+                audio,
+                language=config.get("language") or self.config.models.stt_language,
+                prompt=config.get("prompt"),
+            )
 
     def _start_transcription(self, item: Item, speculative: asyncio.Task[Transcript] | None = None) -> None:
         assert item.audio is not None
         enabled = self.session["audio"]["input"]["transcription"] is not None
-        times = self._turn_times.get(item.id)
+        times = self._metrics.get(item.id)
         if times and speculative is None:
             times.stt_started = time.perf_counter()
         task = speculative or self._spawn(self._transcribe(item.audio))
@@ -513,20 +520,42 @@ class RealtimeSession:
             if error is not None:
                 item.heard_text = ""
                 if enabled:
-                    self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item.id,
-                               "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
-                                                             "message": str(error), "param": None}})
+                    self.emit(
+                        {
+                            "type": "conversation.item.input_audio_transcription.failed",
+                            "item_id": item.id,
+                            "content_index": 0,
+                            "error": {
+                                "type": "server_error",
+                                "code": "transcription_failed",
+                                "message": str(error),
+                                "param": None,
+                            },
+                        }
+                    )
                 return
             text = t.result().text.strip()
             item.heard_text = text
             if enabled:
                 item.wire["content"][0]["transcript"] = text
                 if text:
-                    self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
-                               "content_index": 0, "delta": text})
-                self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item.id,
-                           "content_index": 0, "transcript": text,
-                           "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)}})
+                    self.emit(
+                        {
+                            "type": "conversation.item.input_audio_transcription.delta",
+                            "item_id": item.id,
+                            "content_index": 0,
+                            "delta": text,
+                        }
+                    )
+                self.emit(
+                    {
+                        "type": "conversation.item.input_audio_transcription.completed",
+                        "item_id": item.id,
+                        "content_index": 0,
+                        "transcript": text,
+                        "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)},
+                    }
+                )
 
         task.add_done_callback(done)
 
@@ -542,66 +571,30 @@ class RealtimeSession:
     # ------------------------------------------------------------- responses
 
     def _response_params(self, overrides: dict[str, Any]) -> ResponseParams:
-        s = self.session
-        conversation = overrides.get("conversation", "auto")
-        if conversation not in ("auto", "none"):
-            raise invalid_value(f"Invalid 'response.conversation': {conversation!r}. Supported values are: auto, none.",
-                                "response.conversation")
-        metadata = overrides.get("metadata")
-        if metadata is not None:
-            if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-                raise invalid_value("Invalid 'response.metadata': up to 16 string key/value pairs.",
-                                    "response.metadata")
-        audio_out = (overrides.get("audio") or {}).get("output") or {}
-        voice = audio_out.get("voice") or s["audio"]["output"]["voice"]
-        if isinstance(voice, dict):
-            voice = voice.get("id") or s["audio"]["output"]["voice"]
-        fmt = (check_format(audio_out["format"], "response.audio.output.format") if "format" in audio_out
-               else s["audio"]["output"]["format"])
-        params = ResponseParams(
-            instructions=overrides["instructions"] if isinstance(overrides.get("instructions"), str)
-            else s["instructions"],
-            tools=check_tools(overrides["tools"], "response.tools") if "tools" in overrides else s["tools"],
-            tool_choice=check_tool_choice(overrides["tool_choice"], "response.tool_choice")
-            if "tool_choice" in overrides else s["tool_choice"],
-            output_modalities=check_output_modalities(overrides["output_modalities"], "response.output_modalities")
-            if "output_modalities" in overrides else s["output_modalities"],
-            max_output_tokens=check_max_output_tokens(overrides["max_output_tokens"], "response.max_output_tokens")
-            if "max_output_tokens" in overrides else s["max_output_tokens"],
-            voice=voice,
-            speed=float(s["audio"]["output"]["speed"]),
-            output_format=AudioFormat.from_json(fmt),
-            conversation=conversation,
-            input_items=self._input_items(overrides["input"]) if "input" in overrides else None,
-            metadata=metadata,
+        return ResponseParams(**check_response(overrides, self.session, self._input_item))
+
+    def _input_item(self, index: int, entry: Any) -> Item:
+        """One ``response.input`` entry: a reference to a conversation item, or a new item."""
+        if isinstance(entry, dict) and entry.get("type") == "item_reference":
+            return self.conversation.get(entry.get("id", ""), f"response.input[{index}].id")
+        return self._item_from_client(
+            parse_client_event({"type": "conversation.item.create", "item": entry})["item"]
         )
-        choice = params.tool_choice
-        if isinstance(choice, dict) and choice["name"] not in {t["name"] for t in params.tools}:
-            raise invalid_value(f"Tool choice '{choice['name']}' is not one of the available tools.",
-                                "response.tool_choice")
-        return params
 
-    def _input_items(self, entries: Any) -> list[Item]:
-        if not isinstance(entries, list):
-            raise invalid_value("Invalid 'response.input': expected an array of items.", "response.input")
-        items = []
-        for i, entry in enumerate(entries):
-            if isinstance(entry, dict) and entry.get("type") == "item_reference":
-                items.append(self.conversation.get(entry.get("id", ""), f"response.input[{i}].id"))
-            else:
-                items.append(self._item_from_client(parse_client_event(
-                    {"type": "conversation.item.create", "item": entry})["item"]))
-        return items
-
-    def _start_response(self, params: ResponseParams, *, speculation: Speculation | None = None,
-                        user_item: Item | None = None, extra_instructions: str | None = None) -> ResponseRunner:
+    def _start_response(
+        self,
+        params: ResponseParams,
+        *,
+        speculation: Speculation | None = None,
+        user_item: Item | None = None,
+        extra_instructions: str | None = None,
+    ) -> ResponseRunner:
         runner = ResponseRunner(self, params)
         self.responses[runner.id] = runner
         if params.conversation == "auto":
             self.active = runner
         if user_item is not None:
-            self._response_turn[runner.id] = user_item.id
+            self._metrics.answered_by(runner.id, user_item.id)
 
         async def prepare(r: ResponseRunner) -> Generation:
             if speculation is not None and speculation.generation is not None:
@@ -612,8 +605,9 @@ class RealtimeSession:
         runner.start(prepare)
         return runner
 
-    async def _generation_for(self, params: ResponseParams, extra_instructions: str | None = None,
-                              provisional: Item | None = None) -> Generation:
+    async def _generation_for(
+        self, params: ResponseParams, extra_instructions: str | None = None, provisional: Item | None = None
+    ) -> Generation:
         items = params.input_items if params.input_items is not None else self.conversation.items()
         if provisional is not None:
             items = [*items, provisional]
@@ -621,11 +615,14 @@ class RealtimeSession:
         instructions = params.instructions + (f"\n\n{extra_instructions}" if extra_instructions else "")
         request = ChatRequest(
             messages=build_messages(instructions, items),
-            tools=[ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {}) for t in params.tools],
+            tools=[
+                ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {})
+                for t in params.tools
+            ],
             tool_choice=_tool_choice(params.tool_choice),
             max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
         )
-        if request.tool_choice.mode == "auto" and not getattr(self.models.llm, "decides_tools", True):
+        if request.tool_choice.mode == "auto" and not self.models.llm.decides_tools:
             request.tool_choice = tool_router.choose(request.messages, request.tools)
         tts = self.models.tts if params.audio else None
         if tts is not None:
@@ -634,15 +631,16 @@ class RealtimeSession:
 
     async def _speculative_generation(self, spec: Speculation) -> Generation:
         transcript = await spec.stt
-        provisional = Item(wire={"id": "speculative", "type": "message", "role": "user",
-                                 "content": [{"type": "input_audio", "transcript": None}]},
-                           heard_text=transcript.text.strip())
+        provisional = Item(
+            wire={
+                "id": "speculative",
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "transcript": None}],
+            },
+            heard_text=transcript.text.strip(),
+        )
         return await self._generation_for(self._response_params({}), provisional=provisional)
-
-    def _drop_speculation(self) -> None:
-        spec, self._speculation = self._speculation, None
-        if spec is not None:
-            spec.cancel()
 
     def response_finished(self, runner: ResponseRunner) -> None:
         """Called by a runner right after it emitted ``response.done``."""
@@ -651,7 +649,12 @@ class RealtimeSession:
             self.active = None
         self._emit_metrics(runner)
         deferred, self._deferred_turn = self._deferred_turn, None
-        if deferred is not None and self.active is None and deferred.id in self.conversation and not self.closed:
+        if (
+            deferred is not None
+            and self.active is None
+            and deferred.id in self.conversation
+            and not self.closed
+        ):
             self._start_response(self._response_params({}), user_item=deferred)
         elif runner.status == "completed":
             self._arm_idle_timer(runner)
@@ -666,8 +669,14 @@ class RealtimeSession:
             item = self.conversation.get(position.item_id)
             end_ms = min(position.played_ms, int(item.audio_ms))
             self.conversation.truncate(position.item_id, 0, end_ms)
-            self.emit({"type": "conversation.item.truncated", "item_id": position.item_id, "content_index": 0,
-                       "audio_end_ms": end_ms})
+            self.emit(
+                {
+                    "type": "conversation.item.truncated",
+                    "item_id": position.item_id,
+                    "content_index": 0,
+                    "audio_end_ms": end_ms,
+                }
+            )
 
     # Media transports report playout so clients can follow the speaker.
     def playout_started(self, response_id: str) -> None:
@@ -679,42 +688,8 @@ class RealtimeSession:
     # ------------------------------------------------------------- items
 
     def _item_from_client(self, wire: dict[str, Any]) -> Item:
-        kind = wire["type"]
-        if kind.startswith("mcp"):
-            raise ProtocolError("unsupported_item", f"Items of type '{kind}' are not supported by the local engine.",
-                                "item.type")
-        item = {k: v for k, v in wire.items()}
-        item["id"] = wire.get("id") or ids.item_id()
-        item["object"] = "realtime.item"
-        item["status"] = "completed"
-        audio: np.ndarray | None = None
-        heard: str | None = None
-        if kind == "message":
-            content = [dict(part) for part in wire.get("content") or []]
-            allowed = {"user": ("input_text", "input_audio", "input_image"), "system": ("input_text",),
-                       "assistant": ("output_text", "output_audio")}[wire["role"]]
-            for i, part in enumerate(content):
-                if part.get("type") not in allowed:
-                    raise invalid_value(f"Invalid 'item.content[{i}].type' for a {wire['role']} message: "
-                                        f"{part.get('type')!r}. Supported values are: {', '.join(allowed)}.",
-                                        f"item.content[{i}].type")
-                if part["type"] == "input_audio" and part.get("audio"):
-                    if audio is not None:
-                        raise invalid_value("Only one audio part per message is supported.", f"item.content[{i}]")
-                    try:
-                        data = base64.b64decode(part.pop("audio"), validate=True)
-                    except (binascii.Error, ValueError):
-                        raise invalid_value("Invalid audio: not valid base64.", f"item.content[{i}].audio") from None
-                    audio = InputDecoder(self._input_format)(data)
-                    part.setdefault("transcript", None)
-                    if part.get("transcript"):
-                        heard = part["transcript"]
-                if part["type"] == "output_audio" and part.get("audio"):
-                    raise invalid_value("Clients cannot create assistant audio.", f"item.content[{i}].audio")
-            item["content"] = content
-        elif kind == "function_call":
-            item.setdefault("call_id", ids.call_id())
-        return Item(wire=item, audio=audio, heard_text=heard)
+        checked = check_item(wire, self._input_format)
+        return Item(wire=checked.wire, audio=checked.audio, heard_text=checked.transcript)
 
     # ------------------------------------------------------------- timers
 
@@ -742,16 +717,24 @@ class RealtimeSession:
             return
         item_id = ids.item_id()
         start, end = self.buffer.start, self.buffer.end
-        self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": samples_to_ms(start),
-                   "audio_end_ms": samples_to_ms(end), "item_id": item_id})
+        self.emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": samples_to_ms(start),
+                "audio_end_ms": samples_to_ms(end),
+                "item_id": item_id,
+            }
+        )
         item = self._commit(self.buffer.take_all(), item_id)
         self._start_response(self._response_params({}), user_item=item, extra_instructions=IDLE_PROMPT)
 
     def _expire(self) -> None:
-        self.emit_error(ProtocolError(
-            "session_expired",
-            f"Your session hit the maximum duration of {self.config.max_session_seconds} seconds.",
-        ))
+        self.emit_error(
+            ProtocolError(
+                "session_expired",
+                f"Your session hit the maximum duration of {self.config.max_session_seconds} seconds.",
+            )
+        )
         if self.on_close:
             self.on_close(1000, "session expired")
 
@@ -759,35 +742,9 @@ class RealtimeSession:
 
     def _emit_metrics(self, runner: ResponseRunner) -> None:
         """Stage timings of a turn, for clients that opted in (``parley.metrics``)."""
-        if not any(s.extensions for s in self.sinks):
-            return
-        user_item = self._response_turn.pop(runner.id, None)
-        turn = self._turn_times.pop(user_item, None) if user_item else None
-        gen = runner.generation
-        origin = turn.speech_stopped if turn and turn.speech_stopped else runner.times.created
-
-        def rel(t: float | None) -> float | None:
-            return None if t is None else round((t - origin) * 1000, 1)
-
-        self.emit({
-            "type": "parley.metrics",
-            "response_id": runner.id,
-            "item_id": user_item,
-            "status": runner.status,
-            "speculative": bool(turn and turn.speculative),
-            "origin": "speech_stopped" if turn else "response.created",
-            # Milliseconds relative to the origin; negative = done before the turn was confirmed.
-            "stt_started_ms": rel(turn.stt_started) if turn else None,
-            "stt_done_ms": rel(turn.stt_done) if turn else None,
-            "llm_started_ms": rel(gen.times.started) if gen else None,
-            "llm_first_token_ms": rel(gen.times.first_token) if gen else None,
-            "first_clause_ms": rel(gen.times.first_clause) if gen else None,
-            "tts_first_chunk_ms": rel(gen.times.first_audio) if gen else None,
-            "first_audio_sent_ms": rel(runner.times.first_audio_sent),
-            "response_created_ms": rel(runner.times.created),
-            "done_ms": rel(runner.times.done),
-            "usage": dict(runner.usage),
-        })
+        event = self._metrics.event(runner)
+        if any(s.extensions for s in self.sinks):
+            self.emit(event)
 
     # ------------------------------------------------------------- tasks
 

@@ -68,9 +68,48 @@ SEMANTIC_MIN_WAIT_MS = {"low": 900, "medium": 500, "high": 250, "auto": 500}
 SEMANTIC_PROBE_MS = 200
 
 _TRAILING_WORDS = {
-    "and", "or", "but", "so", "because", "cause", "if", "then", "that", "which", "who", "the", "a", "an",
-    "to", "of", "for", "with", "in", "on", "at", "my", "your", "is", "are", "was", "i", "um", "uh", "er",
-    "erm", "like", "also", "plus", "when", "where", "while", "about", "from", "what", "how", "this",
+    "and",
+    "or",
+    "but",
+    "so",
+    "because",
+    "cause",
+    "if",
+    "then",
+    "that",
+    "which",
+    "who",
+    "the",
+    "a",
+    "an",
+    "to",
+    "of",
+    "for",
+    "with",
+    "in",
+    "on",
+    "at",
+    "my",
+    "your",
+    "is",
+    "are",
+    "was",
+    "i",
+    "um",
+    "uh",
+    "er",
+    "erm",
+    "like",
+    "also",
+    "plus",
+    "when",
+    "where",
+    "while",
+    "about",
+    "from",
+    "what",
+    "how",
+    "this",
 }
 
 
@@ -94,16 +133,24 @@ def sounds_finished(text: str) -> bool:
 class TurnDetector:
     """Per-session VAD state machine. Feed audio, get signals."""
 
-    def __init__(self, vad_stream: VadStream, vad_rate: int, frame_samples: int, config: dict[str, Any],
-                 min_speech_ms: int = 64, probe_ms: int = 200) -> None:
+    def __init__(
+        self,
+        vad_stream: VadStream,
+        vad_rate: int,
+        frame_samples: int,
+        config: dict[str, Any],
+        min_speech_ms: int = 64,
+        probe_ms: int = 200,
+        position: int = 0,
+    ) -> None:
         self.vad = vad_stream
         self.vad_rate = vad_rate
         self.frame = frame_samples
         self.frame_ms = frame_samples * 1000 / vad_rate
         self._resample = Resampler(CANONICAL_RATE, vad_rate, quality="LQ")
         self._pending = np.zeros(0, dtype=np.float32)
-        self.position = 0  # absolute 24 kHz index of the next sample to arrive
-        self._analysed = 0  # absolute 24 kHz index up to which frames were scored
+        self.position = position  # absolute 24 kHz index of the next sample to arrive
+        self._analysed = position  # absolute 24 kHz index up to which frames were scored
         self.min_speech_ms = min_speech_ms
         self.server_probe_ms = probe_ms
         self.configure(config)
@@ -124,7 +171,7 @@ class TurnDetector:
             eagerness = config.get("eagerness") or "auto"
             self.max_wait_ms = SEMANTIC_MAX_WAIT_MS[eagerness]
             self.min_wait_ms = SEMANTIC_MIN_WAIT_MS[eagerness]
-            self.required_silence_ms = self.max_wait_ms
+            self.required_silence_ms: float = self.max_wait_ms
             self.probe_ms = SEMANTIC_PROBE_MS
         else:
             self.required_silence_ms = int(config.get("silence_duration_ms", 500))

@@ -49,6 +49,7 @@ class AudioFormat:
 
 # --- G.711 ---------------------------------------------------------------
 
+
 def _ulaw_decode_table() -> np.ndarray:
     codes = ~np.arange(256, dtype=np.int32) & 0xFF
     sign = codes & 0x80
@@ -104,6 +105,7 @@ def alaw_encode(pcm: np.ndarray) -> bytes:
 
 # --- conversion streams -------------------------------------------------
 
+
 def float_to_int16(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
 
@@ -122,8 +124,11 @@ class Resampler:
 
     def __init__(self, in_rate: int, out_rate: int, quality: str = "HQ") -> None:
         self.in_rate, self.out_rate = in_rate, out_rate
-        self._stream = (None if in_rate == out_rate
-                        else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality))
+        self._stream = (
+            None
+            if in_rate == out_rate
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+        )
 
     def __call__(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
         if self._stream is None:

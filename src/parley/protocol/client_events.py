@@ -35,8 +35,15 @@ _TYPE_ERRORS = ("_type", "_parsing")
 
 # Discriminated unions checked before pydantic, whose errors for a wrong
 # discriminator would list every branch.
-_ITEM_TYPES = ("message", "function_call", "function_call_output", "mcp_approval_response", "mcp_list_tools",
-               "mcp_call", "mcp_approval_request")
+_ITEM_TYPES = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "mcp_approval_response",
+    "mcp_list_tools",
+    "mcp_call",
+    "mcp_approval_request",
+)
 _ROLES = ("user", "assistant", "system")
 
 
@@ -46,7 +53,8 @@ def _param(loc: tuple[Any, ...], event: dict[str, Any], missing: bool) -> str:
     pydantic puts union-branch labels (``int``, ``literal['inf']``, class names)
     into locations; walking the actual payload drops them.
     """
-    out, node = "", event
+    out = ""
+    node: Any = event
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(part, int) and isinstance(node, list) and part < len(node):
@@ -67,7 +75,9 @@ def _from_validation_error(kind: str, event: dict[str, Any], exc: pydantic.Valid
     if err["type"] == "missing":
         return ProtocolError("missing_required_parameter", f"Missing required parameter: '{param}'.", param)
     got = err.get("input")
-    shown = json.dumps(got)[:80] if isinstance(got, str | int | float | bool | type(None)) else type(got).__name__
+    shown = (
+        json.dumps(got)[:80] if isinstance(got, str | int | float | bool | type(None)) else type(got).__name__
+    )
     code = "invalid_type" if err["type"].endswith(_TYPE_ERRORS) else "invalid_value"
     return ProtocolError(code, f"Invalid value for '{param}' in {kind}: {err['msg']} (got {shown}).", param)
 
@@ -77,14 +87,19 @@ def _check_item_discriminators(item: Any, param: str) -> None:
         raise ProtocolError("invalid_type", f"Invalid type for '{param}': expected an object.", param)
     kind = item.get("type")
     if kind is None:
-        raise ProtocolError("missing_required_parameter", f"Missing required parameter: '{param}.type'.",
-                            f"{param}.type")
+        raise ProtocolError(
+            "missing_required_parameter", f"Missing required parameter: '{param}.type'.", f"{param}.type"
+        )
     if kind not in _ITEM_TYPES:
-        raise invalid_event(f"Invalid value: '{kind}'. Supported values are: {', '.join(_ITEM_TYPES)}.",
-                            f"{param}.type")
+        raise invalid_event(
+            f"Invalid value: '{kind}'. Supported values are: {', '.join(_ITEM_TYPES)}.", f"{param}.type"
+        )
     if kind == "message" and item.get("role") not in _ROLES:
-        raise invalid_event(f"Invalid value for '{param}.role': {item.get('role')!r}. Supported values are: "
-                            f"{', '.join(_ROLES)}.", f"{param}.role")
+        raise invalid_event(
+            f"Invalid value for '{param}.role': {item.get('role')!r}. Supported values are: "
+            f"{', '.join(_ROLES)}.",
+            f"{param}.role",
+        )
     cls = _ITEM_CLASSES.get((kind, item.get("role") if kind == "message" else None))
     if cls is not None:
         try:
@@ -92,7 +107,7 @@ def _check_item_discriminators(item: Any, param: str) -> None:
         except pydantic.ValidationError as exc:
             err = _from_validation_error("conversation.item.create", item, exc)
             err.param = f"{param}.{err.param}" if err.param else param
-            err.message = err.message.replace(f"'{err.param[len(param) + 1:]}'", f"'{err.param}'", 1)
+            err.message = err.message.replace(f"'{err.param[len(param) + 1 :]}'", f"'{err.param}'", 1)
             raise err from None
 
 

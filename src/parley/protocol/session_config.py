@@ -91,16 +91,21 @@ def transcription_session_view(session: dict[str, Any]) -> dict[str, Any]:
 
 # --- checks ---------------------------------------------------------------
 
+
 def _check_number(value: Any, lo: float, hi: float, param: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise invalid_value(f"Invalid '{param}': expected a number between {lo} and {hi}, got {value!r}.", param)
+        raise invalid_value(
+            f"Invalid '{param}': expected a number between {lo} and {hi}, got {value!r}.", param
+        )
 
 
 def _check_int(value: Any, lo: int, hi: int, param: str, nullable: bool = False) -> None:
     if value is None and nullable:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise invalid_value(f"Invalid '{param}': expected an integer between {lo} and {hi}, got {value!r}.", param)
+        raise invalid_value(
+            f"Invalid '{param}': expected an integer between {lo} and {hi}, got {value!r}.", param
+        )
 
 
 def _check_bool(value: Any, param: str) -> None:
@@ -114,7 +119,8 @@ def check_format(fmt: Any, param: str) -> dict[str, Any]:
     kind = fmt.get("type", "audio/pcm")
     if kind not in FORMAT_TYPES:
         raise invalid_value(
-            f"Invalid '{param}.type': {kind!r}. Supported values are: {', '.join(FORMAT_TYPES)}.", f"{param}.type"
+            f"Invalid '{param}.type': {kind!r}. Supported values are: {', '.join(FORMAT_TYPES)}.",
+            f"{param}.type",
         )
     if kind == "audio/pcm":
         if fmt.get("rate", 24000) != 24000:
@@ -125,9 +131,7 @@ def check_format(fmt: Any, param: str) -> dict[str, Any]:
 
 def check_output_modalities(value: Any, param: str) -> list[str]:
     if value not in (["audio"], ["text"]):
-        raise invalid_value(
-            f"Invalid '{param}': expected [\"audio\"] or [\"text\"], got {value!r}.", param
-        )
+        raise invalid_value(f'Invalid \'{param}\': expected ["audio"] or ["text"], got {value!r}.', param)
     return list(value)
 
 
@@ -149,7 +153,9 @@ def check_tools(value: Any, param: str) -> list[dict[str, Any]]:
         kind = tool.get("type", "function")
         if kind == "mcp":
             raise ProtocolError(
-                "unsupported_tool", f"Invalid '{p}.type': MCP tools are not supported by the local engine.", f"{p}.type"
+                "unsupported_tool",
+                f"Invalid '{p}.type': MCP tools are not supported by the local engine.",
+                f"{p}.type",
             )
         if kind != "function":
             raise invalid_value(f"Invalid '{p}.type': {kind!r}. Supported values are: function.", f"{p}.type")
@@ -158,9 +164,17 @@ def check_tools(value: Any, param: str) -> list[dict[str, Any]]:
             raise missing_parameter(f"{p}.name")
         params = tool.get("parameters")
         if params is not None and not isinstance(params, dict):
-            raise invalid_value(f"Invalid '{p}.parameters': expected a JSON Schema object.", f"{p}.parameters")
-        tools.append({"type": "function", "name": name, "description": tool.get("description") or "",
-                      "parameters": params or {"type": "object", "properties": {}}})
+            raise invalid_value(
+                f"Invalid '{p}.parameters': expected a JSON Schema object.", f"{p}.parameters"
+            )
+        tools.append(
+            {
+                "type": "function",
+                "name": name,
+                "description": tool.get("description") or "",
+                "parameters": params or {"type": "object", "properties": {}},
+            }
+        )
     return tools
 
 
@@ -170,7 +184,8 @@ def check_tool_choice(value: Any, param: str) -> Any:
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
         return {"type": "function", "name": value["name"]}
     raise invalid_value(
-        f"Invalid '{param}': expected 'auto', 'none', 'required' or {{\"type\": \"function\", \"name\": …}}.", param
+        f"Invalid '{param}': expected 'auto', 'none', 'required' or {{\"type\": \"function\", \"name\": …}}.",
+        param,
     )
 
 
@@ -186,7 +201,8 @@ def _turn_detection(value: Any, param: str) -> dict[str, Any] | None:
         td = dict(SEMANTIC_VAD_DEFAULTS)
     else:
         raise invalid_value(
-            f"Invalid '{param}.type': {kind!r}. Supported values are: server_vad, semantic_vad.", f"{param}.type"
+            f"Invalid '{param}.type': {kind!r}. Supported values are: server_vad, semantic_vad.",
+            f"{param}.type",
         )
     for key, v in value.items():
         p = f"{param}.{key}"
@@ -226,11 +242,14 @@ def _noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict) or value.get("type") not in ("near_field", "far_field"):
-        raise invalid_value(f"Invalid '{param}': expected {{\"type\": \"near_field\"|\"far_field\"}} or null.", param)
+        raise invalid_value(
+            f'Invalid \'{param}\': expected {{"type": "near_field"|"far_field"}} or null.', param
+        )
     return {"type": value["type"]}
 
 
 # --- merge ----------------------------------------------------------------
+
 
 def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = False) -> dict[str, Any]:
     """Return a new effective session with ``update`` merged in; raise on bad values.
@@ -244,7 +263,8 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = 
         raise missing_parameter("session.type")
     if kind not in ("realtime", "transcription"):
         raise invalid_value(
-            f"Invalid 'session.type': {kind!r}. Supported values are: realtime, transcription.", "session.type"
+            f"Invalid 'session.type': {kind!r}. Supported values are: realtime, transcription.",
+            "session.type",
         )
     s = copy.deepcopy(current)
     s["type"] = kind
@@ -254,13 +274,17 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = 
             raise invalid_value("Invalid 'session.instructions': expected a string.", "session.instructions")
         s["instructions"] = update["instructions"]
     if "output_modalities" in update:
-        s["output_modalities"] = check_output_modalities(update["output_modalities"], "session.output_modalities")
+        s["output_modalities"] = check_output_modalities(
+            update["output_modalities"], "session.output_modalities"
+        )
     if "tools" in update:
         s["tools"] = check_tools(update["tools"], "session.tools")
     if "tool_choice" in update:
         s["tool_choice"] = check_tool_choice(update["tool_choice"], "session.tool_choice")
     if "max_output_tokens" in update:
-        s["max_output_tokens"] = check_max_output_tokens(update["max_output_tokens"], "session.max_output_tokens")
+        s["max_output_tokens"] = check_max_output_tokens(
+            update["max_output_tokens"], "session.max_output_tokens"
+        )
     if "model" in update and update["model"] is not None:
         # Both agent SDKs resend the model on every update; accept it as is.
         s["model"] = str(update["model"])
@@ -278,11 +302,15 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = 
         if "format" in a_in:
             si["format"] = check_format(a_in["format"], "session.audio.input.format")
         if "turn_detection" in a_in:
-            si["turn_detection"] = _turn_detection(a_in["turn_detection"], "session.audio.input.turn_detection")
+            si["turn_detection"] = _turn_detection(
+                a_in["turn_detection"], "session.audio.input.turn_detection"
+            )
         if "transcription" in a_in:
             si["transcription"] = _transcription(a_in["transcription"], "session.audio.input.transcription")
         if "noise_reduction" in a_in:
-            si["noise_reduction"] = _noise_reduction(a_in["noise_reduction"], "session.audio.input.noise_reduction")
+            si["noise_reduction"] = _noise_reduction(
+                a_in["noise_reduction"], "session.audio.input.noise_reduction"
+            )
         if "format" in a_out:
             so["format"] = check_format(a_out["format"], "session.audio.output.format")
         if "speed" in a_out and a_out["speed"] is not None:
@@ -293,8 +321,10 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = 
             if isinstance(voice, dict):
                 voice = voice.get("id")
             if not isinstance(voice, str) or not voice:
-                raise invalid_value("Invalid 'session.audio.output.voice': expected a voice name.",
-                                    "session.audio.output.voice")
+                raise invalid_value(
+                    "Invalid 'session.audio.output.voice': expected a voice name.",
+                    "session.audio.output.voice",
+                )
             if audio_started and voice != so["voice"]:
                 raise ProtocolError(
                     "cannot_update_voice",

@@ -58,7 +58,7 @@ def _extras(model: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Paths of fields present in the payload that the official type does not declare."""
     found: list[tuple[str, ...]] = []
     if isinstance(model, pydantic.BaseModel):
-        for key in (model.model_extra or {}):
+        for key in model.model_extra or {}:
             found.append((*path, key))
         for name in model.model_fields_set:
             found.extend(_extras(getattr(model, name), (*path, name)))

@@ -29,8 +29,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from parley import __version__
-from parley.engine.app import engine_router
-from parley.engine.auth import bearer_token, openai_error
+from parley.host.app import engine_router
+from parley.httpapi import bearer_token, deny, openai_error
 from parley.protocol.session_config import DEFAULT_INSTRUCTIONS, SERVER_VAD_DEFAULTS, VOICES, default_session
 from parley.server.config import ServerConfig
 from parley.server.mint import MintError, build_session, mint_secret, parse_json
@@ -46,7 +46,6 @@ from parley.server.security import (
 from parley.server.tools import ToolRegistry, default_registry
 from parley.server.upstream import LocalUpstream, Upstream
 from parley.server.ws_relay import RelayStats, relay_websocket
-from parley.transports.websocket import deny
 
 log = logging.getLogger(__name__)
 # Module scripts need a JavaScript MIME type; Python's table does not know .mjs.
@@ -62,8 +61,14 @@ def static_dir() -> Path:
     return Path(str(resources.files("parley") / "web" / "static"))
 
 
-def error(status: int, message: str, code: str, param: str | None = None, type_: str = "invalid_request_error",
-          headers: dict[str, str] | None = None) -> JSONResponse:
+def error(
+    status: int,
+    message: str,
+    code: str,
+    param: str | None = None,
+    type_: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(openai_error(message, type_, code, param), status_code=status, headers=headers)
 
 
@@ -105,8 +110,14 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
             await sideband.stop()
             await upstream.stop()
 
-    app = FastAPI(title="Parley", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="Parley",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.sideband = sideband
     app.state.relays = relays
     app.state.upstream = upstream
@@ -116,8 +127,12 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
         if token_matches(given, config.access_token):
             return None
         if not given:
-            return error(401, "This server requires an access token: open the page with ?token=… "
-                         f"(sent as the {ACCESS_TOKEN_HEADER} header).", "access_token_required")
+            return error(
+                401,
+                "This server requires an access token: open the page with ?token=… "
+                f"(sent as the {ACCESS_TOKEN_HEADER} header).",
+                "access_token_required",
+            )
         return error(401, "The access token is not valid.", "invalid_access_token")
 
     @app.get("/", include_in_schema=False)
@@ -149,10 +164,14 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - started, 1),
-                "upstream": {"kind": upstream.kind, "label": upstream.label},
-                "relays": {"active": relays.active, "total": relays.total},
-                "sideband_calls": len(sideband.tasks)}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(time.time() - started, 1),
+            "upstream": {"kind": upstream.kind, "label": upstream.label},
+            "relays": {"active": relays.active, "total": relays.total},
+            "sideband_calls": len(sideband.tasks),
+        }
 
     @app.post("/api/session")
     async def api_session(request: Request) -> JSONResponse:
@@ -161,13 +180,18 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
         client = request.client.host if request.client else "?"
         allowed, retry_after = limiter.allow(client)
         if not allowed:
-            return error(429, f"Too many sessions requested; try again in {retry_after:.0f} s.",
-                         "rate_limit_exceeded", type_="rate_limit_error",
-                         headers={"Retry-After": str(max(1, round(retry_after)))})
+            return error(
+                429,
+                f"Too many sessions requested; try again in {retry_after:.0f} s.",
+                "rate_limit_exceeded",
+                type_="rate_limit_error",
+                headers={"Retry-After": str(max(1, round(retry_after)))},
+            )
         raw = await _read_body(request, config.max_request_bytes)
         if raw is None:
-            return error(413, f"The request body is larger than {config.max_request_bytes} bytes.",
-                         "request_too_large")
+            return error(
+                413, f"The request body is larger than {config.max_request_bytes} bytes.", "request_too_large"
+            )
         try:
             session = build_session(parse_json(raw), config, registry)
             minted = await mint_secret(upstream, session, config.secret_ttl)
@@ -181,19 +205,29 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
             return refused
         secret = bearer_token(request.headers.get("authorization"))
         if not secret:
-            return error(401, "Missing bearer authentication: send the ek_… secret from /api/session as "
-                         "'Authorization: Bearer ek_…'.", "missing_api_key")
+            return error(
+                401,
+                "Missing bearer authentication: send the ek_… secret from /api/session as "
+                "'Authorization: Bearer ek_…'.",
+                "missing_api_key",
+            )
         if not secret.startswith("ek_"):
-            return error(401, "Only ephemeral ek_… secrets from /api/session are accepted here.",
-                         "invalid_api_key")
+            return error(
+                401, "Only ephemeral ek_… secrets from /api/session are accepted here.", "invalid_api_key"
+            )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/sdp":
-            return error(415, f"Send the SDP offer as 'Content-Type: application/sdp' (got {content_type or 'none'!r}).",
-                         "unsupported_media_type")
+            return error(
+                415,
+                f"Send the SDP offer as 'Content-Type: application/sdp' (got {content_type or 'none'!r}).",
+                "unsupported_media_type",
+            )
         raw = await _read_body(request, config.max_sdp_bytes)
         try:
             if raw is None:
-                raise CallError(413, f"The SDP offer is larger than {config.max_sdp_bytes} bytes.", "sdp_too_large")
+                raise CallError(
+                    413, f"The SDP offer is larger than {config.max_sdp_bytes} bytes.", "sdp_too_large"
+                )
             sdp = check_offer(raw, config.max_sdp_bytes)
             answer = await relay_offer(upstream, sdp, secret, _query(request, upstream))
         except CallError as err:
@@ -212,13 +246,22 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
         offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         given = subprotocol_access_token(offered) or ws.headers.get(ACCESS_TOKEN_HEADER)
         if not token_matches(given, config.access_token):
-            await deny(ws, 401, "This server requires an access token (subprotocol parley-access-token.<token>)."
-                       if not given else "The access token is not valid.",
-                       "access_token_required" if not given else "invalid_access_token")
+            await deny(
+                ws,
+                401,
+                "This server requires an access token (subprotocol parley-access-token.<token>)."
+                if not given
+                else "The access token is not valid.",
+                "access_token_required" if not given else "invalid_access_token",
+            )
             return
         if relays.active >= config.max_relay_sessions:
-            await deny(ws, 429, f"The server is at its limit of {config.max_relay_sessions} relayed sessions.",
-                       "session_limit_reached")
+            await deny(
+                ws,
+                429,
+                f"The server is at its limit of {config.max_relay_sessions} relayed sessions.",
+                "session_limit_reached",
+            )
             return
         # The server picks the model: a page must not switch the server's account to another one.
         query = {"model": config.model, **_query(ws, upstream)}
@@ -236,9 +279,13 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
     if config.allow_origins:
         # Pages on the allow-listed origins call us cross-origin: answer their preflights
         # and let them read the call's Location.
-        app.add_middleware(CORSMiddleware, allow_origins=config.allow_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "X-Parley-Access-Token",
-                                          "X-OpenAI-Agents-SDK"], expose_headers=["Location"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Parley-Access-Token", "X-OpenAI-Agents-SDK"],
+            expose_headers=["Location"],
+        )
     app.add_middleware(OriginGuard, allowed=config.allow_origins)
     app.add_middleware(SecurityHeaders, extra_connect=[u for u in extra_connect if u])
     return app

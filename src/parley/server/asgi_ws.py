@@ -43,18 +43,33 @@ _CLOSED = object()
 
 
 class AsgiWebSocket:
-    def __init__(self, app: ASGIApp, path: str, query: dict[str, str] | None = None,
-                 headers: dict[str, str] | None = None, subprotocols: list[str] | None = None,
-                 client: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        path: str,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        subprotocols: list[str] | None = None,
+        client: tuple[str, int] = ("127.0.0.1", 0),
+    ) -> None:
         hdrs = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         if subprotocols:
             hdrs.append((b"sec-websocket-protocol", ", ".join(subprotocols).encode()))
         self._scope: dict[str, Any] = {
-            "type": "websocket", "asgi": {"version": "3.0", "spec_version": "2.4"}, "scheme": "ws",
-            "http_version": "1.1", "path": path, "raw_path": path.encode(), "root_path": "",
-            "query_string": urlencode(query or {}).encode(), "headers": hdrs, "client": client,
-            "server": ("127.0.0.1", 0), "subprotocols": subprotocols or [],
-            "extensions": {"websocket.http.response": {}}, "state": {},
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "scheme": "ws",
+            "http_version": "1.1",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": urlencode(query or {}).encode(),
+            "headers": hdrs,
+            "client": client,
+            "server": ("127.0.0.1", 0),
+            "subprotocols": subprotocols or [],
+            "extensions": {"websocket.http.response": {}},
+            "state": {},
         }
         self._app = app
         self._to_app: asyncio.Queue[Message] = asyncio.Queue()
@@ -90,7 +105,8 @@ class AsgiWebSocket:
         if not self._accepted.done():
             self._accepted.set_exception(
                 WebSocketRefused(self._denial_status or 403, self._denial_body)
-                if self._denial_status else exc
+                if self._denial_status
+                else exc
             )
             self._accepted.exception()  # retrieved: nobody may be awaiting it any more
         if self.close_code is None and isinstance(exc, WebSocketClosed):

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from parley.engine.auth import is_loopback
+from parley.engine.models.registry import backend_names
+from parley.httpapi import is_loopback
 from parley.server.config import ServerConfig, resolve_upstream
 from parley.server.frames import relay_ws_protocol
 
@@ -22,28 +23,58 @@ T = TypeVar("T")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--upstream", default=None, metavar="URL",
-                        help="a remote OpenAI-Realtime-compatible server, e.g. http://127.0.0.1:8765 "
-                             "(default: OpenAI if OPENAI_API_KEY is set, else the embedded local engine)")
-    parser.add_argument("--upstream-key", default=None, metavar="KEY",
-                        help="the key for --upstream (env PARLEY_UPSTREAM_KEY)")
-    parser.add_argument("--local", action="store_true", help="embed the local engine even if OPENAI_API_KEY is set")
-    parser.add_argument("--model", default="gpt-realtime", help="model name sent upstream (default gpt-realtime)")
-    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="another origin allowed to use the API (repeatable), e.g. https://app.example")
-    parser.add_argument("--secret-ttl", type=int, default=60,
-                        help="lifetime in seconds of minted ek_ secrets (10-7200, default 60)")
-    parser.add_argument("--llm", choices=["llama", "openai"], default=None,
-                        help="embedded engine's LLM backend (see parley engine --help)")
-    parser.add_argument("--llm-base-url", default=None, help="embedded engine: OpenAI-compatible LLM server URL")
+    parser.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="a remote OpenAI-Realtime-compatible server, e.g. http://127.0.0.1:8765 "
+        "(default: OpenAI if OPENAI_API_KEY is set, else the embedded local engine)",
+    )
+    parser.add_argument(
+        "--upstream-key", default=None, metavar="KEY", help="the key for --upstream (env PARLEY_UPSTREAM_KEY)"
+    )
+    parser.add_argument(
+        "--local", action="store_true", help="embed the local engine even if OPENAI_API_KEY is set"
+    )
+    parser.add_argument(
+        "--model", default="gpt-realtime", help="model name sent upstream (default gpt-realtime)"
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="another origin allowed to use the API (repeatable), e.g. https://app.example",
+    )
+    parser.add_argument(
+        "--secret-ttl",
+        type=int,
+        default=60,
+        help="lifetime in seconds of minted ek_ secrets (10-7200, default 60)",
+    )
+    parser.add_argument(
+        "--llm",
+        choices=backend_names("llm"),
+        default=None,
+        help="embedded engine's LLM backend (see parley engine --help)",
+    )
+    parser.add_argument(
+        "--llm-base-url", default=None, help="embedded engine: OpenAI-compatible LLM server URL"
+    )
     parser.add_argument("--llm-model", default=None, help="embedded engine: model name on that LLM server")
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     upstream_url, upstream_key = resolve_upstream(args.upstream, args.upstream_key, args.local)
-    config = ServerConfig(host=args.host, port=args.port, upstream_url=upstream_url, upstream_key=upstream_key,
-                          model=args.model, allow_origins=list(args.allow_origin),
-                          secret_ttl=max(10, min(7200, args.secret_ttl)))
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        upstream_url=upstream_url,
+        upstream_key=upstream_key,
+        model=args.model,
+        allow_origins=list(args.allow_origin),
+        secret_ttl=max(10, min(7200, args.secret_ttl)),
+    )
     config.engine.host, config.engine.port = args.host, args.port
     if args.llm:
         config.engine.models.llm = args.llm
@@ -61,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"parley serve: {exc}", file=sys.stderr)
         return 2
     if not is_loopback(config.host) and not config.access_token:
-        print(f"Refusing to bind {config.host} without an access token: anyone who can reach the port could "
-              "spend the server's key.\nSet PARLEY_ACCESS_TOKEN, or bind 127.0.0.1.", file=sys.stderr)
+        print(
+            f"Refusing to bind {config.host} without an access token: anyone who can reach the port could "
+            "spend the server's key.\nSet PARLEY_ACCESS_TOKEN, or bind 127.0.0.1.",
+            file=sys.stderr,
+        )
         return 2
     if config.upstream_url is not None and not config.upstream_key:
         print("Warning: the upstream has no key (--upstream-key / PARLEY_UPSTREAM_KEY).", file=sys.stderr)
@@ -97,8 +131,12 @@ async def run_server(app: Any, config: ServerConfig, **overrides: Any) -> None:
 def uvicorn_config(app: Any, config: ServerConfig, **overrides: Any) -> uvicorn.Config:
     """uvicorn's settings for ``parley serve`` (the relay benchmark runs with the same)."""
     settings: dict[str, Any] = {
-        "host": config.host, "port": config.port, "ws_max_size": config.max_message_bytes,
-        "log_level": "warning", "ws_ping_interval": None, "server_header": False,
+        "host": config.host,
+        "port": config.port,
+        "ws_max_size": config.max_message_bytes,
+        "log_level": "warning",
+        "ws_ping_interval": None,
+        "server_header": False,
         # Browsers offer permessage-deflate; accepting it would make the relay inflate and deflate every
         # audio frame (most of its CPU) for little: base64 PCM barely compresses.
         "ws_per_message_deflate": False,
@@ -118,8 +156,8 @@ async def _serve(config: ServerConfig) -> int:
     console = Console(stderr=True)
     upstream = build_upstream(config)
     if config.upstream_kind == "local":
-        from parley.engine.cli import prove_models
         from parley.engine.models.registry import ModelUnavailable
+        from parley.host.cli import prove_models
 
         if not await prove_models(config.engine.models, console):
             return 1

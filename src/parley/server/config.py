@@ -69,7 +69,9 @@ class ServerConfig:
         return self.access_token is not None
 
 
-def resolve_upstream(upstream: str | None, upstream_key: str | None, force_local: bool) -> tuple[str | None, str | None]:
+def resolve_upstream(
+    upstream: str | None, upstream_key: str | None, force_local: bool
+) -> tuple[str | None, str | None]:
     """(base URL or None for local, key): explicit flags win, then OPENAI_API_KEY, then the local engine."""
     if force_local:
         return None, None

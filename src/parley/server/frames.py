@@ -111,13 +111,17 @@ class FrameSplitter:
             if length == 126:
                 if end - pos < 4:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif length == 127:
                 if end - pos < 10:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-            if bool(b1 & 0x80) != self.masked or b0 & 0x70 or (b0 & 0x0F) not in (0, 1, 2, 8, 9, 10) \
-                    or (self.max_size is not None and length > self.max_size):
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if (
+                bool(b1 & 0x80) != self.masked
+                or b0 & 0x70
+                or (b0 & 0x0F) not in (0, 1, 2, 8, 9, 10)
+                or (self.max_size is not None and length > self.max_size)
+            ):
                 self.dead = True
                 self._pending = b""
                 out.append((REST, buf[pos:]))
@@ -128,9 +132,9 @@ class FrameSplitter:
             if stop > end:
                 break
             if (b0 == 0x81 or b0 == 0x82) and not self._fragmented:
-                payload = buf[pos + head:stop]
+                payload = buf[pos + head : stop]
                 if self.masked:
-                    payload = apply_mask(payload, buf[pos + head - 4:pos + head])
+                    payload = apply_mask(payload, buf[pos + head - 4 : pos + head])
                 out.append((TEXT if b0 == 0x81 else BINARY, payload))
             else:
                 if b0 in (0x01, 0x02):
@@ -166,7 +170,7 @@ class _Masks:
     def next(self) -> bytes:
         if self._pos >= len(self._pool):
             self._pool, self._pos = os.urandom(4096), 0
-        mask = self._pool[self._pos:self._pos + 4]
+        mask = self._pool[self._pos : self._pos + 4]
         self._pos += 4
         return mask
 
@@ -291,7 +295,7 @@ class RemoteSocket:
         self._inbox: collections.deque[str] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._sink: TextSink | None = None
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray | memoryview] = []
         self._closed: tuple[int, str] | None = None
         self._on_closed: Callable[[int, str], None] | None = None
         self._pressure: tuple[Callable[[], None], Callable[[], None]] | None = None
@@ -362,7 +366,9 @@ class RemoteSocket:
             return WebSocketClosed(*self._closed)
         assert self.conn is not None
         frame = self.conn.protocol.close_rcvd or self.conn.protocol.close_sent
-        return WebSocketClosed(frame.code, frame.reason) if frame else WebSocketClosed(1006, "connection lost")
+        return (
+            WebSocketClosed(frame.code, frame.reason) if frame else WebSocketClosed(1006, "connection lost")
+        )
 
     # --- FrameEndpoint ---
 
@@ -468,7 +474,7 @@ if WebSocketsSansIOProtocol is not None:
             self._splitter: FrameSplitter | None = None
 
         async def run_asgi(self) -> None:
-            self.scope["extensions"][FRAMES_EXTENSION] = self
+            self.scope["extensions"][FRAMES_EXTENSION] = self  # type: ignore[assignment]
             await super().run_asgi()
 
         def data_received(self, data: bytes) -> None:
@@ -559,8 +565,12 @@ if WebSocketsSansIOProtocol is not None:
                 self.transport.resume_reading()
 
         def send_now(self, text: str) -> None:
-            if self.close_sent or self.disconnected or self.conn.state is not State.OPEN \
-                    or self.transport.is_closing():
+            if (
+                self.close_sent
+                or self.disconnected
+                or self.conn.state is not State.OPEN
+                or self.transport.is_closing()
+            ):
                 raise WebSocketClosed(1006, "browser connection closed")
             # Past websockets' protocol object, as on the upstream side: it keeps no state about
             # sent data frames.

@@ -39,8 +39,14 @@ ALLOWED: dict[str, Any] = {
 
 
 class MintError(Exception):
-    def __init__(self, status: int, message: str, code: str, param: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        param: str | None = None,
+        type_: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -56,7 +62,9 @@ def _check_allowed(value: Any, allowed: dict[str, Any], path: str) -> None:
         p = f"{path}.{key}"
         rule = allowed.get(key)
         if rule is None:
-            raise MintError(400, f"The field '{p}' cannot be set by the page on this server.", "unknown_parameter", p)
+            raise MintError(
+                400, f"The field '{p}' cannot be set by the page on this server.", "unknown_parameter", p
+            )
         if isinstance(rule, dict) and sub is not None:
             _check_allowed(sub, rule, p)
 
@@ -66,11 +74,15 @@ def build_session(request: Any, config: ServerConfig, registry: ToolRegistry) ->
     if request is None:
         request = {}
     if not isinstance(request, dict):
-        raise MintError(400, "The request body must be a JSON object like {\"session\": {...}}.", "invalid_json")
+        raise MintError(
+            400, 'The request body must be a JSON object like {"session": {...}}.', "invalid_json"
+        )
     unknown = set(request) - {"session"}
     if unknown:
         name = sorted(unknown)[0]
-        raise MintError(400, f"Unknown field '{name}'; send {{\"session\": {{...}}}}.", "unknown_parameter", name)
+        raise MintError(
+            400, f"Unknown field '{name}'; send {{\"session\": {{...}}}}.", "unknown_parameter", name
+        )
     session = request.get("session") or {}
     _check_allowed(session, ALLOWED, "session")
     session = {**session, "type": session.get("type", "realtime")}
@@ -79,12 +91,20 @@ def build_session(request: Any, config: ServerConfig, registry: ToolRegistry) ->
 
     instructions = session.get("instructions")
     if isinstance(instructions, str) and len(instructions) > config.max_instructions_chars:
-        raise MintError(400, f"Instructions are {len(instructions)} characters; the limit is "
-                        f"{config.max_instructions_chars}.", "instructions_too_long", "session.instructions")
+        raise MintError(
+            400,
+            f"Instructions are {len(instructions)} characters; the limit is {config.max_instructions_chars}.",
+            "instructions_too_long",
+            "session.instructions",
+        )
     tools = session.get("tools")
     if isinstance(tools, list) and len(tools) > config.max_tools:
-        raise MintError(400, f"{len(tools)} tools requested; the limit is {config.max_tools}.", "too_many_tools",
-                        "session.tools")
+        raise MintError(
+            400,
+            f"{len(tools)} tools requested; the limit is {config.max_tools}.",
+            "too_many_tools",
+            "session.tools",
+        )
     try:
         # The protocol's own checks, so the page gets the same messages as from a session.update.
         apply_update(default_session(), session)
@@ -100,30 +120,51 @@ async def mint_secret(upstream: Upstream, session: dict[str, Any], ttl: int) -> 
     """Ask the upstream for a secret; returns ``{value, expires_at, session}``."""
     body = {"expires_after": {"anchor": "created_at", "seconds": ttl}, "session": session}
     try:
-        response = await upstream.http.post("/realtime/client_secrets", json=body, headers=upstream.auth_headers())
+        response = await upstream.http.post(
+            "/realtime/client_secrets", json=body, headers=upstream.auth_headers()
+        )
     except httpx.HTTPError as exc:
         log.warning("minting at %s failed: %s", upstream.label, upstream.redact(repr(exc)))
-        raise MintError(502, f"Could not reach the realtime upstream ({upstream.label}).", "upstream_unreachable",
-                        type_="server_error") from None
+        raise MintError(
+            502,
+            f"Could not reach the realtime upstream ({upstream.label}).",
+            "upstream_unreachable",
+            type_="server_error",
+        ) from None
     try:
         payload = response.json()
     except ValueError:
         payload = None
     if response.status_code in (401, 403):
-        log.error("upstream refused the server's key while minting: %s",
-                  upstream.redact(response.text[:300]))
-        raise MintError(502, "The realtime upstream refused the server's credentials.", "upstream_auth_failed",
-                        type_="server_error")
+        log.error("upstream refused the server's key while minting: %s", upstream.redact(response.text[:300]))
+        raise MintError(
+            502,
+            "The realtime upstream refused the server's credentials.",
+            "upstream_auth_failed",
+            type_="server_error",
+        )
     if response.status_code >= 400:
         error = (payload or {}).get("error") if isinstance(payload, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
         status = response.status_code if response.status_code < 500 else 502
-        raise MintError(status, upstream.redact(message or f"The upstream answered HTTP {response.status_code}."),
-                        (error or {}).get("code") or "upstream_error", (error or {}).get("param"))
+        raise MintError(
+            status,
+            upstream.redact(message or f"The upstream answered HTTP {response.status_code}."),
+            (error or {}).get("code") or "upstream_error",
+            (error or {}).get("param"),
+        )
     if not (isinstance(payload, dict) and isinstance(payload.get("value"), str)):
-        raise MintError(502, "The realtime upstream answered without a client secret.", "upstream_error",
-                        type_="server_error")
-    return {"value": payload["value"], "expires_at": payload.get("expires_at"), "session": payload.get("session")}
+        raise MintError(
+            502,
+            "The realtime upstream answered without a client secret.",
+            "upstream_error",
+            type_="server_error",
+        )
+    return {
+        "value": payload["value"],
+        "expires_at": payload.get("expires_at"),
+        "session": payload.get("session"),
+    }
 
 
 def parse_json(raw: bytes) -> Any:

@@ -40,7 +40,9 @@ class CallError(Exception):
 def check_offer(raw: bytes, max_bytes: int) -> str:
     """A plausible SDP offer with an audio section, or a 4xx explaining what is wrong."""
     if not raw.strip():
-        raise CallError(400, "The request body is empty; send the SDP offer as application/sdp.", "invalid_sdp")
+        raise CallError(
+            400, "The request body is empty; send the SDP offer as application/sdp.", "invalid_sdp"
+        )
     if len(raw) > max_bytes:
         raise CallError(413, f"The SDP offer is {len(raw)} bytes; the limit is {max_bytes}.", "sdp_too_large")
     try:
@@ -49,11 +51,15 @@ def check_offer(raw: bytes, max_bytes: int) -> str:
         raise CallError(400, "The SDP offer is not valid UTF-8 text.", "invalid_sdp") from None
     lines = [line.strip() for line in sdp.splitlines() if line.strip()]
     if not lines or lines[0] != "v=0" or not any(line.startswith("o=") for line in lines):
-        raise CallError(400, "The body is not an SDP offer (it must start with 'v=0' and have an 'o=' line).",
-                        "invalid_sdp")
+        raise CallError(
+            400,
+            "The body is not an SDP offer (it must start with 'v=0' and have an 'o=' line).",
+            "invalid_sdp",
+        )
     if not any(line.startswith("m=audio ") for line in lines):
-        raise CallError(400, "The SDP offer has no audio section (m=audio); add a microphone track.",
-                        "sdp_no_audio")
+        raise CallError(
+            400, "The SDP offer has no audio section (m=audio); add a microphone track.", "sdp_no_audio"
+        )
     return sdp
 
 
@@ -76,29 +82,49 @@ class CallAnswer:
 
 
 async def relay_offer(upstream: Upstream, sdp: str, secret: str, query: dict[str, str]) -> CallAnswer:
-    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp",
-               "Accept": "application/sdp"}
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "Content-Type": "application/sdp",
+        "Accept": "application/sdp",
+    }
     try:
-        response = await upstream.http.post("/realtime/calls", content=sdp.encode(), headers=headers,
-                                            params=query or None)
+        response = await upstream.http.post(
+            "/realtime/calls", content=sdp.encode(), headers=headers, params=query or None
+        )
     except httpx.TimeoutException:
-        raise CallError(504, f"The realtime upstream ({upstream.label}) did not answer the offer in time.",
-                        "upstream_timeout", "server_error") from None
+        raise CallError(
+            504,
+            f"The realtime upstream ({upstream.label}) did not answer the offer in time.",
+            "upstream_timeout",
+            "server_error",
+        ) from None
     except httpx.HTTPError as exc:
         log.warning("SDP relay to %s failed: %s", upstream.label, upstream.redact(repr(exc)))
-        raise CallError(502, f"Could not reach the realtime upstream ({upstream.label}).", "upstream_unreachable",
-                        "server_error") from None
+        raise CallError(
+            502,
+            f"Could not reach the realtime upstream ({upstream.label}).",
+            "upstream_unreachable",
+            "server_error",
+        ) from None
     body = response.text
     if response.status_code >= 400:
         message, code = _error_message(response)
         status = response.status_code if response.status_code < 500 else 502
-        raise CallError(status, upstream.redact(message or f"The upstream answered HTTP {response.status_code}."),
-                        code or "upstream_error", "invalid_request_error" if status < 500 else "server_error")
+        raise CallError(
+            status,
+            upstream.redact(message or f"The upstream answered HTTP {response.status_code}."),
+            code or "upstream_error",
+            "invalid_request_error" if status < 500 else "server_error",
+        )
     if not body.lstrip().startswith("v=0"):
         # A 2xx that is not SDP (a JSON error, an HTML proxy page): say what it said.
         message, code = _error_message(response)
-        raise CallError(502, upstream.redact(message or "The realtime upstream did not answer with SDP."),
-                        code or "upstream_bad_answer", "server_error")
+        raise CallError(
+            502,
+            upstream.redact(message or "The realtime upstream did not answer with SDP."),
+            code or "upstream_bad_answer",
+            "server_error",
+        )
     location = response.headers.get("location", "")
     call_id = location.rstrip("/").rsplit("/", 1)[-1] if location else ""
     return CallAnswer(body, call_id)

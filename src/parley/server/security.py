@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from parley.engine.auth import openai_error
+from parley.httpapi import openai_error
 
 ACCESS_TOKEN_HEADER = "x-parley-access-token"
 ACCESS_TOKEN_SUBPROTOCOL = "parley-access-token."
@@ -75,7 +75,7 @@ def token_matches(given: str | None, expected: str | None) -> bool:
 def subprotocol_access_token(protocols: Iterable[str]) -> str | None:
     for proto in protocols:
         if proto.startswith(ACCESS_TOKEN_SUBPROTOCOL):
-            return proto[len(ACCESS_TOKEN_SUBPROTOCOL):]
+            return proto[len(ACCESS_TOKEN_SUBPROTOCOL) :]
     return None
 
 
@@ -121,7 +121,9 @@ async def deny_asgi(scope: Scope, receive: Receive, send: Send, status: int, mes
 class OriginGuard:
     """Refuses cross-origin browser requests to the routes that spend the server's credentials."""
 
-    def __init__(self, app: ASGIApp, allowed: list[str], prefixes: tuple[str, ...] = ("/api/", "/v1/")) -> None:
+    def __init__(
+        self, app: ASGIApp, allowed: list[str], prefixes: tuple[str, ...] = ("/api/", "/v1/")
+    ) -> None:
         self.app = app
         self.allowed = allowed
         self.prefixes = prefixes
@@ -131,9 +133,15 @@ class OriginGuard:
             # Preflights carry Origin too; refusing them is what keeps other sites out.
             origin = _header(scope, "origin")
             if not origin_allowed(origin, _header(scope, "host"), scope.get("scheme", "http"), self.allowed):
-                await deny_asgi(scope, receive, send, 403,
-                                f"Requests from origin {origin!r} are not allowed. Open the page served by this "
-                                "server, or start it with --allow-origin.", "origin_not_allowed")
+                await deny_asgi(
+                    scope,
+                    receive,
+                    send,
+                    403,
+                    f"Requests from origin {origin!r} are not allowed. Open the page served by this "
+                    "server, or start it with --allow-origin.",
+                    "origin_not_allowed",
+                )
                 return
         await self.app(scope, receive, send)
 
@@ -144,19 +152,21 @@ def content_security_policy(host: str | None, extra_connect: Iterable[str] = ())
         # Older engines do not treat ws(s) of the page's host as 'self'.
         connect += [f"ws://{host}", f"wss://{host}"]
     connect += list(extra_connect)
-    return "; ".join([
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data: blob:",
-        "media-src 'self' blob:",
-        f"connect-src {' '.join(connect)}",
-        "worker-src 'self' blob:",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-        "form-action 'self'",
-    ])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data: blob:",
+            "media-src 'self' blob:",
+            f"connect-src {' '.join(connect)}",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+        ]
+    )
 
 
 class SecurityHeaders:

@@ -55,8 +55,12 @@ class ServerTool:
     fn: ToolFn
 
     def definition(self) -> dict[str, Any]:
-        return {"type": "function", "name": self.name, "description": self.description,
-                "parameters": self.parameters}
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+        }
 
 
 class ToolRegistry:
@@ -77,8 +81,11 @@ class ToolRegistry:
 
     def merge(self, tools: Any) -> list[Any]:
         """The page's tools plus ours; a page tool with a server tool's name is replaced by ours."""
-        page = [t for t in tools if not (isinstance(t, dict) and t.get("name") in self.tools)] \
-            if isinstance(tools, list) else []
+        page = (
+            [t for t in tools if not (isinstance(t, dict) and t.get("name") in self.tools)]
+            if isinstance(tools, list)
+            else []
+        )
         return [*page, *self.definitions()]
 
     def missing_from(self, tools: Any) -> bool:
@@ -107,6 +114,7 @@ class ToolRegistry:
 
 # --- the built-in tools -------------------------------------------------------
 
+
 def current_time(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     name = str(args.get("timezone") or "UTC").strip()
     try:
@@ -114,13 +122,23 @@ def current_time(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ToolError(f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris'") from None
     now = dt.datetime.now(tz)
-    return {"timezone": name, "time": now.strftime("%H:%M"), "date": now.strftime("%Y-%m-%d"),
-            "weekday": now.strftime("%A"), "iso": now.isoformat(timespec="seconds")}
+    return {
+        "timezone": name,
+        "time": now.strftime("%H:%M"),
+        "date": now.strftime("%Y-%m-%d"),
+        "weekday": now.strftime("%A"),
+        "iso": now.isoformat(timespec="seconds"),
+    }
 
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _FUNCS: dict[str, Callable[..., float]] = {"sqrt": math.sqrt, "abs": abs, "round": round}
@@ -130,7 +148,11 @@ def _evaluate(node: ast.AST) -> float:
     # A whitelist walk: no names, attributes or calls beyond _FUNCS, so nothing but arithmetic runs.
     if isinstance(node, ast.Expression):
         return _evaluate(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _evaluate(node.left), _evaluate(node.right)
@@ -139,8 +161,13 @@ def _evaluate(node: ast.AST) -> float:
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_evaluate(node.operand))
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-            and not node.keywords and 1 <= len(node.args) <= 2):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCS
+        and not node.keywords
+        and 1 <= len(node.args) <= 2
+    ):
         return _FUNCS[node.func.id](*(_evaluate(a) for a in node.args))
     raise ToolError("only numbers, + - * / // % ** ( ) and sqrt/abs/round are allowed")
 
@@ -185,28 +212,63 @@ _NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
 
 
 def default_registry() -> ToolRegistry:
-    return ToolRegistry([
-        ServerTool("get_current_time", "Get the current local time and date in a time zone.",
-                   {"type": "object", "properties": {"timezone": {
-                       "type": "string", "description": "IANA time zone, e.g. 'Europe/Paris' or 'UTC'"}},
-                    "required": ["timezone"]}, current_time),
-        ServerTool("calculate", "Evaluate an arithmetic expression exactly, e.g. '12.5 * (3 + 4)'.",
-                   {"type": "object", "properties": {"expression": {
-                       "type": "string", "description": "numbers with + - * / ** and parentheses"}},
-                    "required": ["expression"]}, calculate),
-        ServerTool("add_note", "Save a short note for later in this conversation.",
-                   {"type": "object", "properties": {"text": {"type": "string", "description": "the note"}},
-                    "required": ["text"]}, add_note),
-        ServerTool("list_notes", "List the notes saved so far in this conversation.", _NO_ARGS, list_notes),
-        ServerTool("clear_notes", "Delete all notes saved in this conversation.", _NO_ARGS, clear_notes),
-    ])
+    return ToolRegistry(
+        [
+            ServerTool(
+                "get_current_time",
+                "Get the current local time and date in a time zone.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "timezone": {
+                            "type": "string",
+                            "description": "IANA time zone, e.g. 'Europe/Paris' or 'UTC'",
+                        }
+                    },
+                    "required": ["timezone"],
+                },
+                current_time,
+            ),
+            ServerTool(
+                "calculate",
+                "Evaluate an arithmetic expression exactly, e.g. '12.5 * (3 + 4)'.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "expression": {
+                            "type": "string",
+                            "description": "numbers with + - * / ** and parentheses",
+                        }
+                    },
+                    "required": ["expression"],
+                },
+                calculate,
+            ),
+            ServerTool(
+                "add_note",
+                "Save a short note for later in this conversation.",
+                {
+                    "type": "object",
+                    "properties": {"text": {"type": "string", "description": "the note"}},
+                    "required": ["text"],
+                },
+                add_note,
+            ),
+            ServerTool(
+                "list_notes", "List the notes saved so far in this conversation.", _NO_ARGS, list_notes
+            ),
+            ServerTool("clear_notes", "Delete all notes saved in this conversation.", _NO_ARGS, clear_notes),
+        ]
+    )
 
 
 # --- the protocol driver ----------------------------------------------------------
 
 # Server events the runner acts on; others pass without being parsed. Base64 audio
 # cannot contain '"' so these markers never match inside an audio delta.
-_TYPES = frozenset({"response.output_item.done", "response.done", "error", "session.updated", "session.created"})
+_TYPES = frozenset(
+    {"response.output_item.done", "response.done", "error", "session.updated", "session.created"}
+)
 _MARKERS = tuple(f'"{kind}"' for kind in _TYPES)
 _TYPE_FIRST = '{"type":"'
 
@@ -226,8 +288,14 @@ class ToolRunner:
     instead rewrites the page's ``session.update`` on its way up.
     """
 
-    def __init__(self, registry: ToolRegistry, send: Callable[[str], Awaitable[None]], *,
-                 ensure_tools: bool = False, ctx: ToolContext | None = None) -> None:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        ensure_tools: bool = False,
+        ctx: ToolContext | None = None,
+    ) -> None:
         self.registry = registry
         self.send = send
         self.ensure_tools = ensure_tools
@@ -247,7 +315,7 @@ class ToolRunner:
         if text.startswith(_TYPE_FIRST):
             end = text.find('"', len(_TYPE_FIRST))
             if end > 0:
-                return text[len(_TYPE_FIRST):end] in _TYPES
+                return text[len(_TYPE_FIRST) : end] in _TYPES
         return any(m in text for m in _MARKERS)
 
     def observe(self, event: dict[str, Any]) -> bool:
@@ -255,8 +323,11 @@ class ToolRunner:
         kind = event.get("type")
         if kind == "response.output_item.done":
             item = event.get("item") or {}
-            if (item.get("type") == "function_call" and item.get("status") == "completed"
-                    and item.get("name") in self.registry):
+            if (
+                item.get("type") == "function_call"
+                and item.get("status") == "completed"
+                and item.get("name") in self.registry
+            ):
                 self._start_call(str(event.get("response_id")), item)
         elif kind == "response.done":
             response = event.get("response") or {}
@@ -276,8 +347,14 @@ class ToolRunner:
             tools = session.get("tools")
             if self.ensure_tools and self.registry.missing_from(tools) and self._tool_restores < 5:
                 self._tool_restores += 1
-                self._spawn(self._send({"type": "session.update",
-                                        "session": {"type": "realtime", "tools": self.registry.merge(tools)}}))
+                self._spawn(
+                    self._send(
+                        {
+                            "type": "session.update",
+                            "session": {"type": "realtime", "tools": self.registry.merge(tools)},
+                        }
+                    )
+                )
         return True
 
     def _start_call(self, response_id: str, item: dict[str, Any]) -> None:
@@ -285,7 +362,9 @@ class ToolRunner:
         if pending is None:
             pending = self._pending[response_id] = _PendingResponse()
             self._spawn(self._answer(response_id, pending))
-        task = asyncio.create_task(self.registry.run(item["name"], str(item.get("arguments") or ""), self.ctx))
+        task = asyncio.create_task(
+            self.registry.run(item["name"], str(item.get("arguments") or ""), self.ctx)
+        )
         pending.calls.append((str(item.get("call_id")), task))
         self.calls_run += 1
 
@@ -296,8 +375,12 @@ class ToolRunner:
             status = await pending.done
             for call_id, task in pending.calls:
                 output = await task
-                await self._send({"type": "conversation.item.create",
-                                  "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+                await self._send(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+                    }
+                )
             # A cancelled turn (barge-in) gets its outputs but no new response: the user spoke.
             if status == "completed":
                 self._rounds += 1

@@ -22,9 +22,9 @@ import httpx
 import websockets
 from fastapi import FastAPI
 
-from parley.engine.app import engine_router
-from parley.engine.auth import is_loopback
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import engine_router
+from parley.host.runtime import EngineRuntime
+from parley.httpapi import is_loopback
 from parley.server.asgi_ws import AsgiWebSocket, WebSocketRefused
 from parley.server.config import ServerConfig, UpstreamKind
 from parley.server.frames import RemoteSocket
@@ -53,8 +53,10 @@ class UpstreamSocket(Protocol):
 
 class Upstream(Protocol):
     kind: UpstreamKind
-    label: str
     http: httpx.AsyncClient
+
+    @property
+    def label(self) -> str: ...
 
     def auth_headers(self) -> dict[str, str]: ...
 
@@ -93,7 +95,8 @@ class LocalUpstream(_Redactor):
         self.app.include_router(engine_router(runtime))
         self.http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app, client=("127.0.0.1", 0)),
-            base_url="http://engine.internal/v1", timeout=60.0,
+            base_url="http://engine.internal/v1",
+            timeout=60.0,
         )
 
     @property
@@ -103,7 +106,9 @@ class LocalUpstream(_Redactor):
         return f"local engine (in-process{', LLM ' + llm if llm else ''})"
 
     async def connect(self, query: dict[str, str], open_timeout: float = 10.0) -> UpstreamSocket:
-        ws = AsgiWebSocket(self.app, "/v1/realtime", query, headers=self.auth_headers(), subprotocols=["realtime"])
+        ws = AsgiWebSocket(
+            self.app, "/v1/realtime", query, headers=self.auth_headers(), subprotocols=["realtime"]
+        )
         return await ws.connect(open_timeout)
 
     async def start(self, progress: Callable[[str, str], None] | None = None) -> None:
@@ -115,8 +120,14 @@ class LocalUpstream(_Redactor):
 
 
 class RemoteUpstream(_Redactor):
-    def __init__(self, base_url: str, key: str | None, kind: UpstreamKind, max_message_bytes: int,
-                 timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str | None,
+        kind: UpstreamKind,
+        max_message_bytes: int,
+        timeout: float = 15.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.key = key
         self.kind = kind
@@ -134,13 +145,17 @@ class RemoteUpstream(_Redactor):
         sock = RemoteSocket()
         try:
             conn = await websockets.connect(
-                url, additional_headers=self.auth_headers(), max_size=self.max_message_bytes,
-                open_timeout=open_timeout, ping_interval=None,
+                url,
+                additional_headers=self.auth_headers(),
+                max_size=self.max_message_bytes,
+                open_timeout=open_timeout,
+                ping_interval=None,
                 # permessage-deflate would cost more CPU than everything else the relay does per frame,
                 # on audio that barely compresses.
                 compression=None,
                 # Relayed events should leave at once; small frames are the common case.
-                write_limit=2 ** 20, logger=_ws_log,
+                write_limit=2**20,
+                logger=_ws_log,
                 # Frames go to RemoteSocket (and from there straight to the browser), not websockets' queue.
                 create_connection=sock.connection_factory,  # type: ignore[arg-type]
             )
@@ -161,5 +176,10 @@ def build_upstream(config: ServerConfig, runtime: EngineRuntime | None = None) -
     if config.upstream_url is None:
         runtime = runtime or EngineRuntime(config.engine)
         return LocalUpstream(runtime, bound_to_loopback=is_loopback(config.host))
-    return RemoteUpstream(config.upstream_url, config.upstream_key, config.upstream_kind, config.max_message_bytes,
-                          config.upstream_timeout)
+    return RemoteUpstream(
+        config.upstream_url,
+        config.upstream_key,
+        config.upstream_kind,
+        config.max_message_bytes,
+        config.upstream_timeout,
+    )

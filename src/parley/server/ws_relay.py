@@ -19,11 +19,11 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from parley.httpapi import deny
 from parley.server.asgi_ws import WebSocketClosed, WebSocketRefused
 from parley.server.frames import FRAMES_EXTENSION, FrameEndpoint, RemoteSocket
 from parley.server.tools import ToolRegistry, ToolRunner
 from parley.server.upstream import Upstream, UpstreamSocket, UpstreamUnreachable
-from parley.transports.websocket import deny
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,26 @@ async def connect_upstream(ws: WebSocket, upstream: Upstream, query: dict[str, s
     except WebSocketRefused as exc:
         if exc.status in (401, 403):
             # Our own key was refused: a server problem the page cannot fix, and the message may name it.
-            log.error("upstream %s refused the server's credentials: %s", upstream.label,
-                      upstream.redact(exc.message()))
-            await deny(ws, 502, "The realtime upstream refused the server's credentials.", "upstream_auth_failed")
+            log.error(
+                "upstream %s refused the server's credentials: %s",
+                upstream.label,
+                upstream.redact(exc.message()),
+            )
+            await deny(
+                ws, 502, "The realtime upstream refused the server's credentials.", "upstream_auth_failed"
+            )
         else:
-            await deny(ws, exc.status if 400 <= exc.status < 600 else 502,
-                       upstream.redact(exc.message()), "upstream_refused")
+            await deny(
+                ws,
+                exc.status if 400 <= exc.status < 600 else 502,
+                upstream.redact(exc.message()),
+                "upstream_refused",
+            )
     except (UpstreamUnreachable, TimeoutError, WebSocketClosed) as exc:
         log.warning("upstream %s unreachable: %s", upstream.label, upstream.redact(str(exc)))
-        await deny(ws, 502, f"Could not reach the realtime upstream ({upstream.label}).", "upstream_unreachable")
+        await deny(
+            ws, 502, f"Could not reach the realtime upstream ({upstream.label}).", "upstream_unreachable"
+        )
     return None
 
 
@@ -81,16 +92,24 @@ async def _inject_tools_on_open(upstream_ws: UpstreamSocket, registry: ToolRegis
         if created.get("type") != "session.created":
             return created_text
         tools = (created.get("session") or {}).get("tools")
-        await upstream_ws.send(json.dumps({
-            "type": "session.update", "event_id": "parley_server_tools_init",
-            "session": {"type": "realtime", "tools": registry.merge(tools)}}))
+        await upstream_ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "event_id": "parley_server_tools_init",
+                    "session": {"type": "realtime", "tools": registry.merge(tools)},
+                }
+            )
+        )
         while True:
             reply = json.loads(await upstream_ws.recv())
             if reply.get("type") == "session.updated":
                 created["session"] = reply["session"]
                 return json.dumps(created, separators=(",", ":"))
             if reply.get("type") == "error":
-                log.warning("upstream refused the server tools: %s", (reply.get("error") or {}).get("message"))
+                log.warning(
+                    "upstream refused the server tools: %s", (reply.get("error") or {}).get("message")
+                )
                 return created_text
 
 
@@ -109,8 +128,13 @@ def rewrite_session_update(text: str, registry: ToolRegistry) -> str:
     return json.dumps(event, separators=(",", ":"))
 
 
-async def relay_websocket(ws: WebSocket, upstream: Upstream, registry: ToolRegistry, query: dict[str, str],
-                          stats: RelayStats | None = None) -> None:
+async def relay_websocket(
+    ws: WebSocket,
+    upstream: Upstream,
+    registry: ToolRegistry,
+    query: dict[str, str],
+    stats: RelayStats | None = None,
+) -> None:
     upstream_ws = await connect_upstream(ws, upstream, query)
     if upstream_ws is None:
         return
@@ -143,8 +167,10 @@ async def relay_websocket(ws: WebSocket, upstream: Upstream, registry: ToolRegis
             code, reason = closed_by["upstream"]
             if ws.application_state != WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
-                    await ws.close(_close_code(code), _reason(f"upstream closed: {reason}" if reason else
-                                                              "upstream closed the session"))
+                    await ws.close(
+                        _close_code(code),
+                        _reason(f"upstream closed: {reason}" if reason else "upstream closed the session"),
+                    )
         else:
             code = closed_by.get("browser", 1000)
             await upstream_ws.close(_close_code(code), "client disconnected")
@@ -178,8 +204,14 @@ def _to_browser(text: str, runner: ToolRunner | None) -> bool:
     return True
 
 
-async def _relay_frames(ws: WebSocket, browser: FrameEndpoint, upstream_ws: RemoteSocket, registry: ToolRegistry,
-                        runner: ToolRunner | None, closed_by: dict[str, Any]) -> None:
+async def _relay_frames(
+    ws: WebSocket,
+    browser: FrameEndpoint,
+    upstream_ws: RemoteSocket,
+    registry: ToolRegistry,
+    runner: ToolRunner | None,
+    closed_by: dict[str, Any],
+) -> None:
     """Relay with each frame forwarded inside the read callback of the socket it came from.
 
     No task, queue or lock per frame: the callbacks check the frame, write it
@@ -254,8 +286,13 @@ def _nothing() -> None:
     return None
 
 
-async def _relay_pumps(ws: WebSocket, upstream_ws: UpstreamSocket, registry: ToolRegistry,
-                       runner: ToolRunner | None, closed_by: dict[str, Any]) -> None:
+async def _relay_pumps(
+    ws: WebSocket,
+    upstream_ws: UpstreamSocket,
+    registry: ToolRegistry,
+    runner: ToolRunner | None,
+    closed_by: dict[str, Any],
+) -> None:
     """Relay with a pump task per direction, for upstreams and servers without frame endpoints
     (the in-process engine, or an ASGI server other than ``parley serve``'s uvicorn)."""
     down = asyncio.create_task(_downstream(ws, upstream_ws, runner, closed_by))
@@ -270,8 +307,9 @@ async def _relay_pumps(ws: WebSocket, upstream_ws: UpstreamSocket, registry: Too
                 await task
 
 
-async def _downstream(ws: WebSocket, upstream_ws: UpstreamSocket, runner: ToolRunner | None,
-                      closed_by: dict[str, Any]) -> None:
+async def _downstream(
+    ws: WebSocket, upstream_ws: UpstreamSocket, runner: ToolRunner | None, closed_by: dict[str, Any]
+) -> None:
     """Upstream → browser."""
     try:
         while True:
@@ -284,8 +322,9 @@ async def _downstream(ws: WebSocket, upstream_ws: UpstreamSocket, runner: ToolRu
         closed_by.setdefault("browser", 1001)
 
 
-async def _upstream(ws: WebSocket, upstream_ws: UpstreamSocket, registry: ToolRegistry,
-                    closed_by: dict[str, Any]) -> None:
+async def _upstream(
+    ws: WebSocket, upstream_ws: UpstreamSocket, registry: ToolRegistry, closed_by: dict[str, Any]
+) -> None:
     """Browser → upstream."""
     try:
         while True:

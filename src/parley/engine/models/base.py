@@ -16,7 +16,7 @@ Conventions shared by every backend:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -135,12 +135,13 @@ ChatChunk = TextDelta | ToolCallDelta | Finish
 
 @runtime_checkable
 class LanguageModel(Protocol):
-    """A chat model. A backend may set ``decides_tools = False`` (small local
-    models) to have the engine pick the tool for ``tool_choice: "auto"``."""
+    """A chat model."""
 
     name: str
+    # False for small local models: the engine then picks the tool for ``tool_choice: "auto"``.
+    decides_tools: bool
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         """Stream the reply; ends with exactly one :class:`Finish`.
 
         Raises an exception (any) when the model fails; the caller turns that
@@ -179,6 +180,8 @@ class TextToSpeech(Protocol):
 
     def voices(self) -> list[str]: ...
 
-    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+    def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncGenerator[SpeechChunk, None]:
         """Speak ``text``; yields one or more chunks with word timings."""
         ...

@@ -58,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]✗ {p.stage}[/]: {p.what_is_missing}\n    fix: [bold]{p.how_to_fix}[/]")
     for r in crashed:
         # Plain text, one line each: this is what people paste into bug reports.
-        console.print(f"✗ stage {r.stage} ({selfcheck.runtime_of(r.backend)}) {r.problem}", markup=False,
-                      style="red", soft_wrap=True)
+        console.print(
+            f"✗ stage {r.stage} ({selfcheck.runtime_of(r.backend)}) {r.problem}",
+            markup=False,
+            style="red",
+            soft_wrap=True,
+        )
         console.print(f"    fix: {r.fix}", markup=False, soft_wrap=True)
     if problems or crashed:
         return 1
@@ -190,8 +194,15 @@ def _table(results: list[selfcheck.StageResult], problems: list[ModelUnavailable
         if r.ok:
             size = f"{r.size / 1e6:.1f} MB" if r.size else "–"
             status = "[green]ok[/]" if r.stage not in prepared_failed else "[yellow]loaded[/]"
-            table.add_row(r.stage, r.backend, _short(r.source), size, f"{r.load_seconds:.2f} s",
-                          f"{r.warmup_seconds:.2f} s", status)
+            table.add_row(
+                r.stage,
+                r.backend,
+                _short(r.source),
+                size,
+                f"{r.load_seconds:.2f} s",
+                f"{r.warmup_seconds:.2f} s",
+                status,
+            )
         else:
             table.add_row(r.stage, r.backend, "", "", "", "", f"[red]{r.problem.split(':')[0]}[/]")
     return table

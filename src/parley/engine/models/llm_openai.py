@@ -8,7 +8,7 @@ response, which is how these servers learn to stop generating.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from parley.engine.models.base import (
@@ -49,7 +49,7 @@ class OpenAICompatibleLLM:
             base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [_message(m) for m in request.messages],

@@ -78,8 +78,9 @@ def scan_library(path: Path) -> LibraryScan:
         raise RuntimeError("objdump not found: install binutils (Debian: apt-get install binutils)")
     amx = zmm = 0
     examples: list[str] = []
-    with subprocess.Popen([objdump, "-d", "--no-show-raw-insn", str(path)], stdout=subprocess.PIPE,
-                          text=True, errors="replace") as proc:
+    with subprocess.Popen(
+        [objdump, "-d", "--no-show-raw-insn", str(path)], stdout=subprocess.PIPE, text=True, errors="replace"
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             if _AMX.search(line):
@@ -117,14 +118,20 @@ def build_problems() -> list[str]:
     record = build_record()
     level = record.get("level") if record else None
     if level not in LEVEL_FEATURES:
-        return ["llama-cpp-python was not built by scripts/build_llama.py (a plain pip build uses -march=native)"]
+        return [
+            "llama-cpp-python was not built by scripts/build_llama.py (a plain pip build uses -march=native)"
+        ]
     problems = []
     avx512 = "AVX512" in LEVEL_FEATURES[level]
     for scan in map(scan_library, libs):
         if scan.amx_instructions:
-            problems.append(f"{scan.path.name}: {scan.amx_instructions} AMX instructions, e.g. {scan.examples[0]}")
+            problems.append(
+                f"{scan.path.name}: {scan.amx_instructions} AMX instructions, e.g. {scan.examples[0]}"
+            )
         if scan.zmm_instructions and not avx512:
-            problems.append(f"{scan.path.name}: {scan.zmm_instructions} AVX-512 instructions in a {level} build")
+            problems.append(
+                f"{scan.path.name}: {scan.zmm_instructions} AVX-512 instructions in a {level} build"
+            )
     compiled = {name for name, on in compiled_features().items() if on} - _NOT_ISA
     problems += [f"compiled with {name}" for name in FORBIDDEN_FEATURES if name in compiled]
     if compiled != LEVEL_FEATURES[level]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,28 +22,65 @@ from parley.engine.models.base import LanguageModel, SpeechToText, TextToSpeech,
 from parley.engine.models.errors import ModelUnavailable
 from parley.engine.models.memory import release_freed_memory
 
-__all__ = ["STAGES", "LoadedStage", "ModelSet", "ModelUnavailable", "load_models", "load_stage"]
+__all__ = [
+    "BACKENDS",
+    "STAGES",
+    "Backend",
+    "LoadedStage",
+    "ModelSet",
+    "ModelUnavailable",
+    "backend_names",
+    "load_models",
+    "load_stage",
+]
 
 log = logging.getLogger(__name__)
 
 STAGES = ("vad", "stt", "llm", "tts")
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "vad": ("silero",),
-    "stt": ("whisper",),
-    "llm": ("llama", "openai"),
-    "tts": ("piper",),
-}
 _ENV = {"vad": "PARLEY_VAD", "stt": "PARLEY_STT", "llm": "PARLEY_LLM", "tts": "PARLEY_TTS"}
-_PIP_FOR_MODULE = {
-    "onnxruntime": "pip install onnxruntime",
-    "faster_whisper": "pip install faster-whisper",
-    "ctranslate2": "pip install faster-whisper",
-    "llama_cpp": "pip install 'llama-cpp-python==0.3.36'  (builds from source, ~5 min; or: make install)",
-    "piper": "pip install piper-tts",
-    "openai": "pip install openai",
-}
 
 Progress = Callable[[str, str], None]  # (stage, message)
+Loader = Callable[[ModelConfig], tuple[Any, str, int]]  # → (model, source, bytes on disk); runs in a thread
+WarmupFailure = Callable[[ModelConfig, Exception], ModelUnavailable]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend of one stage: how to load it, what it needs, and what it can do.
+
+    Adding a backend is one model class plus one entry in :data:`BACKENDS`;
+    the CLI choices and the error messages follow from the entry.
+    """
+
+    stage: str
+    name: str
+    load: Loader
+    # Environment variables (ModelConfig fields) the backend reads.
+    settings: tuple[str, ...] = ()
+    # Importable module → how to install it, where that is not ``pip install <module>``.
+    pip: Mapping[str, str] = field(default_factory=dict)
+    # Capabilities: the model has a warmup() (sync runs in a thread, async is awaited) and a close().
+    warms_up: bool = False
+    closes: bool = False
+    # A failed warm-up means the backend is unavailable, not broken (a remote server not answering).
+    warmup_failure: WarmupFailure | None = None
+
+    def how_to_install(self, module: str) -> str:
+        return self.pip.get(module, f"pip install {module}" if module else "reinstall parley")
+
+    async def warm_up(self, model: Any) -> None:
+        if not self.warms_up:
+            return
+        if asyncio.iscoroutinefunction(model.warmup):
+            await model.warmup()
+        else:
+            await asyncio.to_thread(model.warmup)
+
+    async def close(self, model: Any) -> None:
+        if self.closes:
+            result = model.close()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 @dataclass
@@ -51,6 +88,7 @@ class LoadedStage:
     stage: str
     backend: str
     model: Any
+    entry: Backend
     source: str  # file, directory or URL the weights come from
     size: int  # bytes on disk (0 for a remote server)
     load_seconds: float
@@ -66,12 +104,8 @@ class ModelSet:
     stages: dict[str, LoadedStage] = field(default_factory=dict)
 
     async def aclose(self) -> None:
-        for model in (self.vad, self.stt, self.llm, self.tts):
-            close = getattr(model, "close", None)
-            if close is not None:
-                result = close()
-                if asyncio.iscoroutine(result):
-                    await result
+        for loaded in self.stages.values():
+            await loaded.entry.close(loaded.model)
 
 
 async def load_models(cfg: ModelConfig, progress: Progress | None = None) -> ModelSet:
@@ -97,44 +131,41 @@ async def load_models(cfg: ModelConfig, progress: Progress | None = None) -> Mod
 async def load_stage(stage: str, cfg: ModelConfig, progress: Progress | None = None) -> LoadedStage:
     """Load and warm up one stage's configured backend."""
     backend = str(getattr(cfg, stage)).lower()
-    if backend not in BACKENDS[stage]:
+    entry = BACKENDS.get((stage, backend))
+    if entry is None:
         raise ModelUnavailable(
             stage,
             f"unknown {stage} backend {backend!r}",
-            f"set {_ENV[stage]} to one of: {', '.join(BACKENDS[stage])}",
+            f"set {_ENV[stage]} to one of: {', '.join(backend_names(stage))}",
         )
     report = progress or (lambda _s, _m: None)
     report(stage, f"loading {backend}")
     started = time.perf_counter()
     try:
-        model, source, size = await asyncio.to_thread(_LOADERS[(stage, backend)], cfg)
+        model, source, size = await asyncio.to_thread(entry.load, cfg)
     except ModelUnavailable:
         raise
     except ImportError as exc:
         module = (exc.name or "").split(".")[0]
-        fix = _PIP_FOR_MODULE.get(module, f"pip install {module}" if module else "reinstall parley")
-        raise ModelUnavailable(stage, f"Python package {module or exc!s} is not importable", fix) from exc
+        raise ModelUnavailable(
+            stage, f"Python package {module or exc!s} is not importable", entry.how_to_install(module)
+        ) from exc
     loaded = time.perf_counter() - started
     report(stage, "warming up")
     started = time.perf_counter()
-    warmup = getattr(model, "warmup", None)
     try:
-        if warmup is not None:
-            if asyncio.iscoroutinefunction(warmup):
-                await warmup()
-            else:
-                await asyncio.to_thread(warmup)
+        await entry.warm_up(model)
     except Exception as exc:
-        if backend == "openai":
-            raise ModelUnavailable(
-                "llm",
-                f"no OpenAI-compatible server answering at {cfg.llm_base_url or 'the default OpenAI URL'} ({exc})",
-                "start the server, or set PARLEY_LLM_BASE_URL / PARLEY_LLM_API_KEY / PARLEY_LLM_MODEL",
-            ) from exc
+        if entry.warmup_failure is not None:
+            raise entry.warmup_failure(cfg, exc) from exc
         raise
     warmed = time.perf_counter() - started
     report(stage, f"ready ({loaded + warmed:.1f} s)")
-    return LoadedStage(stage, backend, model, source, size, loaded, warmed)
+    return LoadedStage(stage, backend, model, entry, source, size, loaded, warmed)
+
+
+def backend_names(stage: str) -> list[str]:
+    return [name for (s, name) in BACKENDS if s == stage]
 
 
 # --- loaders (run in worker threads) -------------------------------------------------
@@ -199,10 +230,56 @@ def _load_piper(cfg: ModelConfig) -> tuple[Any, str, int]:
     return tts, str(onnx), onnx.stat().st_size
 
 
-_LOADERS: dict[tuple[str, str], Callable[[ModelConfig], tuple[Any, str, int]]] = {
-    ("vad", "silero"): _load_silero,
-    ("stt", "whisper"): _load_whisper,
-    ("llm", "llama"): _load_llama,
-    ("llm", "openai"): _load_openai,
-    ("tts", "piper"): _load_piper,
+def _openai_unreachable(cfg: ModelConfig, exc: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        "llm",
+        f"no OpenAI-compatible server answering at {cfg.llm_base_url or 'the default OpenAI URL'} ({exc})",
+        "start the server, or set " + " / ".join(OPENAI_LLM.settings),
+    )
+
+
+OPENAI_LLM = Backend(
+    "llm",
+    "openai",
+    _load_openai,
+    settings=("PARLEY_LLM_BASE_URL", "PARLEY_LLM_API_KEY", "PARLEY_LLM_MODEL"),
+    warms_up=True,
+    closes=True,
+    warmup_failure=_openai_unreachable,
+)
+
+BACKENDS: dict[tuple[str, str], Backend] = {
+    (b.stage, b.name): b
+    for b in (
+        Backend("vad", "silero", _load_silero, warms_up=True),
+        Backend(
+            "stt",
+            "whisper",
+            _load_whisper,
+            settings=("PARLEY_STT_LANGUAGE", "PARLEY_STT_THREADS"),
+            pip={"faster_whisper": "pip install faster-whisper", "ctranslate2": "pip install faster-whisper"},
+            warms_up=True,
+            closes=True,
+        ),
+        Backend(
+            "llm",
+            "llama",
+            _load_llama,
+            settings=("PARLEY_LLM_MODEL_PATH", "PARLEY_LLM_THREADS", "PARLEY_LLM_CONTEXT"),
+            pip={
+                "llama_cpp": "pip install 'llama-cpp-python==0.3.36'  (builds from source, ~5 min; or: make install)"
+            },
+            warms_up=True,
+        ),
+        OPENAI_LLM,
+        Backend(
+            "tts",
+            "piper",
+            _load_piper,
+            settings=("PARLEY_TTS_VOICE",),
+            pip={"piper": "pip install piper-tts"},
+            warms_up=True,
+            closes=True,
+        ),
+    )
 }

@@ -220,14 +220,18 @@ def interpret_child(stage: str, backend: str, outcome: ChildOutcome) -> StageRes
     tail = _tail(outcome.stderr)
     if outcome.returncode is None:
         return StageResult(
-            stage, backend, False,
+            stage,
+            backend,
+            False,
             problem=f"did not finish within {outcome.seconds:.0f} s" + (f" ({tail})" if tail else ""),
             fix="check the machine's load and memory; run `parley models -vv` to see where it stops",
         )
     if outcome.returncode < 0:
         return crash_result(stage, backend, -outcome.returncode, tail)
     return StageResult(
-        stage, backend, False,
+        stage,
+        backend,
+        False,
         problem=f"failed (exit code {outcome.returncode})" + (f": {tail}" if tail else ""),
         fix="run `parley models -vv` for the full log",
     )
@@ -241,17 +245,22 @@ def crash_result(stage: str, backend: str, signum: int, detail: str = "") -> Sta
     runtime = runtime_of(backend)
     if name == "SIGILL":
         why = f"the {runtime} library executed a CPU instruction that this machine does not allow"
-        fix = _REBUILD_LLAMA if backend == "llama" else (
-            f"this CPU or VM lacks an instruction set the installed {runtime} wheel needs; "
-            "install an older release of it or run the stage elsewhere (e.g. --llm openai)"
+        fix = (
+            _REBUILD_LLAMA
+            if backend == "llama"
+            else (
+                f"this CPU or VM lacks an instruction set the installed {runtime} wheel needs; "
+                "install an older release of it or run the stage elsewhere (e.g. --llm openai)"
+            )
         )
     elif name == "SIGKILL":
         why = "the process was killed, most likely by the kernel for lack of memory"
         fix = "free memory or choose a smaller model; `dmesg | tail` shows the kernel's reason"
     elif name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE"):
         why = f"the {runtime} library crashed"
-        fix = (_REBUILD_LLAMA if backend == "llama" else "reinstall: make clean install") + \
-            "; run `parley models -vv` for its log"
+        fix = (
+            _REBUILD_LLAMA if backend == "llama" else "reinstall: make clean install"
+        ) + "; run `parley models -vv` for its log"
     else:
         why = "the process was stopped by a signal"
         fix = "run `parley models -vv` for the full log"
@@ -277,7 +286,12 @@ def _tail(text: str, limit: int = 200) -> str:
 
 def _config_env(cfg: ModelConfig, env: dict[str, str]) -> None:
     """Hand the parent's model choices to the child (flags may have changed them from the env)."""
-    env["PARLEY_VAD"], env["PARLEY_STT"], env["PARLEY_LLM"], env["PARLEY_TTS"] = cfg.vad, cfg.stt, cfg.llm, cfg.tts
+    env["PARLEY_VAD"], env["PARLEY_STT"], env["PARLEY_LLM"], env["PARLEY_TTS"] = (
+        cfg.vad,
+        cfg.stt,
+        cfg.llm,
+        cfg.tts,
+    )
     if cfg.llm_model_path is not None:
         env["PARLEY_LLM_MODEL_PATH"] = str(cfg.llm_model_path)
     if cfg.tts_voice_path is not None:
@@ -305,18 +319,26 @@ async def _child(stage: str) -> StageResult:
     except ModelUnavailable as exc:
         return StageResult(stage, backend, False, problem=exc.what_is_missing, fix=exc.how_to_fix)
     except Exception as exc:
-        return StageResult(stage, backend, False, problem=f"{type(exc).__name__}: {exc}",
-                           fix="run `parley models -vv` for the full log")
+        return StageResult(
+            stage,
+            backend,
+            False,
+            problem=f"{type(exc).__name__}: {exc}",
+            fix="run `parley models -vv` for the full log",
+        )
     inject = os.environ.get(INJECT_ENV, "")
     if inject.partition(":")[0] == stage:
         os.kill(os.getpid(), signal.Signals[inject.partition(":")[2] or "SIGILL"])
-    close = getattr(loaded.model, "close", None)
-    if close is not None:
-        result = close()
-        if asyncio.iscoroutine(result):
-            await result
-    return StageResult(stage, loaded.backend, True, loaded.source, loaded.size,
-                       round(loaded.load_seconds, 3), round(loaded.warmup_seconds, 3))
+    await loaded.entry.close(loaded.model)
+    return StageResult(
+        stage,
+        loaded.backend,
+        True,
+        loaded.source,
+        loaded.size,
+        round(loaded.load_seconds, 3),
+        round(loaded.warmup_seconds, 3),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

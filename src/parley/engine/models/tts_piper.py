@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -161,7 +161,7 @@ class PiperTTS:
 
     async def synthesize(
         self, text: str, *, voice: str | None = None, speed: float = 1.0
-    ) -> AsyncIterator[SpeechChunk]:
+    ) -> AsyncGenerator[SpeechChunk, None]:
         # Any voice name (OpenAI's "alloy", "verse"…) maps to the one voice there is.
         chunks = split_chunks(text)
         if not chunks:

@@ -66,7 +66,11 @@ class SileroVadStream:
         self._input = np.zeros((1, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
         # One feed dict per stream, updated in place: a frame is only ~100 µs,
         # so per-call allocations show.
-        self._feed = {"input": self._input, "state": np.zeros((2, 1, 128), dtype=np.float32), "sr": vad._sr}
+        self._feed: dict[str, np.ndarray] = {
+            "input": self._input,
+            "state": np.zeros((2, 1, 128), dtype=np.float32),
+            "sr": vad._sr,
+        }
 
     def __call__(self, frame: np.ndarray) -> float:
         if frame.shape != (FRAME_SAMPLES,):

@@ -2,15 +2,17 @@
 // assistant's audio, and the client-side duties of the protocol:
 //   * session.update on connect, waiting for session.updated;
 //   * over WebSocket: mic → input_audio_buffer.append, output_audio.delta → player,
-//     and on barge-in: stop playback at once + conversation.item.truncate(played ms);
-//   * push-to-talk: clear on press, commit + response.create on release;
-//   * manual interrupt: response.cancel (+ output_audio_buffer.clear over WebRTC).
+//   * barge-in (by voice or by hand): the duties of barge-in.js — stop playback at once,
+//     conversation.item.truncate(played ms) over WebSocket, response.cancel (with its id) and
+//     output_audio_buffer.clear (WebRTC) when the server does not stop the response itself;
+//   * push-to-talk: clear on press, commit + response.create on release.
 import { Emitter } from "../util/emitter.js";
 import { fetchConfig, mintSecret } from "../api.js";
 import { ParleyError } from "./errors.js";
 import { WebRtcTransport } from "./webrtc.js";
 import { WebSocketTransport } from "./websocket.js";
 import { ActivityDetector } from "../audio/activity.js";
+import { bargeInDuties, serverInterrupts } from "./barge-in.js";
 import { openMicrophone, setMuted, stopStream } from "../audio/mic.js";
 
 const UPDATE_TIMEOUT_MS = 5000;
@@ -299,9 +301,21 @@ export class RealtimeClient extends Emitter {
     return this.assistantSpeaking || this.outputBuffer;
   }
 
-  interruptResponseOn() {
-    const td = this.session && this.session.audio && this.session.audio.input && this.session.audio.input.turn_detection;
-    return Boolean(td && td.interrupt_response !== false);
+  bargeInDuties(voice, audible) {
+    return bargeInDuties({
+      voice,
+      serverInterrupts: serverInterrupts(this.session),
+      overWebRtc: this.transport.kind !== "websocket",
+      audible,
+      active: Boolean(this.activeResponse),
+    });
+  }
+
+  // What the barge-in table asks of us, after local playback stopped (or not).
+  async performDuties(todo) {
+    if (todo.cancel) this.send({ type: "response.cancel", response_id: this.activeResponse });
+    if (todo.truncate) await this.stopPlaybackAndTruncate();
+    if (todo.clear) this.send({ type: "output_audio_buffer.clear" });
   }
 
   // The assistant stopped being audible after a barge-in at t (WebRTC: measured on its audio).
@@ -311,17 +325,14 @@ export class RealtimeClient extends Emitter {
   }
 
   onSpeechStarted(t) {
-    if (!this.assistantAudible()) return;
-    this.emit("barge-in", { t, via: "voice" });
-    this.watchSilence(t);
-    if (this.transport.kind === "websocket") {
-      // The server cannot know what was played: stop now and tell it.
-      this.stopPlaybackAndTruncate();
-      if (!this.interruptResponseOn() && this.activeResponse) {
-        this.send({ type: "response.cancel" });
-      }
+    const audible = this.assistantAudible();
+    if (audible) {
+      this.emit("barge-in", { t, via: "voice" });
+      this.watchSilence(t);
     }
-    // WebRTC: the server flushes its output and truncates (output_audio_buffer.cleared).
+    // WebSocket: the server cannot know what was played, so we truncate. WebRTC with a server
+    // that interrupts: it flushes its output and truncates by itself (output_audio_buffer.cleared).
+    this.performDuties(this.bargeInDuties(true, audible));
   }
 
   async stopPlaybackAndTruncate() {
@@ -346,12 +357,7 @@ export class RealtimeClient extends Emitter {
       this.emit("barge-in", { t, via });
       this.watchSilence(t);
     }
-    if (this.activeResponse) this.send({ type: "response.cancel" });
-    if (this.transport.kind === "websocket") {
-      if (audible) await this.stopPlaybackAndTruncate();
-    } else if (audible) {
-      this.send({ type: "output_audio_buffer.clear" });
-    }
+    await this.performDuties(this.bargeInDuties(false, audible));
   }
 
   // ------------------------------------------------------------------ controls

@@ -14,7 +14,6 @@ wraps it in an app whose lifespan loads the models.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import time
@@ -26,19 +25,24 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from parley import __version__
-from parley.engine.auth import bearer_token, openai_error
-from parley.engine.runtime import EngineRuntime
+from parley.host.runtime import EngineRuntime
+from parley.host.transports.websocket import realtime_websocket
+from parley.httpapi import bearer_token, openai_error
 from parley.protocol.errors import ProtocolError
 from parley.protocol.session_config import apply_update, default_session, wire_session
-from parley.transports.websocket import realtime_websocket
 
 log = logging.getLogger(__name__)
 
 MIN_SECRET_TTL, MAX_SECRET_TTL = 10, 7200
 
 
-def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
-                   type_: str = "invalid_request_error") -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    type_: str = "invalid_request_error",
+) -> JSONResponse:
     return JSONResponse(openai_error(message, type_, code, param), status_code=status)
 
 
@@ -56,7 +60,9 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
         if not auth.ok:
             return error_response(auth.status, auth.message, auth.code)
         if auth.secret is not None:
-            return error_response(403, "An ephemeral key cannot mint other keys; use the engine key.", "forbidden")
+            return error_response(
+                403, "An ephemeral key cannot mint other keys; use the engine key.", "forbidden"
+            )
         raw = await request.body()
         try:
             body = json.loads(raw) if raw.strip() else {}
@@ -66,16 +72,25 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
             return error_response(400, "The request body must be a JSON object.", "invalid_json")
         expires_after = body.get("expires_after") or {}
         if not isinstance(expires_after, dict):
-            return error_response(400, "Invalid 'expires_after': expected an object.", "invalid_value",
-                                  "expires_after")
+            return error_response(
+                400, "Invalid 'expires_after': expected an object.", "invalid_value", "expires_after"
+            )
         if expires_after.get("anchor", "created_at") != "created_at":
-            return error_response(400, "Invalid 'expires_after.anchor': only 'created_at' is supported.",
-                                  "invalid_value", "expires_after.anchor")
+            return error_response(
+                400,
+                "Invalid 'expires_after.anchor': only 'created_at' is supported.",
+                "invalid_value",
+                "expires_after.anchor",
+            )
         ttl = expires_after.get("seconds", runtime.config.client_secret_default_ttl)
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not MIN_SECRET_TTL <= ttl <= MAX_SECRET_TTL:
             return error_response(
-                400, f"Invalid 'expires_after.seconds': expected an integer between {MIN_SECRET_TTL} and "
-                f"{MAX_SECRET_TTL}.", "invalid_value", "expires_after.seconds")
+                400,
+                f"Invalid 'expires_after.seconds': expected an integer between {MIN_SECRET_TTL} and "
+                f"{MAX_SECRET_TTL}.",
+                "invalid_value",
+                "expires_after.seconds",
+            )
         config = body.get("session") or {"type": "realtime"}
         try:
             effective = apply_update(default_session(), config)
@@ -84,8 +99,9 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
             return error_response(400, err.message, err.code, param)
         secret = runtime.secrets.mint(ttl, config)
         effective["expires_at"] = int(secret.expires_at)
-        return JSONResponse({"value": secret.value, "expires_at": int(secret.expires_at),
-                             "session": wire_session(effective)})
+        return JSONResponse(
+            {"value": secret.value, "expires_at": int(secret.expires_at), "session": wire_session(effective)}
+        )
 
     @router.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -96,16 +112,19 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
             "uptime_s": round(time.time() - runtime.started_at, 1),
             "sessions": len(runtime.sessions),
             "calls": len(runtime.calls),
-            "models": None if models is None else {
+            "models": None
+            if models is None
+            else {
                 stage: {"backend": loaded.backend, "source": loaded.source}
                 for stage, loaded in getattr(models, "stages", {}).items()
             },
         }
 
-    # WebRTC lives in its own module; it adds /v1/realtime/calls when available.
+    # WebRTC (aiortc, PyAV) adds /v1/realtime/calls; without those packages WebSockets still work.
     with contextlib.suppress(ModuleNotFoundError):
-        webrtc = importlib.import_module("parley.transports.webrtc")
-        router.include_router(webrtc.calls_router(runtime))
+        from parley.host.transports.webrtc import calls_router
+
+        router.include_router(calls_router(runtime))
 
     return router
 
@@ -122,10 +141,17 @@ def create_engine_app(runtime: EngineRuntime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="Parley engine", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Parley engine", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     # Browsers POST SDP offers cross-origin with a bearer key (no cookies), as with
     # OpenAI's own endpoint; the Location header carries the call id.
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
-                       allow_headers=CORS_HEADERS, expose_headers=["Location"])
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=CORS_HEADERS,
+        expose_headers=["Location"],
+    )
     app.include_router(engine_router(runtime))
     return app

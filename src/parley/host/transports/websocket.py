@@ -15,12 +15,11 @@ import json
 import logging
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from parley.engine.auth import bearer_token, openai_error, subprotocol_token
-from parley.engine.runtime import EngineRuntime
 from parley.engine.session import RealtimeSession
+from parley.host.runtime import EngineRuntime
+from parley.httpapi import bearer_token, deny, subprotocol_token
 from parley.protocol import ids
 from parley.protocol.session_config import wire_session
 
@@ -45,14 +44,6 @@ class WebSocketSink:
             await ws.send_text(json.dumps(event, separators=(",", ":")))
 
 
-async def deny(ws: WebSocket, status: int, message: str, code: str | None) -> None:
-    error_type = "invalid_request_error" if status != 429 else "rate_limit_error"
-    try:
-        await ws.send_denial_response(JSONResponse(openai_error(message, error_type, code), status_code=status))
-    except RuntimeError:
-        await ws.close(code=1008, reason=message[:120])
-
-
 def _wants_extensions(ws: WebSocket) -> bool:
     return ws.query_params.get("parley_metrics", "").lower() in ("1", "true", "yes")
 
@@ -72,8 +63,12 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
         await _sideband(ws, runtime, call_id, auth.is_engine_key, subprotocol)
         return
     if runtime.at_capacity():
-        await deny(ws, 429, f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
-                   "session_limit_reached")
+        await deny(
+            ws,
+            429,
+            f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
+            "session_limit_reached",
+        )
         return
 
     await ws.accept(subprotocol=subprotocol)
@@ -95,12 +90,18 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
     await runtime.end_session(session)
 
 
-async def _run(ws: WebSocket, session: RealtimeSession, sink: WebSocketSink,
-               closing: asyncio.Future[tuple[int, str]], max_bytes: int) -> None:
+async def _run(
+    ws: WebSocket,
+    session: RealtimeSession,
+    sink: WebSocketSink,
+    closing: asyncio.Future[tuple[int, str]],
+    max_bytes: int,
+) -> None:
     writer = asyncio.create_task(sink.pump(ws))
     reader = asyncio.create_task(_read(ws, session, max_bytes))
     try:
-        done, _ = await asyncio.wait({writer, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {writer, reader, closing}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if closing in done:
             code, reason = closing.result()
             sink.close()
@@ -135,8 +136,9 @@ async def _read(ws: WebSocket, session: RealtimeSession, max_bytes: int) -> None
         return
 
 
-async def _sideband(ws: WebSocket, runtime: EngineRuntime, call_id: str, is_engine_key: bool,
-                    subprotocol: str | None) -> None:
+async def _sideband(
+    ws: WebSocket, runtime: EngineRuntime, call_id: str, is_engine_key: bool, subprotocol: str | None
+) -> None:
     """Observe and control a running WebRTC call: same events, same client events."""
     if not is_engine_key:
         await deny(ws, 403, "Sideband connections need the engine key, not an ephemeral key.", "forbidden")
@@ -149,7 +151,9 @@ async def _sideband(ws: WebSocket, runtime: EngineRuntime, call_id: str, is_engi
     await ws.accept(subprotocol=subprotocol)
     sink = WebSocketSink(extensions=_wants_extensions(ws))
     # The observer gets its own session.created, then the live event stream.
-    sink.send({"type": "session.created", "event_id": ids.event_id(), "session": wire_session(session.session)})
+    sink.send(
+        {"type": "session.created", "event_id": ids.event_id(), "session": wire_session(session.session)}
+    )
     session.attach(sink)
     closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
     await _run(ws, session, sink, closing, runtime.config.max_message_bytes)

@@ -45,8 +45,13 @@ class EventLog:
                 return i
         raise ValueError(kind)
 
-    async def wait_for(self, kind: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10.0, start: int = 0) -> dict[str, Any]:
+    async def wait_for(
+        self,
+        kind: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10.0,
+        start: int = 0,
+    ) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout
         seen = start
         while True:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,8 +48,9 @@ class FakeStt:
         self.text = text
         self.calls = 0
 
-    async def transcribe(self, audio: np.ndarray, *, language: str | None = None,
-                         prompt: str | None = None) -> Transcript:
+    async def transcribe(
+        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcript:
         self.calls += 1
         await asyncio.sleep(0.01)
         return Transcript(self.text, "en", len(audio) / self.sample_rate, 0.01)
@@ -61,9 +62,10 @@ class FakeLlm:
     token_delay: float = 0.002
     fail: bool = False
     name: str = "fake"
+    decides_tools: bool = True
     requests: list[ChatRequest] = field(default_factory=list)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         self.requests.append(request)
         if self.fail:
             raise RuntimeError("the fake model broke")
@@ -91,14 +93,17 @@ class FakeTts:
     def voices(self) -> list[str]:
         return ["fake"]
 
-    async def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0
-                         ) -> AsyncIterator[SpeechChunk]:
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncGenerator[SpeechChunk, None]:
         await asyncio.sleep(0.005)
         words = text.split()
         n = int(len(words) * self.word_seconds * self.sample_rate)
         t = np.arange(n) / self.sample_rate
         audio = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
-        timings = [WordTiming(w, i * self.word_seconds, (i + 1) * self.word_seconds) for i, w in enumerate(words)]
+        timings = [
+            WordTiming(w, i * self.word_seconds, (i + 1) * self.word_seconds) for i, w in enumerate(words)
+        ]
         yield SpeechChunk(audio, self.sample_rate, text, timings)
 
 

@@ -29,7 +29,9 @@ def ice_server(url: str) -> RTCIceServer:
     if "@" in rest and scheme in ("turn", "turns"):
         credentials, _, address = rest.rpartition("@")
         username, _, credential = credentials.partition(":")
-        return RTCIceServer(urls=f"{scheme}:{address}", username=username or None, credential=credential or None)
+        return RTCIceServer(
+            urls=f"{scheme}:{address}", username=username or None, credential=credential or None
+        )
     return RTCIceServer(urls=url.strip())
 
 
@@ -48,7 +50,7 @@ def allow_loopback_candidates() -> None:
         return
     if getattr(current, "_parley_loopback", False):
         return
-    aioice.ice.get_host_addresses = _with_loopback(current)
+    aioice.ice.get_host_addresses = _with_loopback(current)  # type: ignore[assignment]
 
 
 def _with_loopback(gather: Callable[[bool, bool], list[str]]) -> Callable[[bool, bool], list[str]]:

@@ -32,16 +32,17 @@ from aiortc.mediastreams import MediaStreamTrack
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from parley.engine.auth import bearer_token, is_loopback
-from parley.engine.runtime import EngineRuntime
 from parley.engine.session import RealtimeSession
+from parley.host.runtime import EngineRuntime
+from parley.host.transports.webrtc_events import DataChannelSink
+from parley.host.transports.webrtc_media import InputAudioPump, PacedAudioOutput
+from parley.host.transports.webrtc_offer import CallError, check_offer, merge_updates, read_offer
+from parley.httpapi import bearer_token, is_loopback
+from parley.media import ice
+from parley.media.rtp_audio import lower_input_latency
 from parley.protocol import ids
 from parley.protocol.errors import ProtocolError
 from parley.protocol.session_config import apply_update, default_session
-from parley.transports import webrtc_ice, webrtc_media
-from parley.transports.webrtc_events import DataChannelSink
-from parley.transports.webrtc_media import InputAudioPump, PacedAudioOutput
-from parley.transports.webrtc_offer import CallError, check_offer, merge_updates, read_offer
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +92,24 @@ class WebRTCOptions:
 class WebRTCCall:
     """One WebRTC peer and its session; registered in ``runtime.calls`` under its ``rtc_…`` id."""
 
-    def __init__(self, runtime: EngineRuntime, options: WebRTCOptions, *, model: str | None,
-                 initial: dict[str, Any] | None, extensions: bool) -> None:
+    def __init__(
+        self,
+        runtime: EngineRuntime,
+        options: WebRTCOptions,
+        *,
+        model: str | None,
+        initial: dict[str, Any] | None,
+        extensions: bool,
+    ) -> None:
         self.id = ids.rtc_call_id()
         self.runtime = runtime
         self.options = options
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=webrtc_ice.ice_servers(options.ice_servers)))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice.ice_servers(options.ice_servers)))
         self.output = PacedAudioOutput()
         self.sink = DataChannelSink(extensions=extensions)
         self.session: RealtimeSession = runtime.new_session(
-            model=model, initial=initial, media=self.output, on_close=lambda code, reason: self.end(reason))
+            model=model, initial=initial, media=self.output, on_close=lambda code, reason: self.end(reason)
+        )
         self.output.listener = self.session
         self.pump = InputAudioPump(self._feed)
         self.opened = False  # session.created sent; microphone audio flows into the session
@@ -165,7 +174,7 @@ class WebRTCCall:
         if self._remote_tracks == 1:  # one microphone per call
             for transceiver in self.pc.getTransceivers():
                 if transceiver.receiver.track is track:
-                    webrtc_media.lower_input_latency(transceiver.receiver)
+                    lower_input_latency(transceiver.receiver)
             self._spawn(self.pump.run(track), f"{self.id} input")
 
     def _feed(self, pcm: np.ndarray) -> None:
@@ -243,7 +252,7 @@ def _has_datachannel(sdp: str) -> bool:
 def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -> APIRouter:
     options = options or WebRTCOptions.from_runtime(runtime)
     if options.loopback_candidates:
-        webrtc_ice.allow_loopback_candidates()
+        ice.allow_loopback_candidates()
     router = APIRouter()
 
     @router.options("/v1/realtime/calls")
@@ -257,10 +266,16 @@ def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -
             call = await _create_call(request, runtime, options)
         except CallError as err:
             return err.response()
-        return Response(content=call.pc.localDescription.sdp, status_code=201, media_type="application/sdp",
-                        headers={"Location": f"/v1/realtime/calls/{call.id}",
-                                 "Access-Control-Allow-Origin": "*",
-                                 "Access-Control-Expose-Headers": "Location"})
+        return Response(
+            content=call.pc.localDescription.sdp,
+            status_code=201,
+            media_type="application/sdp",
+            headers={
+                "Location": f"/v1/realtime/calls/{call.id}",
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Expose-Headers": "Location",
+            },
+        )
 
     return router
 
@@ -271,10 +286,16 @@ async def _create_call(request: Request, runtime: EngineRuntime, options: WebRTC
     if not auth.ok:
         raise CallError(auth.status, auth.message, auth.code)
     if runtime.models is None:
-        raise CallError(503, "The engine is still loading its models.", "engine_loading", type_="server_error")
+        raise CallError(
+            503, "The engine is still loading its models.", "engine_loading", type_="server_error"
+        )
     if runtime.at_capacity():
-        raise CallError(429, f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
-                        "session_limit_reached", type_="rate_limit_error")
+        raise CallError(
+            429,
+            f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
+            "session_limit_reached",
+            type_="rate_limit_error",
+        )
 
     offer, form_session, form_metrics = await read_offer(request, options.max_body_bytes)
     check_offer(offer)
@@ -297,6 +318,7 @@ async def _create_call(request: Request, runtime: EngineRuntime, options: WebRTC
         await call.answer(offer)
     except Exception as exc:
         await call.close("offer rejected")
-        raise CallError(400, f"The SDP offer could not be used: {exc or exc.__class__.__name__}",
-                        "invalid_offer", "sdp") from None
+        raise CallError(
+            400, f"The SDP offer could not be used: {exc or exc.__class__.__name__}", "invalid_offer", "sdp"
+        ) from None
     return call

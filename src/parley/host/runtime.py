@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from parley.engine.auth import Authenticator, SecretStore
 from parley.engine.config import EngineConfig
+from parley.host.auth import Authenticator, SecretStore
 
 if TYPE_CHECKING:
     from parley.engine.models.registry import ModelSet

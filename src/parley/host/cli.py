@@ -8,17 +8,25 @@ import os
 import sys
 from typing import Any
 
-from parley.engine.auth import is_loopback
 from parley.engine.config import EngineConfig, ModelConfig
+from parley.engine.models.registry import backend_names
+from parley.httpapi import is_loopback
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
-    parser.add_argument("--api-key", default=None,
-                        help="engine key clients must present (env PARLEY_ENGINE_KEY); required off loopback")
-    parser.add_argument("--llm", choices=["llama", "openai"], default=None,
-                        help="LLM backend: local llama.cpp (default) or an OpenAI-compatible server")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="engine key clients must present (env PARLEY_ENGINE_KEY); required off loopback",
+    )
+    parser.add_argument(
+        "--llm",
+        choices=backend_names("llm"),
+        default=None,
+        help="LLM backend: local llama.cpp (default) or an OpenAI-compatible server",
+    )
     parser.add_argument("--llm-base-url", default=None, help="base URL of the OpenAI-compatible LLM server")
     parser.add_argument("--llm-model", default=None, help="model name on the OpenAI-compatible LLM server")
     parser.add_argument("--llm-api-key", default=None, help="API key of the OpenAI-compatible LLM server")
@@ -45,8 +53,11 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if not is_loopback(config.host) and not config.api_key:
-        print(f"Refusing to bind {config.host} without a key: anyone on the network could use the engine.\n"
-              "Set PARLEY_ENGINE_KEY or pass --api-key, or bind 127.0.0.1.", file=sys.stderr)
+        print(
+            f"Refusing to bind {config.host} without a key: anyone on the network could use the engine.\n"
+            "Set PARLEY_ENGINE_KEY or pass --api-key, or bind 127.0.0.1.",
+            file=sys.stderr,
+        )
         return 2
     return asyncio.run(_serve(config))
 
@@ -55,9 +66,9 @@ async def _serve(config: EngineConfig) -> int:
     import uvicorn
     from rich.console import Console
 
-    from parley.engine.app import create_engine_app
     from parley.engine.models.registry import ModelUnavailable
-    from parley.engine.runtime import EngineRuntime
+    from parley.host.app import create_engine_app
+    from parley.host.runtime import EngineRuntime
 
     console = Console(stderr=True)
     if not await prove_models(config.models, console):
@@ -70,14 +81,22 @@ async def _serve(config: EngineConfig) -> int:
             console.print(f"[red]{exc}[/red]")
             return 1
     app = create_engine_app(runtime)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, ws_max_size=2 * config.max_message_bytes, log_level="warning",
-        ws_ping_interval=None,
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            ws_max_size=2 * config.max_message_bytes,
+            log_level="warning",
+            ws_ping_interval=None,
+        )
+    )
     base = f"{config.host}:{config.port}"
-    console.print(f"[bold green]Parley engine[/] ready: ws://{base}/v1/realtime · http://{base}/v1/realtime/calls"
-                  f" · LLM {runtime.models.llm.name if runtime.models else '?'}"
-                  f"{'' if config.api_key else ' · loopback only (no key)'}")
+    console.print(
+        f"[bold green]Parley engine[/] ready: ws://{base}/v1/realtime · http://{base}/v1/realtime/calls"
+        f" · LLM {runtime.models.llm.name if runtime.models else '?'}"
+        f"{'' if config.api_key else ' · loopback only (no key)'}"
+    )
     await server.serve()
     return 0
 

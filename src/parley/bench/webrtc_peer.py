@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -22,16 +22,9 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock, SampleQueue
+from parley.media.rtp_audio import lower_input_latency, stereo_frame, to_mono
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
-from parley.transports.webrtc_media import (
-    FRAME_SAMPLES,
-    RTP_RATE,
-    FrameClock,
-    SampleQueue,
-    lower_input_latency,
-    stereo_frame,
-    to_mono,
-)
 
 
 class MicrophoneTrack(MediaStreamTrack):
@@ -49,8 +42,11 @@ class MicrophoneTrack(MediaStreamTrack):
     def play(self, pcm24k: np.ndarray) -> None:
         """Queue audio; it goes out at real-time pace after what is already queued."""
         resampler = Resampler(CANONICAL_RATE, RTP_RATE)
-        self._queue.push(np.concatenate([resampler(pcm24k.astype(np.int16)),
-                                         resampler(np.zeros(0, dtype=np.int16), last=True)]))
+        self._queue.push(
+            np.concatenate(
+                [resampler(pcm24k.astype(np.int16)), resampler(np.zeros(0, dtype=np.int16), last=True)]
+            )
+        )
         self.drained.clear()
 
     async def recv(self) -> AudioFrame:
@@ -78,13 +74,17 @@ class Recording:
 class RealtimePeer:
     """One call from the client side: peer connection, events channel, mic, recording."""
 
-    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None,
-                 channel_label: str | None = "oai-events") -> None:
+    def __init__(
+        self,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        channel_label: str | None = "oai-events",
+    ) -> None:
         """``channel_label=None``: an audio-only peer (the call is then driven over a sideband)."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
         self.channel: RTCDataChannel | None = (
-            self.pc.createDataChannel(channel_label) if channel_label is not None else None)
+            self.pc.createDataChannel(channel_label) if channel_label is not None else None
+        )
         self.recording = Recording()
         self.events: list[dict[str, Any]] = []
         self.on_event = on_event
@@ -103,9 +103,16 @@ class RealtimePeer:
 
     # --- connecting ----------------------------------------------------------
 
-    async def connect(self, url: str, token: str | None = None, *, session: dict[str, Any] | None = None,
-                      http: httpx.AsyncClient | None = None, strip_candidates: bool = True,
-                      http_timeout: float = 10.0) -> None:
+    async def connect(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        session: dict[str, Any] | None = None,
+        http: httpx.AsyncClient | None = None,
+        strip_candidates: bool = True,
+        http_timeout: float = 10.0,
+    ) -> None:
         """POST the offer (raw SDP, or multipart when ``session`` is given) and apply the answer."""
         self.times["offer"] = time.perf_counter()
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -114,14 +121,23 @@ class RealtimePeer:
             offer = strip_ice_candidates(offer)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with contextlib.AsyncExitStack() as stack:
-            client = http or await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
+            client = http
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
             self.times["post"] = time.perf_counter()
             if session is None:
-                r = await client.post(url, content=offer, headers={**headers, "Content-Type": "application/sdp"})
+                r = await client.post(
+                    url, content=offer, headers={**headers, "Content-Type": "application/sdp"}
+                )
             else:
-                r = await client.post(url, headers=headers, files={
-                    "sdp": (None, offer, "application/sdp"),
-                    "session": (None, json.dumps(session), "application/json")})
+                r = await client.post(
+                    url,
+                    headers=headers,
+                    files={
+                        "sdp": (None, offer, "application/sdp"),
+                        "session": (None, json.dumps(session), "application/json"),
+                    },
+                )
         if r.status_code != 201:
             raise CallRefused(r.status_code, r.text)
         self.call_id = r.headers["location"].rsplit("/", 1)[-1]
@@ -160,8 +176,13 @@ class RealtimePeer:
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
 
-    async def wait_for(self, kind: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10.0, start: int = 0) -> dict[str, Any]:
+    async def wait_for(
+        self,
+        kind: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10.0,
+        start: int = 0,
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         seen = start
@@ -173,7 +194,9 @@ class RealtimePeer:
             seen = len(self.events)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"no {kind} within {timeout}s; saw {[e['type'] for e in self.events][-25:]}")
+                raise TimeoutError(
+                    f"no {kind} within {timeout}s; saw {[e['type'] for e in self.events][-25:]}"
+                )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -193,7 +216,7 @@ class RealtimePeer:
         resampler = Resampler(RTP_RATE, CANONICAL_RATE)
         while True:
             try:
-                frame = await track.recv()
+                frame = cast(AudioFrame, await track.recv())  # an audio track yields audio frames
             except MediaStreamError:
                 return
             pcm = resampler(to_mono(frame))
@@ -222,6 +245,9 @@ class CallRefused(Exception):
 
 def strip_ice_candidates(sdp: str) -> str:
     """An offer as browsers POST it: before gathering, so without candidates."""
-    kept = [line for line in sdp.splitlines()
-            if not line.startswith("a=candidate") and not line.startswith("a=end-of-candidates")]
+    kept = [
+        line
+        for line in sdp.splitlines()
+        if not line.startswith("a=candidate") and not line.startswith("a=end-of-candidates")
+    ]
     return "\r\n".join(kept) + "\r\n"

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # must not let them grow without bound.
 MAX_PENDING_EVENTS = 1000
 
+
 class DataChannelSink:
     """An EventSink writing JSON events to the ``oai-events`` channel, buffering until it opens."""
 
@@ -82,13 +83,22 @@ def _for_data_channel(event: dict[str, Any]) -> dict[str, Any]:
         return event
     item = dict(event["item"])
     if isinstance(item.get("content"), list):
-        item["content"] = [{k: v for k, v in part.items() if k != "audio"} if isinstance(part, dict) else part
-                           for part in item["content"]]
+        item["content"] = [
+            {k: v for k, v in part.items() if k != "audio"} if isinstance(part, dict) else part
+            for part in item["content"]
+        ]
     return {**event, "item": item}
 
 
 def _too_large(event: dict[str, Any], size: int) -> dict[str, Any]:
-    return {"type": "error", "event_id": ids.event_id(), "error": {
-        "type": "server_error", "code": "message_too_large", "param": None, "event_id": None,
-        "message": f"A {event['type']} event of {size} bytes exceeds the data channel's maximum message size.",
-    }}
+    return {
+        "type": "error",
+        "event_id": ids.event_id(),
+        "error": {
+            "type": "server_error",
+            "code": "message_too_large",
+            "param": None,
+            "event_id": None,
+            "message": f"A {event['type']} event of {size} bytes exceeds the data channel's maximum message size.",
+        },
+    }

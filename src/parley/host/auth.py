@@ -10,23 +10,12 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from parley.httpapi import is_loopback
 from parley.protocol import ids
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host in ("localhost", "testclient"):
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -77,41 +66,27 @@ class Authenticator:
         if token and token.startswith("ek_"):
             secret = self.secrets.get(token)
             if secret is None:
-                return AuthResult(False, 401, "The ephemeral key is invalid or has expired.", "invalid_api_key")
+                return AuthResult(
+                    False, 401, "The ephemeral key is invalid or has expired.", "invalid_api_key"
+                )
             return AuthResult(True, secret=secret)
         if self.api_key:
             if token and hmac.compare_digest(token.encode(), self.api_key.encode()):
                 return AuthResult(True, is_engine_key=True)
             if not token:
-                return AuthResult(False, 401, "Missing bearer authentication (Authorization: Bearer <key>).",
-                                  "missing_api_key")
+                return AuthResult(
+                    False,
+                    401,
+                    "Missing bearer authentication (Authorization: Bearer <key>).",
+                    "missing_api_key",
+                )
             return AuthResult(False, 401, "Incorrect API key provided.", "invalid_api_key")
         if is_loopback(client_host):
             return AuthResult(True, is_engine_key=True)
         return AuthResult(
-            False, 403,
+            False,
+            403,
             "This engine has no API key configured, so it only accepts connections from this machine. "
             "Set PARLEY_ENGINE_KEY (or --api-key) to accept remote clients.",
             "forbidden",
         )
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def subprotocol_token(protocols: list[str]) -> str | None:
-    """Browsers pass the key as a WebSocket subprotocol ``openai-insecure-api-key.<key>``."""
-    for proto in protocols:
-        if proto.startswith("openai-insecure-api-key."):
-            return proto[len("openai-insecure-api-key."):]
-    return None
-
-
-def openai_error(message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None) -> dict[str, Any]:
-    """The standard OpenAI HTTP error body."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

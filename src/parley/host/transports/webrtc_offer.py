@@ -15,7 +15,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 
-from parley.engine.auth import openai_error
+from parley.httpapi import openai_error
 
 SDP_CONTENT_TYPES = ("application/sdp", "text/plain", "")
 
@@ -23,14 +23,23 @@ SDP_CONTENT_TYPES = ("application/sdp", "text/plain", "")
 class CallError(Exception):
     """A refused call request: becomes an OpenAI-style HTTP error."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        type_: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
 
     def response(self) -> JSONResponse:
-        return JSONResponse(openai_error(self.message, self.type, self.code, self.param), status_code=self.status,
-                            headers={"Access-Control-Allow-Origin": "*"})
+        return JSONResponse(
+            openai_error(self.message, self.type, self.code, self.param),
+            status_code=self.status,
+            headers={"Access-Control-Allow-Origin": "*"},
+        )
 
 
 async def read_offer(request: Request, limit: int) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -40,8 +49,12 @@ async def read_offer(request: Request, limit: int) -> tuple[str, dict[str, Any] 
     if content_type == "multipart/form-data":
         return await _read_multipart(request, body)
     if content_type not in SDP_CONTENT_TYPES:
-        raise CallError(415, f"Unsupported Content-Type '{content_type}': send the offer as application/sdp "
-                        "or as multipart/form-data with 'sdp' and 'session' parts.", "unsupported_media_type")
+        raise CallError(
+            415,
+            f"Unsupported Content-Type '{content_type}': send the offer as application/sdp "
+            "or as multipart/form-data with 'sdp' and 'session' parts.",
+            "unsupported_media_type",
+        )
     return _decode(body, "body"), None, None
 
 
@@ -106,13 +119,19 @@ def check_offer(offer: str) -> None:
     """Cheap structural checks with precise messages; aiortc judges the rest."""
     lines = [line.strip() for line in offer.strip().splitlines()]
     if not lines or lines[0] != "v=0":
-        raise CallError(400, "The body is not an SDP offer (it must start with 'v=0').", "invalid_offer", "sdp")
+        raise CallError(
+            400, "The body is not an SDP offer (it must start with 'v=0').", "invalid_offer", "sdp"
+        )
     if not any(line.startswith("m=audio") for line in lines):
-        raise CallError(400, "The SDP offer has no audio m-line; a call needs an audio track.",
-                        "invalid_offer", "sdp")
+        raise CallError(
+            400, "The SDP offer has no audio m-line; a call needs an audio track.", "invalid_offer", "sdp"
+        )
     # aiortc accepts an offer without a fingerprint and only fails once DTLS starts.
-    for attribute, what in (("a=fingerprint:", "DTLS fingerprint"), ("a=ice-ufrag:", "ICE username fragment"),
-                            ("a=ice-pwd:", "ICE password")):
+    for attribute, what in (
+        ("a=fingerprint:", "DTLS fingerprint"),
+        ("a=ice-ufrag:", "ICE username fragment"),
+        ("a=ice-pwd:", "ICE password"),
+    ):
         if not any(line.startswith(attribute) for line in lines):
             raise CallError(400, f"The SDP offer has no {what} ('{attribute[:-1]}').", "invalid_offer", "sdp")
 

@@ -23,13 +23,7 @@ from websockets.http11 import Response
 from parley.protocol import ids
 from parley.protocol.audio_formats import AudioFormat, OutputEncoder
 from parley.protocol.session_config import apply_update, default_session, wire_session
-
-RATE = 24000
-
-
-def tone(seconds: float, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
+from tests.support.audio import tone
 
 
 @dataclass
@@ -56,7 +50,9 @@ class FakeServer:
 
     def _auth(self, conn: ServerConnection, request: Any) -> Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.key}":
-            return conn.respond(401, '{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}\n')
+            return conn.respond(
+                401, '{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}\n'
+            )
         return None
 
     async def _send(self, conn: ServerConnection, event: dict) -> None:
@@ -83,15 +79,30 @@ class FakeServer:
                 elif kind == "response.cancel":
                     task = active.get("task")
                     if task is None or task.done():
-                        await self._send(conn, {"type": "error", "error": {
-                            "type": "invalid_request_error", "code": "response_cancel_not_active",
-                            "message": "Cancellation failed: no active response found",
-                            "event_id": ev.get("event_id")}})
+                        await self._send(
+                            conn,
+                            {
+                                "type": "error",
+                                "error": {
+                                    "type": "invalid_request_error",
+                                    "code": "response_cancel_not_active",
+                                    "message": "Cancellation failed: no active response found",
+                                    "event_id": ev.get("event_id"),
+                                },
+                            },
+                        )
                     else:
                         task.cancel()
                 elif kind == "conversation.item.truncate":
-                    await self._send(conn, {"type": "conversation.item.truncated", "item_id": ev["item_id"],
-                                            "content_index": 0, "audio_end_ms": ev["audio_end_ms"]})
+                    await self._send(
+                        conn,
+                        {
+                            "type": "conversation.item.truncated",
+                            "item_id": ev["item_id"],
+                            "content_index": 0,
+                            "audio_end_ms": ev["audio_end_ms"],
+                        },
+                    )
         except Exception:
             pass
 
@@ -100,36 +111,72 @@ class FakeServer:
         active["response_id"], active["item_id"] = rid, iid
         await self._send(conn, {"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
         item = {"id": iid, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
-        await self._send(conn, {"type": "response.output_item.added", "response_id": rid, "output_index": 0,
-                                "item": item})
+        await self._send(
+            conn, {"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item}
+        )
         await self._send(conn, {"type": "conversation.item.added", "item": item})
         status = "completed"
         try:
-            pcm = tone(self.reply_seconds)
+            pcm = tone(self.reply_seconds, amplitude=8000 / 32767, hz=440.0)
             # Faster than real time, like a real TTS: the client's queue holds the rest.
             for i in range(0, len(pcm), 2400):
-                chunk = pcm[i:i + 2400]
-                await self._send(conn, {"type": "response.output_audio_transcript.delta", "response_id": rid,
-                                        "item_id": iid, "output_index": 0, "content_index": 0, "delta": "la "})
-                await self._send(conn, {"type": "response.output_audio.delta", "response_id": rid, "item_id": iid,
-                                        "output_index": 0, "content_index": 0,
-                                        "delta": base64.b64encode(encode(chunk)).decode()})
+                chunk = pcm[i : i + 2400]
+                await self._send(
+                    conn,
+                    {
+                        "type": "response.output_audio_transcript.delta",
+                        "response_id": rid,
+                        "item_id": iid,
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": "la ",
+                    },
+                )
+                await self._send(
+                    conn,
+                    {
+                        "type": "response.output_audio.delta",
+                        "response_id": rid,
+                        "item_id": iid,
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": base64.b64encode(encode(chunk)).decode(),
+                    },
+                )
                 self.item_audio_ms[iid] = (i + len(chunk)) / 24
                 await asyncio.sleep(0.01)
             tail = encode(np.zeros(0, np.int16), last=True)  # the resampler's buffered end
             if tail:
-                await self._send(conn, {"type": "response.output_audio.delta", "response_id": rid, "item_id": iid,
-                                        "output_index": 0, "content_index": 0,
-                                        "delta": base64.b64encode(tail).decode()})
-            await self._send(conn, {"type": "response.output_audio.done", "response_id": rid, "item_id": iid,
-                                    "output_index": 0, "content_index": 0})
+                await self._send(
+                    conn,
+                    {
+                        "type": "response.output_audio.delta",
+                        "response_id": rid,
+                        "item_id": iid,
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": base64.b64encode(tail).decode(),
+                    },
+                )
+            await self._send(
+                conn,
+                {
+                    "type": "response.output_audio.done",
+                    "response_id": rid,
+                    "item_id": iid,
+                    "output_index": 0,
+                    "content_index": 0,
+                },
+            )
         except asyncio.CancelledError:
             status = "cancelled"
         await self._send(conn, {"type": "response.done", "response": {"id": rid, "status": status}})
 
     async def speech_started(self, conn_index: int = -1) -> None:
-        await self._send(self.connections[conn_index], {"type": "input_audio_buffer.speech_started",
-                                                        "audio_start_ms": 0, "item_id": ids.item_id()})
+        await self._send(
+            self.connections[conn_index],
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": ids.item_id()},
+        )
         session = self.sessions[conn_index]
         td = copy.deepcopy(session["audio"]["input"]["turn_detection"]) or {}
         if td.get("interrupt_response"):

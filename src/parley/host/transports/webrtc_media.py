@@ -13,8 +13,6 @@ upmixes mono at -3 dB, so duplicating the channel ourselves keeps the level.
 
 from __future__ import annotations
 
-import asyncio
-import fractions
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -22,100 +20,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from aiortc import RTCRtpReceiver
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from parley.engine.response import PlayoutPosition
+from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock
+from parley.media.playout import PlayoutPosition
+from parley.media.rtp_audio import stereo_frame, to_mono
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
 
 log = logging.getLogger(__name__)
-
-RTP_RATE = 48_000
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz
-FRAME_SECONDS = FRAME_SAMPLES / RTP_RATE
-TIME_BASE = fractions.Fraction(1, RTP_RATE)
-# After a stall longer than this (event loop blocked), restart the clock instead
-# of bursting the backlog: a burst would only arrive late at the listener anyway.
-MAX_LAG_SECONDS = 0.2
-
-
-class FrameClock:
-    """Paces 20 ms frames on the event loop's clock.
-
-    After a stall longer than ``max_lag`` (event loop blocked) it restarts the
-    clock instead of bursting the backlog, which would only reach the listener
-    late anyway. ``index`` numbers the frames (their pts in units of a frame).
-    """
-
-    def __init__(self, max_lag: float | None = MAX_LAG_SECONDS) -> None:
-        self.max_lag = max_lag
-        self.index = -1
-        self._start: float | None = None
-
-    async def tick(self) -> int:
-        loop = asyncio.get_running_loop()
-        self.index += 1
-        if self._start is None:
-            self._start = loop.time()
-            return self.index
-        delay = self._start + self.index * FRAME_SECONDS - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif self.max_lag is not None and delay < -self.max_lag:
-            self._start = loop.time() - self.index * FRAME_SECONDS
-        return self.index
-
-
-_SILENT_STEREO = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
-
-
-def stereo_frame(mono: np.ndarray | None, index: int) -> AudioFrame:
-    """One 20 ms 48 kHz s16 stereo frame (silence for ``None``) numbered ``index``.
-
-    Both channels carry the mono signal: aiortc's own upmix would cost 3 dB.
-    """
-    data = _SILENT_STEREO if mono is None else np.repeat(mono, 2).reshape(1, -1)
-    frame = AudioFrame.from_ndarray(data, format="s16", layout="stereo")
-    frame.sample_rate = RTP_RATE
-    frame.pts = index * FRAME_SAMPLES
-    frame.time_base = TIME_BASE
-    return frame
-
-
-class SampleQueue:
-    """A FIFO of int16 samples taken out in fixed-size blocks (zero-padded when short)."""
-
-    def __init__(self) -> None:
-        self._chunks: deque[np.ndarray] = deque()
-        self.size = 0
-
-    def push(self, pcm: np.ndarray) -> None:
-        if len(pcm):
-            self._chunks.append(pcm)
-            self.size += len(pcm)
-
-    def drop_oldest(self) -> None:
-        self.size -= len(self._chunks.popleft())
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def take(self, n: int) -> np.ndarray:
-        out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        while filled < n and self._chunks:
-            head = self._chunks[0]
-            k = min(n - filled, len(head))
-            out[filled : filled + k] = head[:k]
-            filled += k
-            self.size -= k
-            if k == len(head):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = head[k:]
-        return out
 
 
 class PlayoutListener(Protocol):
@@ -319,35 +232,3 @@ class InputAudioPump:
         if len(pcm):
             self.samples += len(pcm)
             self.deliver(pcm)
-
-
-def to_mono(frame: AudioFrame) -> np.ndarray:
-    """One int16 channel from an s16 frame (packed or planar), averaging the channels."""
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if data.dtype.kind == "f":  # decoders other than aiortc's may give float samples
-        data = (np.clip(data, -1.0, 1.0) * 32767).astype(np.int16)
-    elif data.dtype != np.int16:
-        data = data.astype(np.int16)
-    if channels == 1:
-        return data.reshape(-1)
-    if frame.format.is_planar:
-        return (data.astype(np.int32).sum(axis=0) // channels).astype(np.int16)
-    inter = data.reshape(-1, channels).astype(np.int32)
-    return (inter.sum(axis=1) // channels).astype(np.int16)
-
-
-def lower_input_latency(receiver: RTCRtpReceiver) -> None:
-    """Let decoded microphone frames through as soon as they are complete.
-
-    aiortc's audio jitter buffer holds four frames (80 ms) before it releases
-    one. That smooths nothing here: the session consumes audio as it comes
-    (there is no playout clock on this side), and reordering and loss are
-    handled the same with or without the prefetch. So it is pure delay on every
-    turn and on barge-in detection. The buffer is private aiortc state, hence
-    the defensive lookup: if it changes, we keep aiortc's default.
-    """
-    name = "_RTCRtpReceiver__jitter_buffer"
-    current = getattr(receiver, name, None)
-    if isinstance(current, JitterBuffer) and getattr(current, "_prefetch", 0) > 1:
-        setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=1))

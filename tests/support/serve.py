@@ -9,15 +9,15 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from parley.engine.app import create_engine_app
 from parley.engine.config import EngineConfig
-from parley.engine.runtime import EngineRuntime
+from parley.host.app import create_engine_app
+from parley.host.runtime import EngineRuntime
 from parley.server.app import create_app
 from parley.server.cli import uvicorn_config
 from parley.server.config import ServerConfig
 from parley.server.tools import ToolRegistry
 from parley.server.upstream import LocalUpstream, RemoteUpstream
-from tests.fakes import FakeModels
+from tests.support.fakes import FakeModels
 from tests.support.servers import RunningServer, free_port, run_uvicorn, serve_app
 
 UPSTREAM_KEY = "test-upstream-key-0123"  # not shaped like a real key, on purpose
@@ -45,7 +45,9 @@ class Serve:
 
 
 @contextlib.asynccontextmanager
-async def serve_parley(app: FastAPI, config: ServerConfig, ws: str | None = None) -> AsyncIterator[RunningServer]:
+async def serve_parley(
+    app: FastAPI, config: ServerConfig, ws: str | None = None
+) -> AsyncIterator[RunningServer]:
     """The app under uvicorn with ``parley serve``'s own settings (its WebSocket protocol included),
     on a free loopback port; ``ws`` names another uvicorn WebSocket implementation instead."""
     overrides: dict[str, Any] = {"host": "127.0.0.1", "port": free_port(), "lifespan": "on"}
@@ -56,8 +58,12 @@ async def serve_parley(app: FastAPI, config: ServerConfig, ws: str | None = None
 
 
 @contextlib.asynccontextmanager
-async def serve_local(runtime: EngineRuntime | None = None, registry: ToolRegistry | None = None,
-                      ws: str | None = None, **config: Any) -> AsyncIterator[Serve]:
+async def serve_local(
+    runtime: EngineRuntime | None = None,
+    registry: ToolRegistry | None = None,
+    ws: str | None = None,
+    **config: Any,
+) -> AsyncIterator[Serve]:
     """``parley serve`` with the engine embedded in-process."""
     runtime = runtime or fake_runtime()
     cfg = ServerConfig(**config)
@@ -67,9 +73,15 @@ async def serve_local(runtime: EngineRuntime | None = None, registry: ToolRegist
 
 
 @contextlib.asynccontextmanager
-async def serve_remote(runtime: EngineRuntime | None = None, key: str = UPSTREAM_KEY, engine_key: str = UPSTREAM_KEY,
-                       registry: ToolRegistry | None = None, upstream_url: str | None = None,
-                       ws: str | None = None, **config: Any) -> AsyncIterator[Serve]:
+async def serve_remote(
+    runtime: EngineRuntime | None = None,
+    key: str = UPSTREAM_KEY,
+    engine_key: str = UPSTREAM_KEY,
+    registry: ToolRegistry | None = None,
+    upstream_url: str | None = None,
+    ws: str | None = None,
+    **config: Any,
+) -> AsyncIterator[Serve]:
     """``parley serve --upstream http://127.0.0.1:PORT --upstream-key KEY`` against a separate engine app."""
     runtime = runtime or fake_runtime(api_key=engine_key)
     async with contextlib.AsyncExitStack() as stack:
@@ -78,8 +90,9 @@ async def serve_remote(runtime: EngineRuntime | None = None, key: str = UPSTREAM
             engine = await stack.enter_async_context(serve_app(create_engine_app(runtime)))
             upstream_url = f"{engine.http}/v1"
         cfg = ServerConfig(upstream_url=upstream_url, upstream_key=key, **config)
-        app = create_app(cfg, RemoteUpstream(upstream_url, key, cfg.upstream_kind, cfg.max_message_bytes, 5.0),
-                         registry)
+        app = create_app(
+            cfg, RemoteUpstream(upstream_url, key, cfg.upstream_kind, cfg.max_message_bytes, 5.0), registry
+        )
         server = await stack.enter_async_context(serve_parley(app, cfg, ws))
         yield Serve(server, cfg, app, runtime, engine)
 

@@ -1,0 +1,128 @@
+"""TurnDetector and sounds_finished alone: scripted speech probabilities, exact sample positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from parley.engine.turn_detection import (
+    Probe,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    sounds_finished,
+)
+
+FRAME = 480  # 20 ms at 24 kHz: the detector runs at the canonical rate, so nothing is resampled
+
+
+class ScriptedVad:
+    """Returns the next scripted probability for each frame (then silence)."""
+
+    def __init__(self, probabilities: list[float]) -> None:
+        self.probabilities = list(probabilities)
+        self.resets = 0
+
+    def __call__(self, frame: np.ndarray) -> float:
+        return self.probabilities.pop(0) if self.probabilities else 0.0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def frames(*runs: tuple[float, int]) -> list[float]:
+    return [p for p, n in runs for _ in range(n)]
+
+
+def detector(config: dict, probabilities: list[float], **kw) -> TurnDetector:
+    return TurnDetector(ScriptedVad(probabilities), 24000, FRAME, config, **kw)
+
+
+def run(det: TurnDetector, n_frames: int, buffer_start: int = 0) -> list:
+    return det.feed(np.zeros(n_frames * FRAME, dtype=np.int16), buffer_start)
+
+
+SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 40, "silence_duration_ms": 200}
+
+
+def test_server_vad_start_probe_and_stop_positions() -> None:
+    det = detector(SERVER_VAD, frames((0.0, 5), (0.9, 10), (0.0, 12)), min_speech_ms=40, probe_ms=100)
+    signals = run(det, 27)
+    # Two 20 ms frames of speech start the turn, back-dated to the first and padded by 40 ms.
+    assert signals[0] == SpeechStarted(onset=5 * FRAME, start=5 * FRAME - 960)
+    # 100 ms into the silence: a probe; 200 ms: the end of the turn, silence included.
+    assert signals[1] == Probe(start=5 * FRAME - 960, end=20 * FRAME)
+    assert signals[2] == SpeechStopped(start=5 * FRAME - 960, end=25 * FRAME)
+    assert len(signals) == 3 and not det.speaking
+
+
+def test_short_blips_and_wavering_probabilities() -> None:
+    # One frame of speech is not a turn.
+    det = detector(SERVER_VAD, frames((0.9, 1), (0.0, 5)), min_speech_ms=40)
+    assert run(det, 6) == []
+    # Once speaking, a probability just under the threshold (hysteresis) does not count as silence.
+    det = detector(SERVER_VAD, frames((0.9, 3), (0.4, 20), (0.0, 10)), min_speech_ms=40)
+    signals = run(det, 33)
+    assert [type(s) for s in signals] == [SpeechStarted, Probe, SpeechStopped]
+    assert signals[-1].end == 33 * FRAME
+
+
+def test_prefix_padding_is_clamped_to_the_buffer() -> None:
+    det = detector(SERVER_VAD, frames((0.0, 1), (0.9, 3)), min_speech_ms=40)
+    [started] = run(det, 4, buffer_start=200)
+    assert started == SpeechStarted(onset=FRAME, start=200)
+
+
+def test_speech_resumed_only_after_a_probe() -> None:
+    # Speech comes back 60 ms into the pause, before the probe: nothing to drop.
+    det = detector(SERVER_VAD, frames((0.9, 3), (0.0, 3), (0.9, 3)), min_speech_ms=40, probe_ms=100)
+    assert [type(s) for s in run(det, 9)] == [SpeechStarted]
+    # 120 ms into the pause, after the probe: speculative work must go.
+    det = detector(SERVER_VAD, frames((0.9, 3), (0.0, 6), (0.9, 3)), min_speech_ms=40, probe_ms=100)
+    assert [type(s) for s in run(det, 12)] == [SpeechStarted, Probe, SpeechResumed]
+    assert det.speaking
+
+
+def test_positions_count_from_where_the_detector_starts() -> None:
+    det = detector(SERVER_VAD, frames((0.9, 3)), min_speech_ms=40, position=48_000)
+    [started] = run(det, 3, buffer_start=48_000)
+    assert started == SpeechStarted(onset=48_000, start=48_000)
+    assert det.position == 48_000 + 3 * FRAME
+
+
+def test_semantic_vad_waits_until_told_the_words_sound_finished() -> None:
+    config = {"type": "semantic_vad", "eagerness": "high"}  # waits up to 2 s, 250 ms once finished
+    det = detector(config, frames((0.9, 3), (0.0, 100)), min_speech_ms=40)
+    signals = run(det, 3 + 15)  # 300 ms of silence: a probe, no end
+    assert [type(s) for s in signals] == [SpeechStarted, Probe]
+    det.set_required_silence(det.min_wait_ms)
+    [stopped] = run(det, 1)
+    assert isinstance(stopped, SpeechStopped) and stopped.end == 19 * FRAME
+
+
+def test_reset_forgets_the_utterance() -> None:
+    det = detector(SERVER_VAD, frames((0.9, 3)), min_speech_ms=40)
+    run(det, 3)
+    det.reset()
+    assert not det.speaking and det.vad.resets == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("text", "finished"),
+    [
+        ("What is the capital of France?", True),
+        ("Tell me a joke.", True),
+        ("Wow!", True),
+        ("I was thinking about the", False),
+        ("Can you tell me, and", False),
+        ("So um.", False),
+        ("Well...", False),
+        ("Let me think…", False),
+        ("first of all,", False),
+        ("no punctuation at all", False),
+        ("   ", False),
+    ],
+)
+def test_sounds_finished(text: str, finished: bool) -> None:
+    assert sounds_finished(text) is finished
