@@ -102,15 +102,26 @@ class _Plan:
 
 
 _DONE = object()
+_CALL_OPENINGS = (TOOL_CALL_OPEN, '{"name"')
+
+
+def _compact_tool(tool: ToolSpec) -> dict[str, Any]:
+    """The tool as the template renders it, without schema noise that costs prompt tokens."""
+    params = json.loads(json.dumps(tool.parameters or {"type": "object", "properties": {}}))
+    if not params.get("required"):
+        params.pop("required", None)
+    params.pop("additionalProperties", None)
+    return {"name": tool.name, "description": tool.description or "", "parameters": params}
 
 
 class LlamaLLM:
     """:class:`~parley.engine.models.base.LanguageModel` backed by llama.cpp."""
 
     name = "llama"
-    # Read by the session (tool_router): for "auto" it routes explicitly rather
-    # than trust a 135M model to decide; this backend's own auto mode (tool
-    # few-shot + <tool_call> detection) stays for direct use.
+    # Read by the session (tool_router): when False, "auto" is routed explicitly
+    # rather than trusting a tiny model (SmolLM2-135M) to decide. Models trained
+    # for function calling (Qwen2.5) decide themselves: the prompt carries the
+    # tools in the model's own template and the reply is watched for a call.
     decides_tools = False
 
     def __init__(
@@ -122,6 +133,7 @@ class LlamaLLM:
         system_preamble: str = VOICE_PREAMBLE,
         few_shot: tuple[tuple[str, str], ...] = FEW_SHOT,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        decides_tools: bool = False,
     ) -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -139,9 +151,13 @@ class LlamaLLM:
         self.system_preamble = system_preamble
         self.few_shot = few_shot
         self.max_tokens = max_tokens
+        self.decides_tools = decides_tools
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ValueError(f"{self.model_path} has no chat template")
+        # A template that renders a ``tools`` list (Qwen2.5's does) describes them the way the
+        # model was trained on; others get Parley's own short description in the system text.
+        self._native_tools = decides_tools and "tools" in template
         eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
         self._eos = eos_id
         self._formatter = Jinja2ChatFormatter(
@@ -233,6 +249,10 @@ class LlamaLLM:
     def _plan(self, request: ChatRequest) -> _Plan:
         choice = request.tool_choice
         tools = list(request.tools) if choice.mode != "none" else []
+        if choice.mode == "auto" and request.messages and request.messages[-1].role == "tool":
+            # A small local model asked again right after a result tends to call the same tool
+            # again and loop; answering the result in words is what the user waits for.
+            tools = []
         forced = None
         if choice.mode == "function":
             forced = next((t for t in request.tools if t.name == choice.name), None)
@@ -244,12 +264,23 @@ class LlamaLLM:
         max_tokens = request.max_tokens or self.max_tokens
         if forced or required:
             max_tokens = max(max_tokens, TOOL_MAX_TOKENS)
-        prompt = self._fit(request.messages, tools, max_tokens, tool_shot=auto_tools)
+        prompt = self._fit(
+            request.messages, tools, max_tokens, tool_shot=auto_tools and not self.decides_tools
+        )
         return _Plan(prompt, tools, forced, required, auto_tools, max_tokens)
 
-    def _render(self, system: str, shots: tuple[tuple[str, str], ...], messages: list[dict[str, str]]) -> str:
+    def _render(
+        self,
+        system: str,
+        shots: tuple[tuple[str, str], ...],
+        messages: list[dict[str, str]],
+        tools: list[ToolSpec] = (),  # type: ignore[assignment]
+    ) -> str:
         head = [{"role": "system", "content": system}]
         head += [{"role": r, "content": c} for r, c in shots]
+        if self._native_tools and tools:
+            native = [{"type": "function", "function": _compact_tool(t)} for t in tools]
+            return self._formatter(messages=head + messages, tools=native).prompt
         return self._formatter(messages=head + messages).prompt
 
     def _fit(
@@ -258,14 +289,14 @@ class LlamaLLM:
         """Render the prompt, dropping the oldest turns (then the few-shot) until it fits."""
         system_parts = [self.system_preamble]
         system_parts += [m.content for m in messages if m.role == "system" and m.content.strip()]
-        if tools:
+        if tools and not self._native_tools:
             system_parts.append(describe_tools(tools))
         system = "\n\n".join(system_parts)
         convo = _to_chat(m for m in messages if m.role != "system")
         budget = self.n_ctx - min(max_tokens, self.n_ctx // 2) - _SAFETY_TOKENS
         shots = self.few_shot + (TOOL_SHOT if tool_shot else ())
         while True:
-            prompt = self._render(system, shots, convo)
+            prompt = self._render(system, shots, convo, tools)
             if len(self._tokenize(prompt)) <= budget:
                 return prompt
             if len(convo) > 1:
@@ -332,11 +363,12 @@ class LlamaLLM:
             if deciding:
                 pending += text
                 head = pending.lstrip()
-                if head.startswith(TOOL_CALL_OPEN):
+                # Qwen2.5-Coder answers a call with bare JSON, others with the tag first.
+                if head.startswith(_CALL_OPENINGS):
                     log.debug("llama: model chose a tool call")
                     yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, from_auto=True)
                     return
-                if head and TOOL_CALL_OPEN.startswith(head):
+                if head and any(o.startswith(head) for o in _CALL_OPENINGS):
                     continue  # still ambiguous
                 deciding = False
                 text, pending = pending, ""
