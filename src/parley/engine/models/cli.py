@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare_llms(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, verify: bool) -> None:
     """Join and verify every installed local LLM; show which are installed and which is active."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
     from rich.markup import escape
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
     from rich.table import Table
 
     cache = Path(cfg.cache_dir)
