@@ -112,6 +112,7 @@ class RealtimeSession:
         self._deferred_turn: Item | None = None  # a user turn waiting for the active response to end
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._prefill_task: asyncio.Task[Any] | None = None
         self._configure_turn_detection()
 
     # ------------------------------------------------------------------ API
@@ -132,6 +133,7 @@ class RealtimeSession:
         self.emit({"type": "session.created", "session": wire_session(self.session)})
         loop = asyncio.get_running_loop()
         self._expiry_timer = loop.call_later(self.config.max_session_seconds, self._expire)
+        self._prefill()
 
     def receive(self, raw: str | bytes | dict[str, Any]) -> None:
         """Handle one client event; a bad one becomes an ``error`` event and changes nothing."""
@@ -177,6 +179,7 @@ class RealtimeSession:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.models.llm.forget(self.id)
         for sink in self.sinks:
             sink.close()
         self.sinks.clear()
@@ -241,6 +244,8 @@ class RealtimeSession:
         if self.session["audio"]["input"]["turn_detection"] != before["audio"]["input"]["turn_detection"]:
             self._configure_turn_detection()
         self.emit({"type": "session.updated", "session": wire_session(self.session)})
+        if any(self.session.get(k) != before.get(k) for k in ("instructions", "tools", "tool_choice")):
+            self._prefill()
 
     def _on_append(self, event: dict[str, Any]) -> None:
         if self.media is not None:
@@ -612,6 +617,15 @@ class RealtimeSession:
         if provisional is not None:
             items = [*items, provisional]
         await self._await_transcripts(items)
+        request = self._chat_request(params, items, extra_instructions)
+        tts = self.models.tts if params.audio else None
+        if tts is not None:
+            self._voice_locked = True
+        return Generation(self.models.llm, tts, request, voice=params.voice, speed=params.speed).start()
+
+    def _chat_request(
+        self, params: ResponseParams, items: list[Item], extra_instructions: str | None = None
+    ) -> ChatRequest:
         instructions = params.instructions + (f"\n\n{extra_instructions}" if extra_instructions else "")
         request = ChatRequest(
             messages=build_messages(instructions, items),
@@ -621,13 +635,23 @@ class RealtimeSession:
             ],
             tool_choice=_tool_choice(params.tool_choice),
             max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
+            # Only responses that write to this session's conversation share its prompt state.
+            cache_key=self.id if params.conversation == "auto" else None,
         )
         if request.tool_choice.mode == "auto" and not self.models.llm.decides_tools:
             request.tool_choice = tool_router.choose(request.messages, request.tools)
-        tts = self.models.tts if params.audio else None
-        if tts is not None:
-            self._voice_locked = True
-        return Generation(self.models.llm, tts, request, voice=params.voice, speed=params.speed).start()
+        return request
+
+    def _prefill(self) -> None:
+        """Evaluate the prompt (instructions, tools, the conversation so far) before it is needed.
+
+        Runs when the session starts and when its instructions or tools change: the user is
+        still getting ready to speak, and the first reply then waits only for its own turn.
+        """
+        if self._prefill_task is not None and not self._prefill_task.done():
+            self._prefill_task.cancel()  # the prompt changed again; the newer one wins
+        request = self._chat_request(self._response_params({}), self.conversation.items())
+        self._prefill_task = self._spawn(self.models.llm.prefill(request))
 
     async def _speculative_generation(self, spec: Speculation) -> Generation:
         transcript = await spec.stt

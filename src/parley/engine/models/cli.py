@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 def _prepare_llms(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, verify: bool) -> None:
     """Join and verify every installed local LLM; show which are installed and which is active."""
     from rich.markup import escape
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
     from rich.table import Table
 
     cache = Path(cfg.cache_dir)
@@ -115,11 +115,11 @@ def _prepare_llms(console, cfg: ModelConfig, problems: list[ModelUnavailable], *
                         console=console,
                     ) as progress:
                         task = progress.add_task(f"{model.title}: joining and verifying", total=model.size)
-                        llm_catalog.prepare(
-                            cache,
-                            model,
-                            lambda done, total, t=task: progress.update(t, completed=done, total=total),
-                        )
+
+                        def update(done: int, total: int, task: TaskID = task) -> None:
+                            progress.update(task, completed=done, total=total)
+
+                        llm_catalog.prepare(cache, model, update)
                     verified = "sha256 ✓"
             except ModelUnavailable as exc:
                 verified = "[red]refused[/]"

@@ -47,6 +47,7 @@ from parley.engine.models.base import (
     ToolSpec,
 )
 from parley.engine.models.llama_grammar import GrammarDecoder
+from parley.engine.models.llama_prompt_cache import PromptStates
 from parley.engine.models.llm_tools import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
@@ -86,6 +87,9 @@ TOOL_SHOT: tuple[tuple[str, str], ...] = (
 DEFAULT_MAX_TOKENS = 256
 TOOL_MAX_TOKENS = 384
 REPEAT_PENALTY = 1.1
+# Tokens per prefill step: small enough that a turn waiting for the model gets it within
+# ~0.3 s on two cores, large enough to keep batched evaluation efficient.
+PREFILL_STEP = 64
 _SAFETY_TOKENS = 8
 
 
@@ -172,6 +176,8 @@ class LlamaLLM:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
         self._lock = threading.Lock()
+        self._waiting = 0  # generations queued for the lock: a prefill gives way to them
+        self._states = PromptStates(self._llm)
         self._grammars: dict[str, str] = {}
         self._grammar = GrammarDecoder(self._llm)
 
@@ -214,11 +220,17 @@ class LlamaLLM:
     def generate_sync(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatChunk]:
         """Blocking generator of the reply's chunks; used by :meth:`stream` and warm-up."""
         stop = stop or threading.Event()
-        with self._lock:
+        self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        try:
             if stop.is_set():
                 return
             plan = self._plan(request)
             tokens = self._tokenize(plan.prompt)
+            self._states.restore_for(request.cache_key, tokens)
             counts = {"in": len(tokens), "out": 0}
             if plan.forced is not None:
                 yield from self._tool_call(plan, plan.prompt, [plan.forced], stop, counts)
@@ -226,6 +238,41 @@ class LlamaLLM:
                 yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts)
             else:
                 yield from self._text(plan, tokens, stop, counts)
+        finally:
+            try:
+                self._states.save(request.cache_key)
+            finally:
+                self._lock.release()
+
+    # -- prompt prefill ----------------------------------------------------------------
+
+    async def prefill(self, request: ChatRequest) -> int:
+        """Evaluate ``request``'s prompt now (while the user is still speaking), keep it by session.
+
+        Returns how many prompt tokens are evaluated. Gives way to any generation that wants
+        the model, within one small step; what was done is kept and the next prefill resumes.
+        """
+        return await asyncio.to_thread(self.prefill_sync, request)
+
+    def prefill_sync(self, request: ChatRequest) -> int:
+        with self._lock:
+            plan = self._plan(request)
+            tokens = self._tokenize(plan.prompt)
+            pos = self._states.restore_for(request.cache_key, tokens)
+            self._llm.n_tokens = pos  # drop whatever followed the common prefix
+            last = len(tokens) - 1  # the final token is evaluated by the turn itself (fresh logits)
+            while pos < last and not self._waiting:
+                PRIORITY.yield_to_urgent()
+                step = tokens[pos : min(last, pos + PREFILL_STEP)]
+                self._llm.eval(step)
+                pos += len(step)
+            self._states.save(request.cache_key)
+            return pos
+
+    def forget(self, key: str) -> None:
+        """The session has ended: drop its saved prompt state."""
+        with self._lock:
+            self._states.forget(key)
 
     def warmup(self) -> None:
         # A full-length chat turn: a 4-token warm-up leaves the first real

@@ -88,9 +88,13 @@ def runtime_of(backend: str) -> str:
     return _RUNTIME.get(backend, backend)
 
 
+# Backends that run elsewhere: nothing native to prove on this machine.
+_REMOTE = {"openai"}
+
+
 def local_stages(cfg: ModelConfig) -> list[str]:
-    """Stages that run native code in this process (a remote LLM server needs no proof here)."""
-    return [s for s in STAGES if getattr(cfg, s) in _RUNTIME]
+    """Stages that run in this process (an unknown backend is probed too: the probe says it is unknown)."""
+    return [s for s in STAGES if getattr(cfg, s) not in _REMOTE]
 
 
 # --- fingerprint and stamp ---------------------------------------------------------------
