@@ -31,6 +31,7 @@ import asyncio
 import codecs
 import json
 import logging
+import re
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
@@ -107,6 +108,13 @@ class _Plan:
 
 _DONE = object()
 _CALL_OPENINGS = (TOOL_CALL_OPEN, '{"name"')
+_CALL_PREFIX = TOOL_CALL_OPEN + '{"name": '
+_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"]{0,64})"')
+
+
+def _named_tool(name: str, tools: list[ToolSpec]) -> ToolSpec | None:
+    """The tool the model named, if it is a real one (else the grammar chooses among the real ones)."""
+    return next((t for t in tools if t.name == name), None)
 
 
 def _compact_tool(tool: ToolSpec) -> dict[str, Any]:
@@ -412,8 +420,12 @@ class LlamaLLM:
                 head = pending.lstrip()
                 # Qwen2.5-Coder answers a call with bare JSON, others with the tag first.
                 if head.startswith(_CALL_OPENINGS):
-                    log.debug("llama: model chose a tool call")
-                    yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, from_auto=True)
+                    meant = _NAME.search(head)
+                    if meant is None and len(head) < 80:
+                        continue  # let the model say which tool it means
+                    log.debug("llama: model chose a tool call (%s)", meant and meant.group(1))
+                    chosen = _named_tool(meant.group(1), plan.tools) if meant else None
+                    yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, chosen=chosen)
                     return
                 if head and any(o.startswith(head) for o in _CALL_OPENINGS):
                     continue  # still ambiguous
@@ -435,20 +447,23 @@ class LlamaLLM:
         stop: threading.Event,
         counts: dict[str, Any],
         *,
-        from_auto: bool = False,
+        chosen: ToolSpec | None = None,
     ) -> Iterator[ChatChunk]:
         """Choose the tool (grammar over names) then stream its grammar-constrained arguments."""
-        prefix = prompt + TOOL_CALL_OPEN + '{"name": '
-        if len(tools) == 1:
+        # The call is written the way the model itself writes one: Qwen2.5 as bare JSON (with the
+        # tag, its grammar-constrained choice of name was wrong 4 times in 6), others after the tag.
+        prefix = prompt + ('{"name": "' if self._native_tools else _CALL_PREFIX + '"')
+        if chosen is not None:
+            tool = chosen
+        elif len(tools) == 1:
             tool = tools[0]
         else:
             names = "".join(self._constrained(prefix, self._names_grammar(tools), stop, counts, 64))
             if stop.is_set():
                 return
-            chosen = json.loads(names)
-            tool = next(t for t in tools if t.name == chosen)
+            tool = next(t for t in tools if t.name == names.removesuffix('"'))
         yield ToolCallDelta(index=0, call_id=new_call_id(), name=tool.name)
-        args_prompt = prefix + json.dumps(tool.name) + ', "arguments": '
+        args_prompt = prefix + tool.name + '", "arguments": '
         held = ""  # trailing whitespace the grammar allows after the closing brace
         for text in self._constrained(args_prompt, self._args_grammar(tool), stop, counts, TOOL_MAX_TOKENS):
             text = held + text
@@ -461,8 +476,8 @@ class LlamaLLM:
         yield Finish("tool_calls", counts["in"], counts["out"])
 
     def _names_grammar(self, tools: list[ToolSpec]) -> str:
-        """GBNF: exactly one of the tool names, as a JSON string."""
-        return "root ::= " + " | ".join(json.dumps(json.dumps(t.name)) for t in tools)
+        """GBNF: exactly one of the tool names and the closing quote (the opening one is in the prompt)."""
+        return "root ::= " + " | ".join(json.dumps(t.name + '"') for t in tools)
 
     def _args_grammar(self, tool: ToolSpec) -> str:
         """GBNF for the tool's (length-capped) JSON Schema; cached per schema."""
