@@ -145,3 +145,29 @@ async def test_prompt_and_language_are_accepted(models, synth) -> None:
     result = await models.stt.transcribe(audio, language="en", prompt="Smart home commands.")
     assert errors("Turn on the kitchen lights please.", result.text) <= 1
     assert result.language == "en"
+
+
+def _espeak_voice(voice: str, text: str) -> tuple[np.ndarray, int]:
+    import io
+    import shutil
+    import subprocess
+    import wave
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make system-deps)")
+    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).copy(), w.getframerate()
+
+
+async def test_languages_detects_only_among_the_allowed(models) -> None:
+    """``transcription.languages``: Whisper detects the language, but only among those allowed."""
+    german = to_float(*_espeak_voice("de", "Guten Morgen, wie geht es dir heute? Das Wetter ist schön."))
+    english = to_float(*_espeak_voice("en-us", "Good morning, how are you today? The weather is nice."))
+    de = await models.stt.transcribe(german, languages=["en", "de", "fr"])
+    en = await models.stt.transcribe(english, languages=["en", "de", "fr"])
+    assert (de.language, en.language) == ("de", "en"), (de, en)
+    assert "weather" in en.text.lower(), en.text
+    # German speech when only French and Spanish are allowed: one of those, never German.
+    forced = await models.stt.transcribe(german, languages=["fr", "es"])
+    assert forced.language in ("fr", "es"), forced

@@ -47,6 +47,8 @@ class ResponseParams:
     conversation: Literal["auto", "none"] = "auto"
     input_items: list[Item] | None = None  # replaces the conversation as context
     metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None  # None = the backend's default
+    reasoning_effort: str | None = None
 
     @property
     def audio(self) -> bool:

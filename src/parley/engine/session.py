@@ -495,16 +495,20 @@ class RealtimeSession:
         stt = self.models.stt
         audio = int16_to_float(resample(pcm, CANONICAL_RATE, stt.sample_rate))
         config = self.session["audio"]["input"]["transcription"] or {}
+        languages = config.get("languages")
+        # Several allowed languages: Whisper detects among them; otherwise the one given
+        # (or the engine's default).
+        language = config.get("language") or (None if languages else self.config.models.stt_language)
         with PRIORITY.urgent():  # the user is waiting on this; background decoding pauses
             return await stt.transcribe(
-                audio,
-                language=config.get("language") or self.config.models.stt_language,
-                prompt=config.get("prompt"),
+                audio, language=language, prompt=_whisper_prompt(config), languages=languages
             )
 
     def _start_transcription(self, item: Item, speculative: asyncio.Task[Transcript] | None = None) -> None:
         assert item.audio is not None
-        enabled = self.session["audio"]["input"]["transcription"] is not None
+        transcription = self.session["audio"]["input"]["transcription"]
+        enabled = transcription is not None
+        report_language = bool((transcription or {}).get("languages"))
         times = self._metrics.get(item.id)
         if times and speculative is None:
             times.stt_started = time.perf_counter()
@@ -534,7 +538,8 @@ class RealtimeSession:
                         }
                     )
                 return
-            text = t.result().text.strip()
+            result = t.result()
+            text = result.text.strip()
             item.heard_text = text
             if enabled:
                 item.wire["content"][0]["transcript"] = text
@@ -554,6 +559,12 @@ class RealtimeSession:
                         "content_index": 0,
                         "transcript": text,
                         "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)},
+                        # Asked for with ``languages``: the one Whisper detected among them.
+                        **(
+                            {"languages": [{"code": result.language}]}
+                            if report_language and result.language
+                            else {}
+                        ),
                     }
                 )
 
@@ -621,6 +632,8 @@ class RealtimeSession:
             ],
             tool_choice=_tool_choice(params.tool_choice),
             max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
+            parallel_tool_calls=params.parallel_tool_calls,
+            reasoning_effort=params.reasoning_effort,
         )
         if request.tool_choice.mode == "auto" and not self.models.llm.decides_tools:
             request.tool_choice = tool_router.choose(request.messages, request.tools)
@@ -765,6 +778,14 @@ def _peek_event_id(raw: str | bytes | dict[str, Any]) -> str | None:
         return None
     value = event.get("event_id") if isinstance(event, dict) else None
     return value if isinstance(value, str) else None
+
+
+def _whisper_prompt(config: dict[str, Any]) -> str | None:
+    """The transcription ``prompt`` with the ``keywords`` after it: Whisper's initial prompt
+    is how it is biased toward words (the decoder continues in the prompt's vocabulary)."""
+    parts = [(config.get("prompt") or "").strip().rstrip("."), ", ".join(config.get("keywords") or ())]
+    prompt = ". ".join(p for p in parts if p.strip())
+    return prompt or None
 
 
 def _tool_choice(choice: Any) -> ToolChoice:

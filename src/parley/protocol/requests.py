@@ -23,6 +23,8 @@ from parley.protocol.session_config import (
     check_format,
     check_max_output_tokens,
     check_output_modalities,
+    check_parallel_tool_calls,
+    check_reasoning,
     check_tool_choice,
     check_tools,
 )
@@ -104,6 +106,8 @@ class ResponseRequest(TypedDict):
     conversation: Literal["auto", "none"]
     input_items: list[Any] | None
     metadata: dict[str, str] | None
+    parallel_tool_calls: bool | None
+    reasoning_effort: str | None
 
 
 def check_response(
@@ -131,6 +135,11 @@ def check_response(
             raise invalid_value(
                 "Invalid 'response.metadata': up to 16 string key/value pairs.", "response.metadata"
             )
+    reasoning = (
+        check_reasoning(overrides["reasoning"], "response.reasoning")
+        if "reasoning" in overrides
+        else s.get("reasoning")
+    )
     audio_out = (overrides.get("audio") or {}).get("output") or {}
     voice = audio_out.get("voice") or s["audio"]["output"]["voice"]
     if isinstance(voice, dict):
@@ -164,6 +173,12 @@ def check_response(
         conversation=conversation,
         input_items=_input_items(overrides["input"], input_item) if "input" in overrides else None,
         metadata=metadata,
+        parallel_tool_calls=check_parallel_tool_calls(
+            overrides["parallel_tool_calls"], "response.parallel_tool_calls"
+        )
+        if "parallel_tool_calls" in overrides
+        else s.get("parallel_tool_calls"),
+        reasoning_effort=(reasoning or {}).get("effort"),
     )
     choice = request["tool_choice"]
     if isinstance(choice, dict) and choice["name"] not in {t["name"] for t in request["tools"]}:

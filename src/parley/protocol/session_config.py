@@ -189,6 +189,37 @@ def check_tool_choice(value: Any, param: str) -> Any:
     )
 
 
+REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
+
+
+def check_reasoning(value: Any, param: str) -> dict[str, Any] | None:
+    """``{"effort": …}`` or null (openai-python's ``RealtimeReasoning``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid_value(f"Invalid '{param}': expected an object or null.", param)
+    effort = value.get("effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise invalid_value(
+            f"Invalid '{param}.effort': {effort!r}. Supported values are: {', '.join(REASONING_EFFORTS)}.",
+            f"{param}.effort",
+        )
+    return {"effort": effort}
+
+
+def check_parallel_tool_calls(value: Any, param: str) -> bool | None:
+    if value is not None:
+        _check_bool(value, param)
+    return value  # type: ignore[no-any-return]
+
+
+def _string_list(value: Any, param: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise invalid_value(f"Invalid '{param}': expected an array of non-empty strings.", param)
+    return list(value)
+
+
 def _turn_detection(value: Any, param: str) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -235,6 +266,18 @@ def _transcription(value: Any, param: str) -> dict[str, Any] | None:
             if not isinstance(value[key], str):
                 raise invalid_value(f"Invalid '{param}.{key}': expected a string.", f"{param}.{key}")
             out[key] = value[key]
+    # Post-GA fields (openai-python's AudioTranscription): allowed languages, keywords, delay.
+    for key in ("languages", "keywords"):
+        if value.get(key) is not None:
+            out[key] = _string_list(value[key], f"{param}.{key}")
+    delay = value.get("delay")
+    if delay is not None:
+        if delay not in TRANSCRIPTION_DELAYS:
+            raise invalid_value(
+                f"Invalid '{param}.delay': {delay!r}. Supported values are: {', '.join(TRANSCRIPTION_DELAYS)}.",
+                f"{param}.delay",
+            )
+        out["delay"] = delay
     return out
 
 
@@ -245,7 +288,12 @@ def _noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
         raise invalid_value(
             f'Invalid \'{param}\': expected {{"type": "near_field"|"far_field"}} or null.', param
         )
-    return {"type": value["type"]}
+    out: dict[str, Any] = {"type": value["type"]}
+    strength = value.get("strength")
+    if strength is not None:
+        _check_number(strength, 0.0, 1.0, f"{param}.strength")
+        out["strength"] = float(strength)
+    return out
 
 
 # --- merge ----------------------------------------------------------------
@@ -288,6 +336,13 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = 
     if "model" in update and update["model"] is not None:
         # Both agent SDKs resend the model on every update; accept it as is.
         s["model"] = str(update["model"])
+    # Absent until set, so sessions that never use them look as they did before.
+    if "reasoning" in update:
+        s["reasoning"] = check_reasoning(update["reasoning"], "session.reasoning")
+    if "parallel_tool_calls" in update:
+        s["parallel_tool_calls"] = check_parallel_tool_calls(
+            update["parallel_tool_calls"], "session.parallel_tool_calls"
+        )
     for key in ("tracing", "truncation", "prompt", "include"):
         if key in update:
             s[key] = copy.deepcopy(update[key])

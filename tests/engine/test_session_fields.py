@@ -1,0 +1,118 @@
+"""Post-GA session fields with fake models: accepted, echoed, validated, and passed on.
+
+``reasoning`` and ``parallel_tool_calls`` (session and response) reach the LLM request;
+transcription ``languages`` asks the STT to detect among them and the detected language is
+reported on ``completed``; ``keywords`` bias Whisper through its prompt; ``delay`` and
+``noise_reduction.strength`` are echoed. Every event is validated strictly (EventLog).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from tests.engine.test_session_orchestration import feed, make
+from tests.support.audio import silence, tone
+from tests.support.fakes import FakeModels
+
+
+def update(session: Any, body: dict[str, Any]) -> None:
+    session.receive(json.dumps({"type": "session.update", "session": {"type": "realtime", **body}}))
+
+
+async def test_reasoning_and_parallel_tool_calls_are_echoed_and_reach_the_llm() -> None:
+    session, log, models = make()
+    assert "reasoning" not in log.of("session.created")[0]["session"]  # absent until set
+    update(session, {"reasoning": {"effort": "low"}, "parallel_tool_calls": False})
+    echoed = (await log.wait_for("session.updated"))["session"]
+    assert echoed["reasoning"] == {"effort": "low"} and echoed["parallel_tool_calls"] is False
+    session.receive(json.dumps({"type": "response.create"}))
+    await log.wait_for("response.done")
+    request = models.llm.requests[-1]
+    assert (request.reasoning_effort, request.parallel_tool_calls) == ("low", False)
+    # A response overrides the session for itself only.
+    session.receive(
+        json.dumps(
+            {
+                "type": "response.create",
+                "response": {"reasoning": {"effort": "high"}, "parallel_tool_calls": True},
+            }
+        )
+    )
+    await log.wait_for("response.done", start=log.index("response.done") + 1)
+    request = models.llm.requests[-1]
+    assert (request.reasoning_effort, request.parallel_tool_calls) == ("high", True)
+    await session.close()
+
+
+async def test_bad_values_are_errors_and_the_session_goes_on() -> None:
+    session, log, _ = make()
+    for body, param in (
+        ({"reasoning": {"effort": "extreme"}}, "session.reasoning.effort"),
+        ({"parallel_tool_calls": "yes"}, "session.parallel_tool_calls"),
+        (
+            {"audio": {"input": {"transcription": {"model": "whisper-1", "delay": "soon"}}}},
+            "session.audio.input.transcription.delay",
+        ),
+        (
+            {"audio": {"input": {"noise_reduction": {"type": "near_field", "strength": 3}}}},
+            "session.audio.input.noise_reduction.strength",
+        ),
+    ):
+        seen = len(log.events)
+        update(session, body)
+        error = await log.wait_for("error", start=seen)
+        assert error["error"]["param"] == param, error
+    update(session, {"instructions": "Still here."})
+    assert (await log.wait_for("session.updated"))["session"]["instructions"] == "Still here."
+    await session.close()
+
+
+async def test_languages_detected_and_reported_keywords_in_the_prompt() -> None:
+    session, log, models = make(FakeModels())
+    transcription = {
+        "model": "gpt-transcribe",
+        "languages": ["fr", "de"],
+        "keywords": ["Parley", "Silero"],
+        "prompt": "A voice assistant.",
+        "delay": "low",
+    }
+    update(
+        session,
+        {
+            "audio": {
+                "input": {
+                    "transcription": transcription,
+                    "noise_reduction": {"type": "far_field", "strength": 0.5},
+                    "turn_detection": None,
+                }
+            }
+        },
+    )
+    echoed = (await log.wait_for("session.updated"))["session"]["audio"]["input"]
+    assert echoed["transcription"] == transcription
+    assert echoed["noise_reduction"] == {"type": "far_field", "strength": 0.5}
+    feed(session, np.concatenate([tone(0.6), silence(0.2)]))
+    session.receive(json.dumps({"type": "input_audio_buffer.commit"}))
+    completed = await log.wait_for("conversation.item.input_audio_transcription.completed")
+    assert completed["languages"] == [{"code": "fr"}]  # the fake "detects" the first allowed one
+    assert models.stt.last_options == {
+        "language": None,
+        "prompt": "A voice assistant. Parley, Silero",
+        "languages": ["fr", "de"],
+    }
+    await session.close()
+
+
+async def test_no_languages_field_means_no_languages_on_completed() -> None:
+    session, log, models = make()
+    update(session, {"audio": {"input": {"transcription": {"model": "whisper-1"}, "turn_detection": None}}})
+    await log.wait_for("session.updated")
+    feed(session, np.concatenate([tone(0.6), silence(0.2)]))
+    session.receive(json.dumps({"type": "input_audio_buffer.commit"}))
+    completed = await log.wait_for("conversation.item.input_audio_transcription.completed")
+    assert "languages" not in completed
+    assert models.stt.last_options["language"] == "en" and models.stt.last_options["prompt"] is None
+    await session.close()
