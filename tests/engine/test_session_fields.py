@@ -116,3 +116,27 @@ async def test_no_languages_field_means_no_languages_on_completed() -> None:
     assert "languages" not in completed
     assert models.stt.last_options["language"] == "en" and models.stt.last_options["prompt"] is None
     await session.close()
+
+
+def _db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-12))
+
+
+async def test_noise_reduction_suppresses_the_input_before_vad_and_whisper() -> None:
+    rng = np.random.default_rng(1)
+    noise = (rng.standard_normal(24000 * 2) * 1500).astype(np.int16)  # 2 s of white noise
+    heard = {}
+    for kind in (None, "near_field", "far_field"):
+        session, log, models = make()
+        nr = {"type": kind} if kind else None
+        update(session, {"audio": {"input": {"noise_reduction": nr, "turn_detection": None}}})
+        await log.wait_for("session.updated")
+        feed(session, noise)
+        session.receive(json.dumps({"type": "input_audio_buffer.commit"}))
+        session.receive(json.dumps({"type": "response.create"}))
+        await log.wait_for("response.done")
+        assert models.stt.last_audio is not None
+        heard[kind] = _db(models.stt.last_audio[16000:])  # after the suppressor has adapted (1 s)
+        await session.close()
+    assert heard["near_field"] < heard[None] - 10, heard
+    assert heard["far_field"] < heard[None] - 10, heard

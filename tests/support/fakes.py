@@ -49,6 +49,7 @@ class FakeStt:
         self.text = text
         self.calls = 0
         self.last_options: dict[str, Any] = {}
+        self.last_audio: np.ndarray | None = None
 
     async def transcribe(
         self,
@@ -60,6 +61,7 @@ class FakeStt:
     ) -> Transcript:
         self.calls += 1
         self.last_options = {"language": language, "prompt": prompt, "languages": languages}
+        self.last_audio = audio
         await asyncio.sleep(0.01)
         detected = language or (languages[0] if languages else "en")
         return Transcript(self.text, detected, len(audio) / self.sample_rate, 0.01)

@@ -33,6 +33,7 @@ from parley.engine.generation import Generation
 from parley.engine.input_buffer import InputAudioBuffer, ms_to_samples, samples_to_ms
 from parley.engine.models.base import ChatRequest, ToolChoice, ToolSpec, Transcript
 from parley.engine.models.priority import PRIORITY
+from parley.engine.noise import NoiseSuppressor
 from parley.engine.prompt import build_messages
 from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
 from parley.engine.speculation import Speculation, Speculator
@@ -104,6 +105,7 @@ class RealtimeSession:
         self._voice_locked = False
         self._decoder = InputDecoder(self._input_format)
         self._turns: TurnDetector | None = None
+        self._denoiser: NoiseSuppressor | None = None  # audio.input.noise_reduction
         self._speech_item_id: str | None = None  # id promised in speech_started
         self._speculator = Speculator(self._spawn)
         self._transcriptions: dict[str, asyncio.Task[Transcript]] = {}
@@ -371,6 +373,7 @@ class RealtimeSession:
             self._turns.configure(td)
 
     def _ingest(self, pcm: np.ndarray) -> None:
+        pcm = self._denoise(pcm)
         self.buffer.append(pcm)
         if self._turns is None:
             return
@@ -389,6 +392,16 @@ class RealtimeSession:
                 self.session["audio"]["input"]["turn_detection"].get("prefix_padding_ms", 300) + 2000
             )
             self.buffer.drop_before(self.buffer.end - keep)
+
+    def _denoise(self, pcm: np.ndarray) -> np.ndarray:
+        """Noise suppression before anything hears the input (VAD, buffer, Whisper), when asked for."""
+        config = self.session["audio"]["input"]["noise_reduction"]
+        if config is None:
+            self._denoiser = None
+            return pcm
+        if self._denoiser is None or self._denoiser.kind != config["type"]:
+            self._denoiser = NoiseSuppressor(config["type"])
+        return self._denoiser(pcm)
 
     def _on_speech_started(self, signal: SpeechStarted) -> None:
         self._cancel_idle_timer()
