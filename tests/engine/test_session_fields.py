@@ -140,3 +140,82 @@ async def test_noise_reduction_suppresses_the_input_before_vad_and_whisper() -> 
         await session.close()
     assert heard["near_field"] < heard[None] - 10, heard
     assert heard["far_field"] < heard[None] - 10, heard
+
+
+def _say(session: Any, role: str, text: str) -> None:
+    kind = "input_text" if role == "user" else "output_text"
+    session.receive(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": role, "content": [{"type": kind, "text": text}]},
+            }
+        )
+    )
+
+
+def _history_tokens(request: Any) -> int:
+    from parley.engine.prompt import estimate_tokens
+
+    return sum(estimate_tokens(m) for m in request.messages if m.role != "system")
+
+
+async def test_truncation_rules_decide_what_the_model_sees() -> None:
+    session, log, models = make()
+    for i in range(40):  # ~40 × 55 tokens: far over a 600-token limit
+        _say(session, "user" if i % 2 == 0 else "assistant", f"Message {i}: " + "words " * 33)
+    _say(session, "user", "The latest question?")
+    # Fits: nothing is dropped.
+    update(session, {"truncation": "auto"})
+    session.receive(json.dumps({"type": "response.create"}))
+    await log.wait_for("response.done")
+    assert len(models.llm.requests[-1].messages) == 1 + 41
+    # post_instructions caps the input; retention_ratio cuts below it, newest kept.
+    truncation = {
+        "type": "retention_ratio",
+        "retention_ratio": 0.5,
+        "token_limits": {"post_instructions": 600},
+    }
+    update(session, {"truncation": truncation})
+    assert (await log.wait_for("session.updated", start=log.index("response.done")))["session"][
+        "truncation"
+    ] == truncation
+    seen = len(log.events)
+    session.receive(json.dumps({"type": "response.create"}))
+    await log.wait_for("response.done", start=seen)
+    request = models.llm.requests[-1]
+    assert _history_tokens(request) <= 300
+    assert "The latest question?" in [m.content for m in request.messages[-3:]]  # the newest are kept
+    assert len(request.messages) > 3
+    # A small context ("auto"): the oldest go until the history fits.
+    models.llm.n_ctx = 1024  # type: ignore[attr-defined]
+    update(session, {"truncation": "auto"})
+    seen = len(log.events)
+    session.receive(json.dumps({"type": "response.create"}))
+    await log.wait_for("response.done", start=seen)
+    assert 300 < _history_tokens(models.llm.requests[-1]) <= 1024 - 256
+    # "disabled": the response fails with a clear error and the session goes on.
+    update(session, {"truncation": "disabled"})
+    seen = len(log.events)
+    session.receive(json.dumps({"type": "response.create"}))
+    done = await log.wait_for("response.done", start=seen)
+    assert done["response"]["status"] == "failed"
+    assert done["response"]["status_details"]["error"]["code"] == "context_length_exceeded"
+    await session.close()
+
+
+async def test_bad_truncation_values_are_errors() -> None:
+    session, log, _ = make()
+    for value, param in (
+        ("sometimes", "session.truncation"),
+        ({"type": "retention_ratio"}, "session.truncation.retention_ratio"),
+        ({"type": "retention_ratio", "retention_ratio": 1.5}, "session.truncation.retention_ratio"),
+        (
+            {"type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": -1}},
+            "session.truncation.token_limits.post_instructions",
+        ),
+    ):
+        seen = len(log.events)
+        update(session, {"truncation": value})
+        assert (await log.wait_for("error", start=seen))["error"]["param"] == param
+    await session.close()

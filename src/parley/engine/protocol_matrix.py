@@ -152,11 +152,16 @@ SESSION_FIELDS: dict[str, tuple[str, str]] = {
     ),
     "reasoning": (PARTIAL, "echoed; also per response; the local models do not reason"),
     "reasoning.effort": (PARTIAL, "passed to an OpenAI-compatible LLM as `reasoning_effort`"),
-    "truncation": (ACCEPTED, "echoed; history is cut by a fixed character budget instead"),
-    "truncation.type": (ACCEPTED, ""),
-    "truncation.retention_ratio": (ACCEPTED, "echoed, not applied"),
-    "truncation.token_limits": (ACCEPTED, "echoed, not applied"),
-    "truncation.token_limits.post_instructions": (ACCEPTED, "echoed, not applied"),
+    "truncation": (
+        YES,
+        "checked, echoed; when the history outgrows the context (the backend's `n_ctx`, else 4096, "
+        "minus the reply's room): `auto` drops the oldest, `disabled` fails the response "
+        "(`context_length_exceeded`); tokens are estimated at ~4 characters",
+    ),
+    "truncation.type": (YES, "`retention_ratio`"),
+    "truncation.retention_ratio": (YES, "cuts down to this fraction of the budget"),
+    "truncation.token_limits": (YES, ""),
+    "truncation.token_limits.post_instructions": (YES, "caps the history's budget"),
     "prompt": (ACCEPTED, "echoed; stored prompts live on OpenAI's servers"),
     "prompt.id": (ACCEPTED, ""),
     "prompt.variables": (ACCEPTED, ""),

@@ -26,6 +26,7 @@ import numpy as np
 from parley.engine.conversation import Conversation, Item
 from parley.engine.generation import Generation, GenerationFailed, SpokenClause
 from parley.engine.models.base import Finish, TextDelta, ToolCallDelta
+from parley.engine.prompt import ContextOverflow
 from parley.media.playout import PlayoutPosition
 from parley.protocol import ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, OutputEncoder
@@ -185,17 +186,15 @@ class ResponseRunner:
             self.generation.cancel()
         self._close_open("incomplete")
         message = str(error) or error.__class__.__name__
-        self._finish(
-            "failed",
-            {
-                "type": "failed",
-                "error": {
-                    "type": "server_error",
-                    "code": "model_error",
-                    "message": f"The model failed: {message}",
-                },
-            },
-        )
+        if isinstance(error, ContextOverflow):  # the client's setting, not a model fault
+            details = {"type": "invalid_request_error", "code": "context_length_exceeded", "message": message}
+        else:
+            details = {
+                "type": "server_error",
+                "code": "model_error",
+                "message": f"The model failed: {message}",
+            }
+        self._finish("failed", {"type": "failed", "error": details})
 
     # --- outputs → events ------------------------------------------------
 

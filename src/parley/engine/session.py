@@ -638,7 +638,15 @@ class RealtimeSession:
         await self._await_transcripts(items)
         instructions = params.instructions + (f"\n\n{extra_instructions}" if extra_instructions else "")
         request = ChatRequest(
-            messages=build_messages(instructions, items),
+            messages=build_messages(
+                instructions,
+                items,
+                truncation=self.session.get("truncation", "auto"),
+                context_tokens=getattr(self.models.llm, "n_ctx", None),
+                max_output_tokens=None
+                if params.max_output_tokens == "inf"
+                else int(params.max_output_tokens),
+            ),
             tools=[
                 ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {})
                 for t in params.tools

@@ -214,6 +214,35 @@ def check_parallel_tool_calls(value: Any, param: str) -> bool | None:
     return value  # type: ignore[no-any-return]
 
 
+def check_truncation(value: Any, param: str) -> Any:
+    """``"auto"``, ``"disabled"`` or ``{"type": "retention_ratio", "retention_ratio": 0–1,
+    "token_limits": {"post_instructions": n}}`` (openai-python's ``RealtimeTruncation``)."""
+    if value in ("auto", "disabled"):
+        return value
+    if not isinstance(value, dict) or value.get("type") != "retention_ratio":
+        raise invalid_value(
+            f'Invalid \'{param}\': expected "auto", "disabled" or {{"type": "retention_ratio", …}}.', param
+        )
+    out: dict[str, Any] = {"type": "retention_ratio"}
+    ratio = value.get("retention_ratio")
+    if ratio is None:
+        raise missing_parameter(f"{param}.retention_ratio")
+    _check_number(ratio, 0.0, 1.0, f"{param}.retention_ratio")
+    out["retention_ratio"] = ratio
+    limits = value.get("token_limits")
+    if limits is not None:
+        if not isinstance(limits, dict):
+            raise invalid_value(
+                f"Invalid '{param}.token_limits': expected an object.", f"{param}.token_limits"
+            )
+        post = limits.get("post_instructions")
+        out["token_limits"] = {}
+        if post is not None:
+            _check_int(post, 0, 10_000_000, f"{param}.token_limits.post_instructions")
+            out["token_limits"]["post_instructions"] = post
+    return out
+
+
 def _string_list(value: Any, param: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise invalid_value(f"Invalid '{param}': expected an array of non-empty strings.", param)
@@ -343,7 +372,9 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = 
         s["parallel_tool_calls"] = check_parallel_tool_calls(
             update["parallel_tool_calls"], "session.parallel_tool_calls"
         )
-    for key in ("tracing", "truncation", "prompt", "include"):
+    if "truncation" in update:
+        s["truncation"] = check_truncation(update["truncation"], "session.truncation")
+    for key in ("tracing", "prompt", "include"):
         if key in update:
             s[key] = copy.deepcopy(update[key])
 
