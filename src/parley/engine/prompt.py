@@ -48,11 +48,37 @@ def _assistant_text(item: Item) -> str:
     return " ".join(p.strip() for p in parts if p and p.strip())
 
 
+def _tool_call(messages: list[ChatMessage], call: ToolCall) -> None:
+    if messages and messages[-1].role == "assistant" and messages[-1].tool_calls:
+        messages[-1].tool_calls.append(call)
+    else:
+        messages.append(ChatMessage("assistant", "", tool_calls=[call]))
+
+
 def item_messages(items: Iterable[Item]) -> list[ChatMessage]:
+    items = list(items)
     messages: list[ChatMessage] = []
+    requests = {i.id: i.wire for i in items if i.wire.get("type") == "mcp_approval_request"}
     for item in items:
         wire: dict[str, Any] = item.wire
         kind = wire.get("type")
+        if kind == "mcp_call":
+            # An MCP call the engine ran: the model sees it as a tool call and its result.
+            _tool_call(messages, ToolCall(item.id, wire.get("name") or "", wire.get("arguments") or ""))
+            error = wire.get("error")
+            output = f"Error: {error.get('message')}" if isinstance(error, dict) else wire.get("output") or ""
+            messages.append(ChatMessage("tool", output, tool_call_id=item.id))
+            continue
+        if kind == "mcp_approval_response" and not wire.get("approve"):
+            request = requests.get(wire.get("approval_request_id") or "")
+            if request is not None:
+                call = ToolCall(request["id"], request.get("name") or "", request.get("arguments") or "")
+                _tool_call(messages, call)
+                reason = f" ({wire['reason']})" if wire.get("reason") else ""
+                messages.append(
+                    ChatMessage("tool", f"The user declined this call{reason}.", tool_call_id=request["id"])
+                )
+            continue
         if kind == "message":
             role = wire.get("role")
             if role == "user":

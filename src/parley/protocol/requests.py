@@ -49,6 +49,8 @@ class ClientItem:
 def check_item(wire: dict[str, Any], input_format: AudioFormat) -> ClientItem:
     """Complete and check an item from ``conversation.item.create`` (or ``response.input``)."""
     kind = wire["type"]
+    if kind == "mcp_approval_response":
+        return _approval_response(wire)
     if kind.startswith("mcp"):
         raise ProtocolError(
             "unsupported_item",
@@ -90,6 +92,28 @@ def check_item(wire: dict[str, Any], input_format: AudioFormat) -> ClientItem:
     elif kind == "function_call":
         item.setdefault("call_id", ids.call_id())
     return ClientItem(wire=item, audio=audio, transcript=heard)
+
+
+def _approval_response(wire: dict[str, Any]) -> ClientItem:
+    """The client's answer to an ``mcp_approval_request`` (the engine then runs, or skips, the call)."""
+    request_id = wire.get("approval_request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise ProtocolError(
+            "missing_required_parameter",
+            "Missing required parameter: 'item.approval_request_id'.",
+            "item.approval_request_id",
+        )
+    if not isinstance(wire.get("approve"), bool):
+        raise invalid_value("Invalid 'item.approve': expected a boolean.", "item.approve")
+    item: dict[str, Any] = {
+        "id": wire.get("id") or ids.item_id(),
+        "type": "mcp_approval_response",
+        "approval_request_id": request_id,
+        "approve": wire["approve"],
+    }
+    if wire.get("reason") is not None:
+        item["reason"] = str(wire["reason"])
+    return ClientItem(wire=item, audio=None, transcript=None)
 
 
 class ResponseRequest(TypedDict):
@@ -181,7 +205,13 @@ def check_response(
         reasoning_effort=(reasoning or {}).get("effort"),
     )
     choice = request["tool_choice"]
-    if isinstance(choice, dict) and choice["name"] not in {t["name"] for t in request["tools"]}:
+    if isinstance(choice, dict) and choice["type"] == "mcp":
+        if choice["server_label"] not in {t.get("server_label") for t in request["tools"]}:
+            raise invalid_value(
+                f"Tool choice server '{choice['server_label']}' is not one of the available MCP servers.",
+                "response.tool_choice",
+            )
+    elif isinstance(choice, dict) and choice["name"] not in {t.get("name") for t in request["tools"]}:
         raise invalid_value(
             f"Tool choice '{choice['name']}' is not one of the available tools.", "response.tool_choice"
         )

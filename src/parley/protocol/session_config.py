@@ -152,13 +152,12 @@ def check_tools(value: Any, param: str) -> list[dict[str, Any]]:
             raise invalid_value(f"Invalid '{p}': expected an object.", p)
         kind = tool.get("type", "function")
         if kind == "mcp":
-            raise ProtocolError(
-                "unsupported_tool",
-                f"Invalid '{p}.type': MCP tools are not supported by the local engine.",
-                f"{p}.type",
-            )
+            tools.append(check_mcp_tool(tool, p))
+            continue
         if kind != "function":
-            raise invalid_value(f"Invalid '{p}.type': {kind!r}. Supported values are: function.", f"{p}.type")
+            raise invalid_value(
+                f"Invalid '{p}.type': {kind!r}. Supported values are: function, mcp.", f"{p}.type"
+            )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise missing_parameter(f"{p}.name")
@@ -178,13 +177,89 @@ def check_tools(value: Any, param: str) -> list[dict[str, Any]]:
     return tools
 
 
+def _check_tool_filter(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid_value(f"Invalid '{param}': expected an object.", param)
+    out: dict[str, Any] = {}
+    if value.get("tool_names") is not None:
+        out["tool_names"] = _string_list(value["tool_names"], f"{param}.tool_names")
+    if value.get("read_only") is not None:
+        _check_bool(value["read_only"], f"{param}.read_only")
+        out["read_only"] = value["read_only"]
+    return out
+
+
+def check_mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
+    """A ``type: "mcp"`` tool (openai-python's ``realtime_tools_config_union.Mcp``)."""
+    label = tool.get("server_label")
+    if not isinstance(label, str) or not label:
+        raise missing_parameter(f"{param}.server_label")
+    if tool.get("connector_id") is not None:
+        raise ProtocolError(
+            "unsupported_tool",
+            f"Invalid '{param}.connector_id': OpenAI connectors are hosted by OpenAI; give a server_url.",
+            f"{param}.connector_id",
+        )
+    url = tool.get("server_url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise invalid_value(
+            f"Invalid '{param}.server_url': expected an http(s) URL of an MCP server.", f"{param}.server_url"
+        )
+    out: dict[str, Any] = {"type": "mcp", "server_label": label, "server_url": url}
+    for key in ("server_description", "authorization"):
+        if tool.get(key) is not None:
+            if not isinstance(tool[key], str):
+                raise invalid_value(f"Invalid '{param}.{key}': expected a string.", f"{param}.{key}")
+            out[key] = tool[key]
+    headers = tool.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise invalid_value(
+                f"Invalid '{param}.headers': expected string keys and values.", f"{param}.headers"
+            )
+        out["headers"] = dict(headers)
+    allowed = tool.get("allowed_tools")
+    if allowed is not None:
+        out["allowed_tools"] = (
+            _string_list(allowed, f"{param}.allowed_tools")
+            if isinstance(allowed, list)
+            else _check_tool_filter(allowed, f"{param}.allowed_tools")
+        )
+    approval = tool.get("require_approval")
+    if approval is not None:
+        if isinstance(approval, dict):
+            out["require_approval"] = {
+                verdict: _check_tool_filter(approval[verdict], f"{param}.require_approval.{verdict}")
+                for verdict in ("always", "never")
+                if approval.get(verdict) is not None
+            }
+        elif approval in ("always", "never"):
+            out["require_approval"] = approval
+        else:
+            raise invalid_value(
+                f"Invalid '{param}.require_approval': expected 'always', 'never' or a filter object.",
+                f"{param}.require_approval",
+            )
+    return out
+
+
 def check_tool_choice(value: Any, param: str) -> Any:
     if value in ("auto", "none", "required"):
         return value
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
         return {"type": "function", "name": value["name"]}
+    if isinstance(value, dict) and value.get("type") == "mcp" and isinstance(value.get("server_label"), str):
+        choice = {"type": "mcp", "server_label": value["server_label"]}
+        if value.get("name") is not None:
+            if not isinstance(value["name"], str):
+                raise invalid_value(f"Invalid '{param}.name': expected a string.", f"{param}.name")
+            choice["name"] = value["name"]
+        return choice
     raise invalid_value(
-        f"Invalid '{param}': expected 'auto', 'none', 'required' or {{\"type\": \"function\", \"name\": …}}.",
+        f"Invalid '{param}': expected 'auto', 'none', 'required', {{\"type\": \"function\", \"name\": …}} "
+        f'or {{"type": "mcp", "server_label": …}}.',
         param,
     )
 
