@@ -291,7 +291,7 @@ class McpTools:
             return
         listing.tools = tools
         self.emit({"type": "mcp_list_tools.completed", "item_id": listing.item_id})
-        self.done_item(listing.item_id, tools)
+        self.done_item(listing.item_id, [t for t in tools if listing.server.allows(t)])  # what the model gets
 
     async def ready(self, timeout: float | None = None) -> None:
         """Wait for listings still running (a response needs to know the tools)."""
