@@ -206,3 +206,15 @@ async def test_bad_mcp_config_is_an_error() -> None:
         configure(session, [tool])
         assert (await log.wait_for("error", start=seen))["error"]["param"].startswith(param)
     await session.close()
+
+
+async def test_sse_only_server_is_reached_over_sse() -> None:
+    async with mcp_server("sse") as (url, calls, _):
+        session, log, _ = make(FakeModels(llm=FakeLlm(reply="Sunny.")))
+        configure(session, [mcp_tool(url)])
+        done = (await listed(log))["item"]
+        assert "get_weather" in [t["name"] for t in done["tools"]]
+        respond(session, "get_weather")
+        response = (await log.wait_for("response.done", timeout=20))["response"]
+        assert "sunny" in response["output"][0]["output"] and calls == [("get_weather", {"city": "Paris"})]
+        await session.close()

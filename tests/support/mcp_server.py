@@ -66,10 +66,15 @@ class HeaderLog:
 
 
 @contextlib.asynccontextmanager
-async def mcp_server() -> AsyncIterator[tuple[str, list[tuple[str, dict[str, Any]]], HeaderLog]]:
-    """(URL of the streamable HTTP endpoint, calls the tools received, header log)."""
+async def mcp_server(
+    transport: str = "streamable",
+) -> AsyncIterator[tuple[str, list[tuple[str, dict[str, Any]]], HeaderLog]]:
+    """(URL of the endpoint, calls the tools received, header log); ``transport="sse"`` serves
+    only the older SSE transport."""
     calls: list[tuple[str, dict[str, Any]]] = []
-    app = HeaderLog(build_server(calls).streamable_http_app())
+    server = build_server(calls)
+    app = HeaderLog(server.sse_app() if transport == "sse" else server.streamable_http_app())
+    path = "/sse" if transport == "sse" else "/mcp"
     async with serve_app(app) as running:
         srv: RunningServer = running
-        yield f"{srv.http}/mcp", calls, app
+        yield f"{srv.http}{path}", calls, app
