@@ -218,3 +218,23 @@ async def test_sse_only_server_is_reached_over_sse() -> None:
         response = (await log.wait_for("response.done", timeout=20))["response"]
         assert "sunny" in response["output"][0]["output"] and calls == [("get_weather", {"city": "Paris"})]
         await session.close()
+
+
+async def test_a_response_can_bring_its_own_mcp_server() -> None:
+    async with mcp_server() as (url, calls, _):
+        session, log, _ = make(FakeModels(llm=FakeLlm(reply="Sunny.")))
+        session.receive(
+            json.dumps(
+                {
+                    "type": "response.create",
+                    "response": {
+                        "tools": [mcp_tool(url)],
+                        "tool_choice": {"type": "mcp", "server_label": "weather", "name": "get_weather"},
+                    },
+                }
+            )
+        )
+        response = (await log.wait_for("response.done", timeout=20))["response"]
+        assert log.of("mcp_list_tools.completed")
+        assert response["output"][0]["type"] == "mcp_call" and calls == [("get_weather", {"city": "Paris"})]
+        await session.close()

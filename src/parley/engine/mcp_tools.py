@@ -245,6 +245,10 @@ async def call_tool(server: McpServer, name: str, arguments: str, timeout: float
 # --- per session -------------------------------------------------------------------
 
 
+def _servers(tools: list[dict[str, Any]]) -> dict[str, McpServer]:
+    return {t["server_label"]: McpServer.from_wire(t) for t in tools if t.get("type") == "mcp"}
+
+
 @dataclass
 class _Listing:
     server: McpServer
@@ -264,14 +268,18 @@ class McpTools:
     _listings: dict[str, _Listing] = field(default_factory=dict)
 
     def configure(self, tools: list[dict[str, Any]]) -> None:
-        """Start listing every server that is new or changed; forget removed ones."""
-        wanted = {t["server_label"]: McpServer.from_wire(t) for t in tools if t.get("type") == "mcp"}
-        for label in list(self._listings):
-            if label not in wanted or self._listings[label].server != wanted[label]:
-                listing = self._listings.pop(label)
-                if listing.task is not None:
-                    listing.task.cancel()
-        for label, server in wanted.items():
+        """The session's servers: list every one that is new or changed; forget removed ones."""
+        wanted = _servers(tools)
+        for label in [label for label in self._listings if label not in wanted]:
+            self._forget(label)
+        self.ensure(tools)
+
+    def ensure(self, tools: list[dict[str, Any]]) -> None:
+        """List the servers of ``tools`` that are not listed yet (or changed), keeping the others
+        (a ``response.create`` may bring its own MCP servers)."""
+        for label, server in _servers(tools).items():
+            if label in self._listings and self._listings[label].server != server:
+                self._forget(label)
             if label not in self._listings:
                 listing = _Listing(server, ids.item_id())
                 self._listings[label] = listing
@@ -280,6 +288,11 @@ class McpTools:
                 )
                 self.emit({"type": "mcp_list_tools.in_progress", "item_id": listing.item_id})
                 listing.task = self.spawn(self._list(listing))
+
+    def _forget(self, label: str) -> None:
+        listing = self._listings.pop(label)
+        if listing.task is not None:
+            listing.task.cancel()
 
     async def _list(self, listing: _Listing) -> None:
         try:

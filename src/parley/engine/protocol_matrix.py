@@ -118,7 +118,7 @@ SESSION_FIELDS: dict[str, tuple[str, str]] = {
     "instructions": (YES, "the LLM's system prompt"),
     "output_modalities": (YES, '`["audio"]` or `["text"]`'),
     "max_output_tokens": (YES, '1–4096 or `"inf"`'),
-    "tools": (YES, "function and MCP tools (MCP: session-level servers)"),
+    "tools": (YES, "function and MCP tools; also per response"),
     "tools.type": (YES, "`function`, `mcp`"),
     "tools.name": (YES, ""),
     "tools.description": (YES, "shown to the LLM"),

@@ -703,6 +703,8 @@ class RealtimeSession:
         extra_instructions: str | None = None,
     ) -> ResponseRunner:
         runner = ResponseRunner(self, params)
+        if params.conversation == "auto":  # the list item goes into the conversation
+            self.mcp.ensure(params.tools)
         runner.mcp = self._mcp_hooks(params, extra_instructions)
         self.responses[runner.id] = runner
         if params.conversation == "auto":
