@@ -75,6 +75,15 @@ class FakeLlm:
     name: str = "fake"
     decides_tools: bool = True
     requests: list[ChatRequest] = field(default_factory=list)
+    prefills: list[ChatRequest] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
+
+    async def prefill(self, request: ChatRequest) -> int:
+        self.prefills.append(request)
+        return 0
+
+    def forget(self, key: str) -> None:
+        self.forgotten.append(key)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         self.requests.append(request)

@@ -123,6 +123,7 @@ class RealtimeSession:
         self._deferred_turn: Item | None = None  # a user turn waiting for the active response to end
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._prefill_task: asyncio.Task[Any] | None = None
         self._configure_turn_detection()
 
     # ------------------------------------------------------------------ API
@@ -144,6 +145,7 @@ class RealtimeSession:
         self._configure_mcp()
         loop = asyncio.get_running_loop()
         self._expiry_timer = loop.call_later(self.config.max_session_seconds, self._expire)
+        self._prefill()
 
     def receive(self, raw: str | bytes | dict[str, Any]) -> None:
         """Handle one client event; a bad one becomes an ``error`` event and changes nothing."""
@@ -189,6 +191,7 @@ class RealtimeSession:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.models.llm.forget(self.id)
         for sink in self.sinks:
             sink.close()
         self.sinks.clear()
@@ -254,6 +257,8 @@ class RealtimeSession:
             self._configure_turn_detection()
         self.emit({"type": "session.updated", "session": wire_session(self.session)})
         self._configure_mcp()
+        if any(self.session.get(k) != before.get(k) for k in ("instructions", "tools", "tool_choice")):
+            self._prefill()
 
     def _on_append(self, event: dict[str, Any]) -> None:
         if self.media is not None:
@@ -431,6 +436,8 @@ class RealtimeSession:
         item = self.conversation.get(item_id)
         item.wire["tools"] = tools or []
         self.conversation.touch()
+        if tools:
+            self._prefill()  # the prompt now offers these tools
         items = self.conversation.items()
         position = items.index(item)
         previous = items[position - 1].id if position > 0 else None
@@ -474,7 +481,7 @@ class RealtimeSession:
             find=lambda name: self.mcp.find(name, labels), continue_with=continue_with, approved=approved
         )
 
-    async def _tool_specs(self, params: ResponseParams) -> list[ToolSpec]:
+    def _tool_specs(self, params: ResponseParams) -> list[ToolSpec]:
         """Function tools, then the listed MCP tools of the servers in ``params.tools`` (by name,
         as function-like tools: the model calls them the same way)."""
         specs = [
@@ -484,7 +491,6 @@ class RealtimeSession:
         ]
         labels = {t["server_label"] for t in params.tools if t.get("type") == "mcp"}
         if labels:
-            await self.mcp.ready()
             taken = {spec.name for spec in specs}
             for _server, tool in self.mcp.tools(labels):
                 if tool["name"] not in taken:
@@ -734,6 +740,17 @@ class RealtimeSession:
         if extra_items:  # an out-of-band response's own MCP calls, for its next generation
             items = [*items, *extra_items]
         await self._await_transcripts(items)
+        if any(t.get("type") == "mcp" for t in params.tools):
+            await self.mcp.ready()  # the model needs the MCP servers' tools
+        request = self._chat_request(params, items, extra_instructions)
+        tts = self.models.tts if params.audio else None
+        if tts is not None:
+            self._voice_locked = True
+        return Generation(self.models.llm, tts, request, voice=params.voice, speed=params.speed).start()
+
+    def _chat_request(
+        self, params: ResponseParams, items: list[Item], extra_instructions: str | None = None
+    ) -> ChatRequest:
         instructions = params.instructions + (f"\n\n{extra_instructions}" if extra_instructions else "")
         request = ChatRequest(
             messages=build_messages(
@@ -745,18 +762,28 @@ class RealtimeSession:
                 if params.max_output_tokens == "inf"
                 else int(params.max_output_tokens),
             ),
-            tools=await self._tool_specs(params),
+            tools=self._tool_specs(params),
             tool_choice=_tool_choice(params.tool_choice),
             max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
             parallel_tool_calls=params.parallel_tool_calls,
             reasoning_effort=params.reasoning_effort,
+            # Only responses that write to this session's conversation share its prompt state.
+            cache_key=self.id if params.conversation == "auto" else None,
         )
         if request.tool_choice.mode == "auto" and not self.models.llm.decides_tools:
             request.tool_choice = tool_router.choose(request.messages, request.tools)
-        tts = self.models.tts if params.audio else None
-        if tts is not None:
-            self._voice_locked = True
-        return Generation(self.models.llm, tts, request, voice=params.voice, speed=params.speed).start()
+        return request
+
+    def _prefill(self) -> None:
+        """Evaluate the prompt (instructions, tools, the conversation so far) before it is needed.
+
+        Runs when the session starts and when its instructions or tools change: the user is
+        still getting ready to speak, and the first reply then waits only for its own turn.
+        """
+        if self._prefill_task is not None and not self._prefill_task.done():
+            self._prefill_task.cancel()  # the prompt changed again; the newer one wins
+        request = self._chat_request(self._response_params({}), self.conversation.items())
+        self._prefill_task = self._spawn(self.models.llm.prefill(request))
 
     async def _speculative_generation(self, spec: Speculation) -> Generation:
         transcript = await spec.stt

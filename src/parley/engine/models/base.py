@@ -118,6 +118,9 @@ class ChatRequest:
     # Passed on by backends that have them (chat completions); None = the backend's default.
     parallel_tool_calls: bool | None = None
     reasoning_effort: str | None = None
+    # Whose conversation this is (the session id): a backend may keep that conversation's
+    # evaluated prompt between requests (see LanguageModel.prefill).
+    cache_key: str | None = None
 
 
 @dataclass
@@ -159,6 +162,16 @@ class LanguageModel(Protocol):
         Raises an exception (any) when the model fails; the caller turns that
         into a failed response.
         """
+        ...
+
+    async def prefill(self, request: ChatRequest) -> int:
+        """Prepare for a request like this one (same ``cache_key``) before it comes: a local
+        model evaluates its prompt now, so the first reply does not wait for it. Returns the
+        number of prompt tokens now ready (0 where there is nothing to prepare)."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """The conversation ``key`` has ended: drop anything kept for it."""
         ...
 
 

@@ -30,6 +30,12 @@ class OpenAICompatibleLLM:
     name = "openai"
     decides_tools = True  # a real server's model picks tools itself in "auto"
 
+    async def prefill(self, request: ChatRequest) -> int:
+        return 0  # the server's own prompt caching is out of our hands
+
+    def forget(self, key: str) -> None:
+        pass
+
     def __init__(
         self,
         *,
