@@ -63,7 +63,8 @@ async def test_mcp_list_call_approval_and_failure_spoken(engine: RunningServer, 
                 "broken_tool",
             }
 
-            # 1. The user names the subject; the local model calls the tool and speaks the result.
+            # 1. The user asks; the local model (its own decision, or the router for a model that
+            # cannot decide) calls the tool and speaks the result.
             response = await ask(c, "What is the weather like in Paris?")
             assert response["status"] == "completed", response
             call = response["output"][0]
@@ -74,7 +75,12 @@ async def test_mcp_list_call_approval_and_failure_spoken(engine: RunningServer, 
             print("weather answer:", said)
 
             # 2. Approval: a stock price needs it; approved, it runs and is spoken.
-            response = await ask(c, "What is the stock price of ACME?")
+            # (Forced: this step is about the approval flow, not the model's choice.)
+            response = await ask(
+                c,
+                "What is the stock price of ACME?",
+                tool_choice={"type": "mcp", "server_label": "weather", "name": "get_stock_price"},
+            )
             request = response["output"][-1]
             assert request["type"] == "mcp_approval_request" and request["name"] == "get_stock_price", (
                 response
