@@ -22,7 +22,7 @@ LOOPBACK_ONLY := $(shell unshare -n true 2>/dev/null && echo "unshare -n sh -c '
 # workers: they mostly wait on sockets and timers, so three fit two cores.
 FAST := -m "not models and not browser and not slow" -n 3
 
-.PHONY: run test test-fast install install-base llama large-llm rebuild-llama check-native system-deps models sdk-bundle lint bench clean
+.PHONY: run test test-fast install install-base llama large-llm rebuild-llama check-native system-deps models sdk-bundle lint matrix bench clean
 
 run: install models
 	$(VENV)/bin/parley serve
@@ -92,6 +92,10 @@ $(SDK_BUNDLE): | system-deps
 
 models: install
 	$(VENV)/bin/parley models
+
+# The README's protocol matrix is generated (tests/protocol/test_protocol_matrix.py checks it is current).
+matrix: install-base
+	$(PY) -m parley.engine.protocol_matrix --write README.md
 
 lint: install-base
 	$(PY) -m ruff check src tests bench
