@@ -42,7 +42,7 @@ from parley.engine.turn_detection import (
     SpeechStarted,
     SpeechStopped,
     TurnDetector,
-    sounds_finished,
+    turn_complete,
 )
 from parley.engine.turn_metrics import TurnMetrics
 from parley.protocol import ids
@@ -418,8 +418,8 @@ class RealtimeSession:
             probe.start, probe.end, self.conversation.version, self._config_version, self._transcribe(audio)
         )
         td = self.session["audio"]["input"]["turn_detection"]
-        if td["type"] == "semantic_vad":
-            spec.stt.add_done_callback(self._semantic_decision)
+        if td["type"] == "semantic_vad" and self._turns is not None:
+            self._spawn(self._semantic_decision(spec.stt, audio, self._turns.pause))
         if (
             self.config.speculative
             and td.get("create_response", True)
@@ -428,13 +428,27 @@ class RealtimeSession:
         ):
             self._speculator.generate(spec, self._speculative_generation(spec))
 
-    def _semantic_decision(self, task: asyncio.Task[Transcript]) -> None:
-        if task.cancelled() or task.exception() or self._turns is None:
+    async def _semantic_decision(self, stt: asyncio.Task[Transcript], pcm: np.ndarray, pause: int) -> None:
+        """End-of-turn model and transcript of the speech so far → this pause's wait.
+
+        Runs once per pause (never per frame); the model call and the transcription run
+        side by side in worker threads. A decision for a pause that is over is dropped.
+        """
+        turn_model = getattr(self.models, "turn", None)
+        probability: float | None = None
+        if turn_model is not None:
+            audio = int16_to_float(resample(pcm, CANONICAL_RATE, turn_model.sample_rate))
+            try:
+                with PRIORITY.urgent():  # the user is waiting on this decision
+                    probability = await turn_model.probability(audio)
+            except Exception:
+                log.exception("end-of-turn model failed; the transcript decides this pause")
+        await asyncio.wait([stt])
+        # Cancelled (speech resumed, or superseded) or failed: the model alone decides.
+        transcript = None if stt.cancelled() or stt.exception() else stt.result().text
+        if self._turns is None or self._turns.kind != "semantic_vad":
             return
-        if not self._speculator.is_current(task):
-            return
-        finished = sounds_finished(task.result().text)
-        self._turns.set_required_silence(self._turns.min_wait_ms if finished else self._turns.max_wait_ms)
+        self._turns.decide(turn_complete(probability, transcript, self._turns.eagerness.threshold), pause)
 
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:
         item_id = self._speech_item_id or ids.item_id()
