@@ -38,6 +38,7 @@ from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
 from parley.engine.speculation import Speculation, Speculator
 from parley.engine.turn_detection import (
     Probe,
+    Recheck,
     SpeechResumed,
     SpeechStarted,
     SpeechStopped,
@@ -379,6 +380,8 @@ class RealtimeSession:
                 self._on_speech_started(signal)
             elif isinstance(signal, Probe):
                 self._on_probe(signal)
+            elif isinstance(signal, Recheck):
+                self._on_recheck(signal)
             elif isinstance(signal, SpeechResumed):
                 self._speculator.drop()
             elif isinstance(signal, SpeechStopped):
@@ -428,7 +431,19 @@ class RealtimeSession:
         ):
             self._speculator.generate(spec, self._speculative_generation(spec))
 
-    async def _semantic_decision(self, stt: asyncio.Task[Transcript], pcm: np.ndarray, pause: int) -> None:
+    def _on_recheck(self, recheck: Recheck) -> None:
+        """Judge a long pause again with the audio so far; the probe's transcript still holds."""
+        if self._turns is None:
+            return
+        spec = self._speculator.current
+        stt = spec.stt if spec is not None and spec.start == recheck.start else None
+        self._spawn(
+            self._semantic_decision(stt, self.buffer.slice(recheck.start, recheck.end), self._turns.pause)
+        )
+
+    async def _semantic_decision(
+        self, stt: asyncio.Task[Transcript] | None, pcm: np.ndarray, pause: int
+    ) -> None:
         """End-of-turn model and transcript of the speech so far → this pause's wait.
 
         Runs once per pause (never per frame); the model call and the transcription run
@@ -443,9 +458,11 @@ class RealtimeSession:
                     probability = await turn_model.probability(audio)
             except Exception:
                 log.exception("end-of-turn model failed; the transcript decides this pause")
-        await asyncio.wait([stt])
-        # Cancelled (speech resumed, or superseded) or failed: the model alone decides.
-        transcript = None if stt.cancelled() or stt.exception() else stt.result().text
+        transcript: str | None = None
+        if stt is not None:
+            await asyncio.wait([stt])
+            # Cancelled (speech resumed, or superseded) or failed: the model alone decides.
+            transcript = None if stt.cancelled() or stt.exception() else stt.result().text
         if self._turns is None or self._turns.kind != "semantic_vad":
             return
         self._turns.decide(turn_complete(probability, transcript, self._turns.eagerness.threshold), pause)

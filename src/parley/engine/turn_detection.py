@@ -52,6 +52,19 @@ class Probe:
 
 
 @dataclass
+class Recheck:
+    """semantic_vad: a pause judged unfinished has outlasted a hesitation; ask the model again.
+
+    The end-of-turn model hears the trailing silence too, and a second look a
+    second into the pause catches many finished turns that the first look (200 ms
+    in) doubted, long before the fallback wait. The pause number stays the same.
+    """
+
+    start: int
+    end: int
+
+
+@dataclass
 class SpeechResumed:
     """Speech came back before the turn ended: drop speculative work."""
 
@@ -62,7 +75,7 @@ class SpeechStopped:
     end: int  # absolute index where the turn is cut (includes trailing silence)
 
 
-Signal = SpeechStarted | Probe | SpeechResumed | SpeechStopped
+Signal = SpeechStarted | Probe | Recheck | SpeechResumed | SpeechStopped
 
 
 @dataclass(frozen=True)
@@ -72,15 +85,16 @@ class Eagerness:
     threshold: float  # P(complete) from the end-of-turn model at which the turn counts as finished
     min_wait_ms: int  # silence before a finished turn ends
     max_wait_ms: int  # the long fallback: silence before an unfinished-sounding turn ends anyway
+    recheck_ms: int  # silence at which a pause judged unfinished is judged once more
 
 
 # A lower threshold answers sooner and risks cutting in; the waits follow the
 # OpenAI Realtime description (low waits up to 8 s, high up to 2 s). ``auto`` is ``medium``.
 # Thresholds and waits were chosen by `parley bench turn-taking` (figures in the README).
 EAGERNESS = {
-    "low": Eagerness(threshold=0.7, min_wait_ms=900, max_wait_ms=8000),
-    "medium": Eagerness(threshold=0.5, min_wait_ms=500, max_wait_ms=4000),
-    "high": Eagerness(threshold=0.3, min_wait_ms=250, max_wait_ms=2000),
+    "low": Eagerness(threshold=0.7, min_wait_ms=900, max_wait_ms=8000, recheck_ms=2000),
+    "medium": Eagerness(threshold=0.5, min_wait_ms=500, max_wait_ms=4000, recheck_ms=1200),
+    "high": Eagerness(threshold=0.3, min_wait_ms=250, max_wait_ms=2000, recheck_ms=800),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
 SEMANTIC_MAX_WAIT_MS = {name: e.max_wait_ms for name, e in EAGERNESS.items()}
@@ -201,6 +215,7 @@ class TurnDetector:
         self._last_speech_end = 0
         self._speech_start = 0
         self._probed = False
+        self._rechecked = False
         self.last_probability = 0.0
         self.pause = 0  # counts pauses: a semantic decision names the pause it is about
 
@@ -294,8 +309,17 @@ class TurnDetector:
         signals: list[Signal] = []
         if not self._probed and self._silence_ms >= self.probe_ms:
             self._probed = True
+            self._rechecked = False
             self.pause += 1
             signals.append(Probe(start=self._speech_start, end=frame_end))
+        if (
+            self.kind == "semantic_vad"
+            and not self._rechecked
+            and self._silence_ms >= self.eagerness.recheck_ms
+            and self.required_silence_ms > self._silence_ms
+        ):
+            self._rechecked = True
+            signals.append(Recheck(start=self._speech_start, end=frame_end))
         if self._silence_ms >= self.required_silence_ms:
             self.speaking = False
             self._run_ms = 0.0

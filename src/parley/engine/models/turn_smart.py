@@ -169,6 +169,7 @@ class SmartTurn:
         import onnxruntime as ort
 
         self.model_path = path or model_path()
+        verify_sha256(self.model_path)  # also for a path given by hand (hashed once per process)
         opts = ort.SessionOptions()
         # One core: the call is short and Whisper/llama.cpp need the others at that very moment.
         opts.intra_op_num_threads = threads
