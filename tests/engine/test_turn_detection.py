@@ -125,7 +125,9 @@ def test_semantic_decision_for_a_pause_that_is_over_is_dropped() -> None:
 
 def test_a_pause_judged_unfinished_is_judged_again_then_ends_at_the_fallback() -> None:
     eager = EAGERNESS["high"]
-    det = detector({"type": "semantic_vad", "eagerness": "high"}, frames((0.9, 3), (0.0, 200)), min_speech_ms=40)
+    det = detector(
+        {"type": "semantic_vad", "eagerness": "high"}, frames((0.9, 3), (0.0, 200)), min_speech_ms=40
+    )
     signals = run(det, 3 + 10)
     assert isinstance(signals[-1], Probe)
     assert det.decide(False, det.pause)
