@@ -55,7 +55,7 @@ SENTENCES: tuple[tuple[str, int], ...] = (
     ("Can you tell me about the history of Rome?", 6),
     ("What is the weather going to be like in Paris on Saturday?", 6),
     ("Could you remind me to call my sister when I get home?", 7),
-    ("How long does it take to drive from Boston to New York?", 7),
+    ("How long does it take to drive from Boston to New York?", 8),
     ("Please set a timer for twenty minutes so I don't burn the rice.", 5),
     ("What time does the pharmacy on the corner of Main Street close?", 6),
     ("I need a recipe that uses chicken and some of the vegetables in my fridge.", 6),

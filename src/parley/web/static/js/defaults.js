@@ -13,7 +13,9 @@ export const DEFAULT_SETTINGS = {
   voice: "marin",
   speed: 1,
   instructions: DEFAULT_INSTRUCTIONS,
-  turn: "server_vad", // server_vad | semantic_vad | push_to_talk
+  // semantic_vad waits through pauses inside a sentence (smart-turn model + transcript);
+  // `parley bench turn-taking` measured it against server_vad.
+  turn: "semantic_vad", // server_vad | semantic_vad | push_to_talk
   threshold: 0.5,
   silenceMs: 500,
   prefixMs: 300,
