@@ -1,6 +1,6 @@
 """Choose, load and warm up one backend per stage from :class:`ModelConfig`.
 
-Loading happens in worker threads (the four stages load concurrently), each
+Loading happens in worker threads (the stages load concurrently), each
 model is warmed up before it is handed out (the first real request must not
 pay for lazy initialisation), and anything missing surfaces as a
 :class:`ModelUnavailable` that says what is missing and how to fix it.
