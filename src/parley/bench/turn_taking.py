@@ -253,8 +253,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             if use_text:
                 said = evidence(utt, start, probe_end, transcribe=True)
                 text = said.transcript
-                if probe_end == end:  # at the probe the transcription runs beside the model
-                    waits.append(said.stt_s if args.stt_ms is None else args.stt_ms / 1000)
+                # The transcription started at the probe and runs beside the model; a recheck
+                # waits for whatever of it is still to come.
+                stt_s = said.stt_s if args.stt_ms is None else args.stt_ms / 1000
+                waits.append(stt_s - (end - probe_end) / CANONICAL_RATE)
             return turn_complete(probability, text, threshold), max(waits, default=0.0)
 
         return decide

@@ -70,6 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(it waits through pauses inside a sentence: see `parley bench turn-taking`), "
         "server_vad when --silence-ms is given",
     )
+    ses.add_argument(
+        "--eagerness",
+        choices=["low", "medium", "high", "auto"],
+        default="low",
+        help="semantic_vad: how soon a turn counts as finished (default low: the setting that did not "
+        "cut in on pauses inside a sentence in `parley bench turn-taking`)",
+    )
     ses.add_argument("--push-to-talk", action="store_true", help="manual turns: Space starts/stops talking")
     ses.add_argument("--silence-ms", type=int, default=None, help="server_vad silence before a turn ends")
     ses.add_argument(
@@ -307,6 +314,7 @@ def _conversation(args: argparse.Namespace, audio, url: str, key: str, transport
         instructions=args.instructions,
         turn_detection=None if _push_to_talk(args) else _turn_detection(args),
         silence_duration_ms=args.silence_ms,
+        eagerness=args.eagerness,
         transcription_model=None if args.no_transcription else "whisper-1",
     )
     files = isinstance(audio, FileAudio)

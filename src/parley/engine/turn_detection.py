@@ -92,9 +92,9 @@ class Eagerness:
 # OpenAI Realtime description (low waits up to 8 s, high up to 2 s). ``auto`` is ``medium``.
 # Thresholds and waits were chosen by `parley bench turn-taking` (figures in the README).
 EAGERNESS = {
-    "low": Eagerness(threshold=0.7, min_wait_ms=900, max_wait_ms=8000, recheck_ms=2000),
-    "medium": Eagerness(threshold=0.5, min_wait_ms=500, max_wait_ms=4000, recheck_ms=1200),
-    "high": Eagerness(threshold=0.3, min_wait_ms=250, max_wait_ms=2000, recheck_ms=800),
+    "low": Eagerness(threshold=0.9, min_wait_ms=900, max_wait_ms=8000, recheck_ms=2000),
+    "medium": Eagerness(threshold=0.8, min_wait_ms=500, max_wait_ms=4000, recheck_ms=1200),
+    "high": Eagerness(threshold=0.5, min_wait_ms=250, max_wait_ms=2000, recheck_ms=800),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
 SEMANTIC_MAX_WAIT_MS = {name: e.max_wait_ms for name, e in EAGERNESS.items()}

@@ -19,7 +19,7 @@ export const DEFAULT_SETTINGS = {
   threshold: 0.5,
   silenceMs: 500,
   prefixMs: 300,
-  eagerness: "auto",
+  eagerness: "low", // the setting that did not cut in on pauses inside a sentence (bench turn-taking)
   interrupt: true,
   transcription: true,
   transport: "webrtc", // webrtc | websocket
