@@ -43,8 +43,18 @@ class TurnModels(FakeModels):
     turn: ScriptedTurnModel = field(default_factory=lambda: ScriptedTurnModel(0.9))
 
 
-async def talk(probability: float, transcript: str, silence_s: float) -> tuple[EventLog, ScriptedTurnModel]:
-    models = TurnModels(stt=FakeStt(transcript), turn=ScriptedTurnModel(probability))
+class SlowStt(FakeStt):
+    """A transcription that takes seconds, as Whisper does on a busy machine."""
+
+    async def transcribe(self, audio, *, language=None, prompt=None):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(3.0)
+        return await super().transcribe(audio, language=language, prompt=prompt)
+
+
+async def talk(
+    probability: float, transcript: str, silence_s: float, stt: FakeStt | None = None
+) -> tuple[EventLog, ScriptedTurnModel]:
+    models = TurnModels(stt=stt or FakeStt(transcript), turn=ScriptedTurnModel(probability))
     session = RealtimeSession(models, EngineConfig(validate_events=True))  # type: ignore[arg-type]
     log = EventLog()
     session.attach(log)
@@ -92,3 +102,10 @@ async def test_a_trailing_transcript_vetoes_the_model() -> None:
     log, model = await talk(0.9, "Can you tell me about the", 0.7)
     assert stopped_after_speech_ms(log) is None
     assert len(model.calls) == 1
+
+
+async def test_a_late_transcript_does_not_hold_the_decision() -> None:
+    log, _ = await talk(0.9, "", 1.5, stt=SlowStt("Can you tell me about the"))
+    after = stopped_after_speech_ms(log)
+    # Probe (200 ms) + model + the bounded wait for the transcript (600 ms), then the model decides.
+    assert after is not None and after < 200 + 600 + EAGERNESS["high"].min_wait_ms + 300, after

@@ -218,7 +218,7 @@ async def _load(stages: tuple[str, ...]) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    from parley.engine.turn_detection import EAGERNESS, turn_complete
+    from parley.engine.turn_detection import EAGERNESS, SEMANTIC_TRANSCRIPT_WAIT_MS, turn_complete
 
     models = asyncio.run(_load(("vad", "stt", "tts", "turn")))
     vad, stt, tts, turn = models["vad"], models["stt"], models["tts"], models["turn"]
@@ -256,7 +256,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 # The transcription started at the probe and runs beside the model; a recheck
                 # waits for whatever of it is still to come.
                 stt_s = said.stt_s if args.stt_ms is None else args.stt_ms / 1000
-                waits.append(stt_s - (end - probe_end) / CANONICAL_RATE)
+                remaining = stt_s - (end - probe_end) / CANONICAL_RATE
+                if use_model and remaining > ev.model_s + SEMANTIC_TRANSCRIPT_WAIT_MS / 1000:
+                    # The session stops waiting for a late transcript: the model decides alone.
+                    text = None
+                    waits.append(ev.model_s + SEMANTIC_TRANSCRIPT_WAIT_MS / 1000)
+                else:
+                    waits.append(remaining)
             return turn_complete(probability, text, threshold), max(waits, default=0.0)
 
         return decide

@@ -37,6 +37,7 @@ from parley.engine.prompt import build_messages
 from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
 from parley.engine.speculation import Speculation, Speculator
 from parley.engine.turn_detection import (
+    SEMANTIC_TRANSCRIPT_WAIT_MS,
     Probe,
     Recheck,
     SpeechResumed,
@@ -460,9 +461,11 @@ class RealtimeSession:
                 log.exception("end-of-turn model failed; the transcript decides this pause")
         transcript: str | None = None
         if stt is not None:
-            await asyncio.wait([stt])
-            # Cancelled (speech resumed, or superseded) or failed: the model alone decides.
-            transcript = None if stt.cancelled() or stt.exception() else stt.result().text
+            wait = SEMANTIC_TRANSCRIPT_WAIT_MS / 1000 if probability is not None else None
+            done, _ = await asyncio.wait([stt], timeout=wait)
+            # Late, cancelled (speech resumed, or superseded) or failed: the model alone decides.
+            if stt in done and not stt.cancelled() and stt.exception() is None:
+                transcript = stt.result().text
         if self._turns is None or self._turns.kind != "semantic_vad":
             return
         self._turns.decide(turn_complete(probability, transcript, self._turns.eagerness.threshold), pause)

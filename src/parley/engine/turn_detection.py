@@ -102,6 +102,10 @@ SEMANTIC_MIN_WAIT_MS = {name: e.min_wait_ms for name, e in EAGERNESS.items()}
 # The model call starts this far into a pause: smart-turn was trained on turns cut by a
 # VAD with a ~200 ms stop time, so it expects a little trailing silence.
 SEMANTIC_PROBE_MS = 200
+# How long a decision waits for the transcript once the model has answered. Whisper takes
+# ~0.3 s on an idle machine but seconds on a busy one; past this the model decides alone,
+# so a slow transcription never pushes a finished turn out to the fallback wait.
+SEMANTIC_TRANSCRIPT_WAIT_MS = 600
 
 _TRAILING_WORDS = {
     "and",
