@@ -262,9 +262,9 @@ async def bench(models: list[str], spoken: bool, out: Path) -> dict[str, Any]:
         with console.status(f"{model}: starting the engine and asking…"):
             async with engine_process(port, ["--llm-model", model], command="serve"):
                 report["models"][model] = await bench_model(f"ws://127.0.0.1:{port}/api/v1/realtime", spoken)
-    report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _write_json(out, report)
+        report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+        report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _write_json(out, report)  # after each model: a long run stopped early keeps what it measured
     table = Table(title="parley bench quality (the web page's session, parley serve's tools)")
     for col in (
         "model",
