@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from parley.bench import profiles
 from parley.bench.speech import silence, synthesize
 from parley.bench.stats import summary
@@ -155,22 +157,32 @@ async def ask_typed(conn: Conn, text: str) -> Reply:
 
 
 async def ask_spoken(conn: Conn, text: str) -> Reply:
-    pcm = synthesize(text)
-    audio = [silence(0.3), pcm, silence(1.2)]
+    """Speak ``text`` like a microphone: in real time, then silence until the answer is done
+    (turn detection runs on the audio clock, so a microphone that went quiet would stall it)."""
+    pcm = np.concatenate([silence(0.3), synthesize(text)])
     step = 480  # 20 ms at 24 kHz
-    loop = asyncio.get_running_loop()
-    next_at = loop.time()
-    for chunk in audio:
-        for i in range(0, len(chunk), step):
+
+    async def microphone() -> None:
+        loop = asyncio.get_running_loop()
+        next_at, pos = loop.time(), 0
+        quiet = np.zeros(step, dtype=np.int16)
+        while True:
+            chunk = pcm[pos : pos + step] if pos < len(pcm) else quiet
+            pos += step
             await conn.send(
-                {
-                    "type": "input_audio_buffer.append",
-                    "audio": base64.b64encode(chunk[i : i + step].tobytes()).decode(),
-                }
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk.tobytes()).decode()}
             )
             next_at += 0.02
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-    return await _reply(conn, time.perf_counter())
+
+    mic = asyncio.create_task(microphone())
+    try:
+        await asyncio.sleep(len(pcm) / 24000)
+        return await _reply(conn, time.perf_counter())
+    finally:
+        mic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await mic
 
 
 def _words(text: str) -> list[str]:
