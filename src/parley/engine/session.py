@@ -45,7 +45,7 @@ from parley.engine.turn_detection import (
     sounds_finished,
 )
 from parley.engine.turn_metrics import TurnMetrics
-from parley.protocol import ids
+from parley.protocol import close_codes, ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, InputDecoder, int16_to_float, resample
 from parley.protocol.client_events import parse_client_event
 from parley.protocol.errors import ProtocolError, invalid_event, invalid_value
@@ -736,7 +736,7 @@ class RealtimeSession:
             )
         )
         if self.on_close:
-            self.on_close(1000, "session expired")
+            self.on_close(close_codes.GOING_AWAY, "session expired")
 
     # ------------------------------------------------------------- metrics
 
