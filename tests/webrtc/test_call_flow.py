@@ -211,12 +211,19 @@ async def test_sideband_observes_and_controls_the_call() -> None:
                 "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
             )
             secret = r.json()["value"]
+            r = await http.post(
+                "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
+            )
+            unused = r.json()["value"]
         async with call(srv, token=secret) as peer:
             url = f"{srv.ws}/v1/realtime?call_id={peer.call_id}"
-            with pytest.raises(websockets.InvalidStatus) as refused:
-                async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {secret}"}):
-                    pass
-            assert refused.value.response.status_code == 403  # an ephemeral key cannot take control
+            for token, status in ((unused, 403), (secret, 401)):  # 401: a secret opens one call only
+                with pytest.raises(websockets.InvalidStatus) as refused:
+                    async with websockets.connect(
+                        url, additional_headers={"Authorization": f"Bearer {token}"}
+                    ):
+                        pass
+                assert refused.value.response.status_code == status  # an ephemeral key cannot take control
             async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
                 side: list[dict[str, Any]] = []
 

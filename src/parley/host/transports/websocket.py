@@ -90,6 +90,8 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
         )
         return
 
+    if auth.secret is not None:
+        auth.secret.used = True
     await ws.accept(subprotocol=subprotocol)
     sink = WebSocketSink(extensions=_wants_extensions(ws))
     closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
