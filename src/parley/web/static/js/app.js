@@ -121,7 +121,7 @@ function refreshControls() {
   }
   if (state === "idle" && el.status.dataset.state !== "error") setStatus("idle", "Disconnected");
   if (state === "connecting") setStatus("connecting", "Connecting…");
-  if (connected) setStatus("connected", "Connected", app.client.transport.kind === "webrtc" ? "WebRTC" : "WebSocket");
+  if (connected && app.client.transport) setStatus("connected", "Connected", app.client.transport.kind === "webrtc" ? "WebRTC" : "WebSocket");
   idlePresence();
 }
 
