@@ -1,118 +1,12 @@
-"""Tiny stand-ins for the model stages, for unit tests of orchestration only.
+"""The fake model stages live in ``parley.bench.fake_models`` (the fuzz benchmark uses them too)."""
 
-Features are proven with the real models elsewhere; these make the session's
-event logic fast and deterministic to test.
-"""
-
-from __future__ import annotations
-
-import asyncio
-import json
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
-
-import numpy as np
-
-from parley.engine.models.base import (
-    ChatChunk,
-    ChatRequest,
-    Finish,
-    SpeechChunk,
-    TextDelta,
-    ToolCallDelta,
-    Transcript,
-    WordTiming,
+from parley.bench.fake_models import (
+    EnergyVadStream,
+    FakeLlm,
+    FakeModels,
+    FakeStt,
+    FakeTts,
+    FakeVad,
 )
 
-
-class EnergyVadStream:
-    def __call__(self, frame: np.ndarray) -> float:
-        return 0.95 if float(np.sqrt(np.mean(frame**2))) > 0.02 else 0.02
-
-    def reset(self) -> None:
-        pass
-
-
-class FakeVad:
-    sample_rate = 16000
-    frame_samples = 512
-
-    def stream(self) -> EnergyVadStream:
-        return EnergyVadStream()
-
-
-class FakeStt:
-    sample_rate = 16000
-
-    def __init__(self, text: str = "What is the capital of France?") -> None:
-        self.text = text
-        self.calls = 0
-
-    async def transcribe(
-        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
-    ) -> Transcript:
-        self.calls += 1
-        await asyncio.sleep(0.01)
-        return Transcript(self.text, "en", len(audio) / self.sample_rate, 0.01)
-
-
-@dataclass
-class FakeLlm:
-    reply: str = "The capital of France is Paris. It is a lovely city on the Seine."
-    token_delay: float = 0.002
-    fail: bool = False
-    name: str = "fake"
-    decides_tools: bool = True
-    requests: list[ChatRequest] = field(default_factory=list)
-
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
-        self.requests.append(request)
-        if self.fail:
-            raise RuntimeError("the fake model broke")
-        if request.tool_choice.mode in ("function", "required") and request.tools:
-            name = request.tool_choice.name or request.tools[0].name
-            args = json.dumps({"city": "Paris"})
-            yield ToolCallDelta(0, call_id="call_fake123", name=name)
-            for i in range(0, len(args), 5):
-                await asyncio.sleep(self.token_delay)
-                yield ToolCallDelta(0, arguments=args[i : i + 5])
-            yield Finish("tool_calls", 10, 5)
-            return
-        words = self.reply.split(" ")
-        limit = request.max_tokens or len(words)
-        for i, word in enumerate(words[:limit]):
-            await asyncio.sleep(self.token_delay)
-            yield TextDelta(("" if i == 0 else " ") + word)
-        yield Finish("length" if limit < len(words) else "stop", 12, min(limit, len(words)))
-
-
-class FakeTts:
-    sample_rate = 22050
-    word_seconds = 0.25
-
-    def voices(self) -> list[str]:
-        return ["fake"]
-
-    async def synthesize(
-        self, text: str, *, voice: str | None = None, speed: float = 1.0
-    ) -> AsyncGenerator[SpeechChunk, None]:
-        await asyncio.sleep(0.005)
-        words = text.split()
-        n = int(len(words) * self.word_seconds * self.sample_rate)
-        t = np.arange(n) / self.sample_rate
-        audio = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
-        timings = [
-            WordTiming(w, i * self.word_seconds, (i + 1) * self.word_seconds) for i, w in enumerate(words)
-        ]
-        yield SpeechChunk(audio, self.sample_rate, text, timings)
-
-
-@dataclass
-class FakeModels:
-    vad: FakeVad = field(default_factory=FakeVad)
-    stt: FakeStt = field(default_factory=FakeStt)
-    llm: FakeLlm = field(default_factory=FakeLlm)
-    tts: FakeTts = field(default_factory=FakeTts)
-
-    def describe(self) -> dict[str, str]:
-        return {"vad": "fake", "stt": "fake", "llm": "fake", "tts": "fake"}
+__all__ = ["EnergyVadStream", "FakeLlm", "FakeModels", "FakeStt", "FakeTts", "FakeVad"]

@@ -10,6 +10,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "models": ("parley.bench.models", "each model stage alone: VAD, STT, LLM, TTS latency and peak RSS"),
     "barge-in": ("parley.bench.barge_in", "client barge-in: speech onset → silent output, truncation error"),
     "webrtc": ("parley.bench.webrtc_connect", "WebRTC connect: offer → data channel open / session.created"),
+    "fuzz": (
+        "parley.bench.fuzz",
+        "hostile client events over WebSocket and WebRTC: dropped sessions, crashes, memory",
+    ),
     "relay": (
         "parley.bench.relay",
         "parley serve's WebSocket relay: added latency per event, CPU/memory per session",

@@ -761,7 +761,7 @@ def _peek_event_id(raw: str | bytes | dict[str, Any]) -> str | None:
     """The client's event_id of a rejected event, when it can be read at all."""
     try:
         event = raw if isinstance(raw, dict) else json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     value = event.get("event_id") if isinstance(event, dict) else None
     return value if isinstance(value, str) else None

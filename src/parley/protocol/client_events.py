@@ -113,6 +113,14 @@ def _check_item_discriminators(item: Any, param: str) -> None:
 
 def parse_client_event(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     """Return the event as a dict; raise :class:`ProtocolError` when it is not a valid client event."""
+    try:
+        return _parse(raw)
+    except RecursionError:
+        # json and pydantic recurse per level: a deeply nested message is refused, not a crash.
+        raise invalid_event("The message nests too deeply to be a client event.") from None
+
+
+def _parse(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw, dict):
         event = raw
     else:

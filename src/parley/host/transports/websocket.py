@@ -127,6 +127,12 @@ async def _run(
     try:
         waiting: set[asyncio.Future[Any]] = {writer, reader, closing}
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if reader in done and not reader.cancelled() and reader.exception() is not None:
+            # A bug, not the client's doing (the session turns bad input into error events):
+            # say so in the log and in the close code.
+            log.error("WebSocket session %s failed", session.id, exc_info=reader.exception())
+            with contextlib.suppress(Exception):
+                await ws.close(code=close_codes.INTERNAL, reason="internal error")
         if closing in done:
             code, reason = closing.result()
             sink.close()
