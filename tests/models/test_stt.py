@@ -145,3 +145,9 @@ async def test_prompt_and_language_are_accepted(models, synth) -> None:
     result = await models.stt.transcribe(audio, language="en", prompt="Smart home commands.")
     assert errors("Turn on the kitchen lights please.", result.text) <= 1
     assert result.language == "en"
+
+
+def test_the_test_voice_renders_the_same_every_time(synth) -> None:
+    a, _ = synth("The quick brown fox jumps over the lazy dog.")
+    b, _ = synth("The quick brown fox jumps over the lazy dog.")
+    assert np.array_equal(a, b)
