@@ -627,7 +627,14 @@ class RealtimeSession:
         tts = self.models.tts if params.audio else None
         if tts is not None:
             self._voice_locked = True
-        return Generation(self.models.llm, tts, request, voice=params.voice, speed=params.speed).start()
+        return Generation(
+            self.models.llm,
+            tts,
+            request,
+            voice=params.voice,
+            speed=params.speed,
+            stage_timeout=self.config.stage_timeout_seconds,
+        ).start()
 
     async def _speculative_generation(self, spec: Speculation) -> Generation:
         transcript = await spec.stt
