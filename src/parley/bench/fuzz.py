@@ -39,6 +39,7 @@ from parley.host.app import create_engine_app
 from parley.host.runtime import EngineRuntime
 
 PROBE_TIMEOUT_S = 20.0
+RTC_MAX_MESSAGE = 256 * 1024  # the data channel's message size limit (a=max-message-size)
 
 
 def rss_mb() -> float:
@@ -166,6 +167,10 @@ class RtcLink(Link):
         assert self.peer.channel is not None
         if self.peer.channel.readyState != "open":
             raise ConnectionError("data channel closed")
+        if len(frame) > RTC_MAX_MESSAGE:
+            # SCTP refuses a message over the size the engine advertised, before it is sent
+            # (browsers too): such frames only test the WebSocket path.
+            frame = frame[:RTC_MAX_MESSAGE]
         self.peer.channel.send(frame)
         self.peer.events.clear()  # the peer keeps every event; the tally is enough here
         # SCTP queues without back-pressure: wait for the buffer to drain below its low mark.
