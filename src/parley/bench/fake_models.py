@@ -25,6 +25,8 @@ from parley.engine.models.base import (
     WordTiming,
 )
 
+MAX_KEPT_REQUESTS = 1000
+
 
 class EnergyVadStream:
     def __call__(self, frame: np.ndarray) -> float:
@@ -68,6 +70,8 @@ class FakeLlm:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         self.requests.append(request)
+        if len(self.requests) > MAX_KEPT_REQUESTS:  # tests read the first few; a fuzz run sends 10^5
+            del self.requests[: len(self.requests) - MAX_KEPT_REQUESTS]
         if self.fail:
             raise RuntimeError("the fake model broke")
         if request.tool_choice.mode in ("function", "required") and request.tools:

@@ -128,7 +128,8 @@ class Fuzzer:
             ("wrong_type", self.wrong_type, 25),
             ("mutation", self.mutation, 25),
             ("absurd_value", self.absurd_value, 15),
-            ("flood", self.flood, 8),
+            # A flood is 10-60 frames: at weight 1 floods are about a quarter of all frames.
+            ("flood", self.flood, 1),
             ("odd_append", self.odd_append, 8),
         ]
         self._weights = [w for _, _, w in self.families]
@@ -227,7 +228,7 @@ class Fuzzer:
         return text
 
     def flood(self) -> str:
-        self._flood_left = self.rng.randrange(20, 200)
+        self._flood_left = self.rng.randrange(10, 60)
         return self._flood_event()
 
     def _flood_event(self) -> str:
