@@ -14,6 +14,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "parley.bench.fuzz",
         "hostile client events over WebSocket and WebRTC: dropped sessions, crashes, memory",
     ),
+    "soak": (
+        "parley.bench.soak",
+        "many sessions holding turns for a long time: slopes of RSS, fds, threads, tasks; turn latency",
+    ),
     "relay": (
         "parley.bench.relay",
         "parley serve's WebSocket relay: added latency per event, CPU/memory per session",
