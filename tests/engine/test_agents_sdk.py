@@ -53,7 +53,7 @@ async def test_realtime_runner_with_function_tool(engine: RunningServer) -> None
     )
     async with session:
         await session.send_message("What is the weather in Paris? Use the get_weather tool.")
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(120):
             async for event in session:
                 seen.append(event.type)
                 if event.type == "error":

@@ -187,18 +187,18 @@ CASES: list[tuple[str, str | bytes, str, str | None]] = [
         None,
     ),
     (
-        "mcp tools",
+        "mcp connector (OpenAI-hosted)",
         json.dumps(
             {
                 "type": "session.update",
                 "session": {
                     "type": "realtime",
-                    "tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x"}],
+                    "tools": [{"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}],
                 },
             }
         ),
         "unsupported_tool",
-        "session.tools[0].type",
+        "session.tools[0].connector_id",
     ),
 ]
 

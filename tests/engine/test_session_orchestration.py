@@ -461,3 +461,40 @@ async def test_transcription_session_transcribes_without_responding() -> None:
     error = await log.wait_for("error")
     assert error["error"]["event_id"] == "r1"
     await session.close()
+
+
+async def test_prompt_is_prefilled_when_the_session_starts_and_when_it_changes() -> None:
+    session, _, models = make()
+    await asyncio.sleep(0)
+    assert len(models.llm.prefills) == 1 and models.llm.prefills[0].cache_key == session.id
+    # A voice change does not touch the prompt: nothing to evaluate again.
+    session.receive(
+        json.dumps(
+            {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "ash"}}}}
+        )
+    )
+    await asyncio.sleep(0)
+    assert len(models.llm.prefills) == 1
+    tool = {
+        "type": "function",
+        "name": "get_time",
+        "description": "The time.",
+        "parameters": {"type": "object"},
+    }
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "instructions": "Be brief.", "tools": [tool]},
+            }
+        )
+    )
+    await asyncio.sleep(0)
+    latest = models.llm.prefills[-1]
+    assert len(models.llm.prefills) == 2
+    assert latest.messages[0].content.startswith("Be brief.") and [t.name for t in latest.tools] == [
+        "get_time"
+    ]
+    assert not [m for m in latest.messages if m.role == "user"]  # the prompt, before any turn
+    await session.close()
+    assert models.llm.forgotten == [session.id]

@@ -403,3 +403,58 @@ async def test_session_starts_without_the_events_channel_after_a_grace(
         finally:
             await peer.close()
         await released(srv.runtime)
+
+
+async def test_hangup_ends_the_call_for_the_peer_and_the_sideband() -> None:
+    """``client.realtime.calls.hangup(call_id)`` (openai-python) ends a WebRTC call: same rights as a sideband."""
+    from openai import AsyncOpenAI, NotFoundError, PermissionDeniedError
+
+    async with engine(fake_runtime(api_key=KEY)) as srv:
+        async with srv_http(srv) as http:
+            r = await http.post(
+                "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
+            )
+            secret = r.json()["value"]
+            r = await http.post(
+                "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
+            )
+            unused = r.json()["value"]  # the call's own secret is used up (401): a fresh one is 403
+            async with call(srv, token=secret) as peer:
+                url = f"{srv.ws}/v1/realtime?call_id={peer.call_id}"
+                async with websockets.connect(
+                    url, additional_headers={"Authorization": f"Bearer {KEY}"}
+                ) as ws:
+                    assert json.loads(await ws.recv())["type"] == "session.created"
+                    # An ephemeral key, a wrong key and no key cannot hang up.
+                    for headers, status in (
+                        ({"Authorization": f"Bearer {unused}"}, 403),
+                        ({"Authorization": f"Bearer {secret}"}, 401),
+                        ({"Authorization": "Bearer sk-wrong"}, 401),
+                        ({}, 401),
+                    ):
+                        r = await http.post(f"/v1/realtime/calls/{peer.call_id}/hangup", headers=headers)
+                        assert r.status_code == status, r.text
+                    assert peer.call_id in srv.runtime.calls
+                    engine_client = AsyncOpenAI(api_key=KEY, base_url=f"{srv.http}/v1")
+                    with pytest.raises(NotFoundError) as missing:
+                        await engine_client.realtime.calls.hangup("rtc_nosuchcall")
+                    assert missing.value.code == "call_not_found"
+                    ephemeral_client = AsyncOpenAI(api_key=unused, base_url=f"{srv.http}/v1")
+                    with pytest.raises(PermissionDeniedError):
+                        await ephemeral_client.realtime.calls.hangup(peer.call_id)
+
+                    assert await engine_client.realtime.calls.hangup(peer.call_id) is None
+                    assert peer.call_id not in srv.runtime.calls  # released before the reply
+                    assert await peer.channel_closed(within=5)
+                    with pytest.raises(websockets.ConnectionClosed):
+                        async with asyncio.timeout(5):
+                            while True:
+                                await ws.recv()
+                    # Hanging up again: the call is gone.
+                    r = await http.post(f"/v1/realtime/calls/{peer.call_id}/hangup", headers=auth_header())
+                    assert r.status_code == 404 and r.json()["error"]["code"] == "call_not_found"
+        await released(srv.runtime)
+
+
+def auth_header() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}

@@ -7,6 +7,10 @@ import importlib
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "turn": ("parley.bench.turn", "turn latency and barge-in through a real WebSocket (local engine)"),
+    "quality": (
+        "parley.bench.quality",
+        "answer quality and tool decisions of each local LLM, with the web page's session and serve's tools",
+    ),
     "models": ("parley.bench.models", "each model stage alone: VAD, STT, LLM, TTS latency and peak RSS"),
     "barge-in": ("parley.bench.barge_in", "client barge-in: speech onset → silent output, truncation error"),
     "webrtc": ("parley.bench.webrtc_connect", "WebRTC connect: offer → data channel open / session.created"),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -50,13 +51,23 @@ class FakeStt:
     def __init__(self, text: str = "What is the capital of France?") -> None:
         self.text = text
         self.calls = 0
+        self.last_options: dict[str, Any] = {}
+        self.last_audio: np.ndarray | None = None
 
     async def transcribe(
-        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        languages: Sequence[str] | None = None,
     ) -> Transcript:
         self.calls += 1
+        self.last_options = {"language": language, "prompt": prompt, "languages": languages}
+        self.last_audio = audio
         await asyncio.sleep(0.01)
-        return Transcript(self.text, "en", len(audio) / self.sample_rate, 0.01)
+        detected = language or (languages[0] if languages else "en")
+        return Transcript(self.text, detected, len(audio) / self.sample_rate, 0.01)
 
 
 @dataclass
@@ -67,6 +78,15 @@ class FakeLlm:
     name: str = "fake"
     decides_tools: bool = True
     requests: list[ChatRequest] = field(default_factory=list)
+    prefills: list[ChatRequest] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
+
+    async def prefill(self, request: ChatRequest) -> int:
+        self.prefills.append(request)
+        return 0
+
+    def forget(self, key: str) -> None:
+        self.forgotten.append(key)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         self.requests.append(request)

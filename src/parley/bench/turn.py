@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from parley.bench import profiles
 from parley.bench.speech import silence, synthesize, voiced_span
 from parley.bench.stats import summary
 from parley.protocol.audio_formats import CANONICAL_RATE
@@ -70,6 +71,7 @@ INTERRUPTIONS = [
     "No, never mind, tell me about cats.",
 ]
 CHUNK_MS = 20
+DEFAULT_OUT = Path("bench/results/turn.json")
 
 
 class Microphone:
@@ -134,7 +136,12 @@ class SessionResult:
 
 
 async def run_session(
-    url: str, question: np.ndarray, interruption: np.ndarray, silence_ms: int, timeout: float = 60.0
+    url: str,
+    question: np.ndarray,
+    interruption: np.ndarray,
+    silence_ms: int,
+    timeout: float = 60.0,
+    profile: str = "ui",
 ) -> SessionResult:
     import websockets
 
@@ -165,20 +172,7 @@ async def run_session(
         read_task = asyncio.create_task(reader())
         await wait_for("session.created")
         await ws.send(
-            json.dumps(
-                {
-                    "type": "session.update",
-                    "session": {
-                        "type": "realtime",
-                        "audio": {
-                            "input": {
-                                "transcription": {"model": "whisper-1"},
-                                "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
-                            }
-                        },
-                    },
-                }
-            )
+            json.dumps({"type": "session.update", "session": profiles.session(profile, silence_ms)})
         )
         await wait_for("session.updated")
         mic = Microphone(ws)
@@ -193,6 +187,7 @@ async def run_session(
             mic.say(interruption, "interruption")
             speech_end = mic.sent_voice["question"][1]
             turn = {
+                "first_turn": True,  # of a fresh session: pays for anything not prepared ahead
                 "speech_end_to_speech_stopped_ms": (t_stop - speech_end) * 1000,
                 "turn_latency_ms": (t_audio - speech_end) * 1000,
                 "turn_latency_minus_silence_ms": (t_audio - speech_end) * 1000 - silence_ms,
@@ -229,6 +224,7 @@ async def run_session(
             )
             end2 = mic.sent_voice["interruption"][1]
             turn2 = {
+                "first_turn": False,
                 "speech_end_to_speech_stopped_ms": (t_stop2 - end2) * 1000,
                 "turn_latency_ms": (t_audio2 - end2) * 1000,
                 "turn_latency_minus_silence_ms": (t_audio2 - end2) * 1000 - silence_ms,
@@ -278,11 +274,16 @@ def _peak_rss_mb(pid: int) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def engine_process(port: int):  # type: ignore[no-untyped-def]
+async def engine_process(  # type: ignore[no-untyped-def]
+    port: int, extra_args: list[str] | None = None, command: str = "engine"
+):
+    """``parley engine`` (or ``parley serve`` with its embedded engine) on ``port``, once ready."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PARLEY_VALIDATE_EVENTS="0")
+    env.pop("OPENAI_API_KEY", None)  # serve: always the local engine
+    health = "/healthz" if command == "engine" else "/api/health"
     proc = await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "parley", "engine", "--port", str(port)],
+        [sys.executable, "-m", "parley", command, "--port", str(port), *(extra_args or [])],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -298,7 +299,7 @@ async def engine_process(port: int):  # type: ignore[no-untyped-def]
                         f"engine exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    r = await http.get(f"http://127.0.0.1:{port}/healthz")
+                    r = await http.get(f"http://127.0.0.1:{port}{health}")
                     if r.status_code == 200 and r.json().get("status") == "ok":
                         break
                 if time.monotonic() > deadline:
@@ -313,7 +314,7 @@ async def engine_process(port: int):  # type: ignore[no-untyped-def]
             proc.kill()
 
 
-async def bench(n: int, silence_ms: int, url: str | None, out: Path) -> dict[str, Any]:
+async def bench(n: int, silence_ms: int, url: str | None, out: Path, profile: str = "ui") -> dict[str, Any]:
     from rich.console import Console
 
     console = Console()
@@ -332,6 +333,7 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path) -> dict[str
                         questions[i % len(questions)],
                         interruptions[i % len(interruptions)],
                         silence_ms,
+                        profile=profile,
                     )
                 )
         if pid is not None:
@@ -346,12 +348,15 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path) -> dict[str
 
     turns = [t for r in results for t in r.turns]
     barges = [b for r in results for b in r.barge_ins]
+    firsts = [t for t in turns if t.get("first_turn")]
+    laters = [t for t in turns if not t.get("first_turn")]
 
     def col(rows: list[dict[str, Any]], key: str) -> list[float]:
         return [r[key] for r in rows if r.get(key) is not None]
 
     report = {
         "benchmark": "turn",
+        "profile": profile,
         "sessions": n,
         "silence_duration_ms": silence_ms,
         "turns": len(turns),
@@ -364,6 +369,11 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path) -> dict[str
             "tts_first_chunk_after_speech_stopped_ms": summary(col(turns, "tts_first_chunk_ms")),
             "turn_latency_ms": summary(col(turns, "turn_latency_ms")),
             "turn_latency_minus_silence_ms": summary(col(turns, "turn_latency_minus_silence_ms")),
+            "first_turn_latency_ms": summary(col(firsts, "turn_latency_ms")),
+            "first_turn_latency_minus_silence_ms": summary(col(firsts, "turn_latency_minus_silence_ms")),
+            "first_turn_llm_first_token_after_speech_stopped_ms": summary(col(firsts, "llm_first_token_ms")),
+            "later_turn_latency_ms": summary(col(laters, "turn_latency_ms")),
+            "later_turn_latency_minus_silence_ms": summary(col(laters, "turn_latency_minus_silence_ms")),
             "barge_in_onset_to_speech_started_ms": summary(col(barges, "onset_to_speech_started_ms")),
             "barge_in_speech_started_to_cancelled_done_ms": summary(
                 col(barges, "speech_started_to_cancelled_done_ms")
@@ -400,7 +410,7 @@ def _print(console: Any, report: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"parley bench turn — {report['turns']} turns, {report['barge_ins']} barge-ins, "
+        title=f"parley bench turn ({report['profile']} profile) — {report['turns']} turns, {report['barge_ins']} barge-ins, "
         f"silence_duration_ms={report['silence_duration_ms']}"
     )
     for name in ("metric", "p50 ms", "p95 ms", "n"):
@@ -425,11 +435,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--silence-ms", type=int, default=500, help="server_vad silence_duration_ms")
     parser.add_argument(
+        "--profile",
+        choices=profiles.PROFILES,
+        default="ui",
+        help="ui: the web page's session with parley serve's tools (what users get); bare: engine defaults",
+    )
+    parser.add_argument(
         "--url", default=None, help="benchmark a running engine (ws://…/v1/realtime?parley_metrics=1)"
     )
-    parser.add_argument("--out", type=Path, default=Path("bench/results/turn.json"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(bench(args.sessions, args.silence_ms, args.url, args.out))
+    out = (
+        args.out
+        if args.profile == "ui" or args.out != DEFAULT_OUT
+        else DEFAULT_OUT.with_name("turn-bare.json")
+    )
+    asyncio.run(bench(args.sessions, args.silence_ms, args.url, out, args.profile))
     return 0

@@ -25,7 +25,9 @@ import numpy as np
 
 from parley.engine.conversation import Conversation, Item
 from parley.engine.generation import Generation, GenerationFailed, SpokenClause
+from parley.engine.mcp_tools import McpServer
 from parley.engine.models.base import Finish, TextDelta, ToolCallDelta
+from parley.engine.prompt import ContextOverflow
 from parley.media.playout import PlayoutPosition
 from parley.protocol import ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, OutputEncoder
@@ -47,6 +49,8 @@ class ResponseParams:
     conversation: Literal["auto", "none"] = "auto"
     input_items: list[Item] | None = None  # replaces the conversation as context
     metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None  # None = the backend's default
+    reasoning_effort: str | None = None
 
     @property
     def audio(self) -> bool:
@@ -92,6 +96,23 @@ class _OpenCall:
     item: Item
     output_index: int
     arguments: list[str] = field(default_factory=list)
+    server: McpServer | None = None  # set for mcp_call and mcp_approval_request items
+
+    @property
+    def kind(self) -> str:
+        return str(self.item.wire["type"])
+
+
+@dataclass
+class McpHooks:
+    """What a response needs to run MCP calls (given by the session when MCP tools are configured)."""
+
+    # An MCP tool by the name the model called, if it is one: (server, tool).
+    find: Callable[[str], tuple[McpServer, dict[str, Any]] | None]
+    # A new generation after MCP results, from the conversation as it is now.
+    continue_with: Callable[[ResponseRunner], Awaitable[Generation]]
+    # Approved requests not yet run, to run first: (request item wire, server).
+    approved: list[tuple[dict[str, Any], McpServer]] = field(default_factory=list)
 
 
 @dataclass
@@ -115,6 +136,8 @@ class ResponseRunner:
         self._message: _OpenMessage | None = None
         self._calls: dict[int, _OpenCall] = {}
         self._task: asyncio.Task[None] | None = None
+        self.mcp: McpHooks | None = None
+        self._mcp_pending: list[_OpenCall] = []
         self._encoder = OutputEncoder(params.output_format)  # one per message: G.711 resampling has a tail
 
     # --- lifecycle -------------------------------------------------------
@@ -151,23 +174,42 @@ class ResponseRunner:
 
     async def _run(self, prepare: Callable[[ResponseRunner], Awaitable[Generation]]) -> None:
         try:
-            self.generation = await prepare(self)
-            if self.finished:
-                self.generation.cancel()
-                return
-            async for out in self.generation.outputs():
+            if self.mcp is not None and self.mcp.approved:
+                # Calls the client approved since the last response run first; the model then
+                # answers from their results.
+                for request, server in self.mcp.approved:
+                    await self._run_approved(request, server)
+                    if self.finished:
+                        return
+                self.generation = await self.mcp.continue_with(self)
+            else:
+                self.generation = await prepare(self)
+            while True:
                 if self.finished:
+                    self.generation.cancel()
                     return
-                if isinstance(out, TextDelta):
-                    self._on_text(out.text)
-                elif isinstance(out, SpokenClause):
-                    self._on_clause(out)
-                elif isinstance(out, ToolCallDelta):
-                    self._on_tool_delta(out)
-                elif isinstance(out, Finish):
-                    self._on_finish(out)
-                elif isinstance(out, GenerationFailed):
-                    self._fail(out.error)
+                async for out in self.generation.outputs():
+                    if self.finished:
+                        return
+                    if isinstance(out, TextDelta):
+                        self._on_text(out.text)
+                    elif isinstance(out, SpokenClause):
+                        self._on_clause(out)
+                    elif isinstance(out, ToolCallDelta):
+                        self._on_tool_delta(out)
+                    elif isinstance(out, Finish):
+                        self._on_finish(out)
+                    elif isinstance(out, GenerationFailed):
+                        self._fail(out.error)
+                if self.finished or not self._mcp_pending or self.mcp is None:
+                    return
+                # The model called MCP tools: run them, then let it answer from the results.
+                while self._mcp_pending:  # the queue: a cancel meanwhile closes what is left
+                    await self._execute_mcp(self._mcp_pending[0])
+                    if self.finished:
+                        return
+                    self._mcp_pending.pop(0)
+                self.generation = await self.mcp.continue_with(self)
         except asyncio.CancelledError:
             if not self.finished:  # cancelled from outside without cancel(): still end properly
                 self._close_open("incomplete")
@@ -183,17 +225,15 @@ class ResponseRunner:
             self.generation.cancel()
         self._close_open("incomplete")
         message = str(error) or error.__class__.__name__
-        self._finish(
-            "failed",
-            {
-                "type": "failed",
-                "error": {
-                    "type": "server_error",
-                    "code": "model_error",
-                    "message": f"The model failed: {message}",
-                },
-            },
-        )
+        if isinstance(error, ContextOverflow):  # the client's setting, not a model fault
+            details = {"type": "invalid_request_error", "code": "context_length_exceeded", "message": message}
+        else:
+            details = {
+                "type": "server_error",
+                "code": "model_error",
+                "message": f"The model failed: {message}",
+            }
+        self._finish("failed", {"type": "failed", "error": details})
 
     # --- outputs → events ------------------------------------------------
 
@@ -286,6 +326,32 @@ class ResponseRunner:
 
     def _on_tool_delta(self, delta: ToolCallDelta) -> None:
         call = self._calls.get(delta.index)
+        found = self.mcp.find(delta.name) if call is None and self.mcp and delta.name else None
+        if found is not None:
+            self._close_message("completed")
+            server, tool = found
+            kind = "mcp_approval_request" if server.needs_approval(tool) else "mcp_call"
+            wire = {
+                "id": ids.item_id(),
+                "type": kind,
+                "server_label": server.label,
+                "name": tool["name"],
+                "arguments": "",
+            }
+            item = self._add_item(wire)
+            call = self._calls[delta.index] = _OpenCall(item, len(self.output) - 1, server=server)
+        if call is not None and call.server is not None:
+            if delta.arguments:
+                call.arguments.append(delta.arguments)
+                if call.kind == "mcp_call":  # an approval request's arguments show when it is done
+                    self.host.emit(
+                        {
+                            "type": "response.mcp_call_arguments.delta",
+                            **self._refs(call),
+                            "delta": delta.arguments,
+                        }
+                    )
+            return
         if call is None:
             self._close_message("completed")
             wire = {
@@ -311,13 +377,56 @@ class ResponseRunner:
             )
 
     def _on_finish(self, finish: Finish) -> None:
-        self.usage = {"input_tokens": finish.input_tokens, "output_tokens": finish.output_tokens}
+        # Summed over the generations of one response (there are several around MCP calls).
+        self.usage = {
+            "input_tokens": self.usage["input_tokens"] + finish.input_tokens,
+            "output_tokens": self.usage["output_tokens"] + finish.output_tokens,
+        }
         truncated = finish.reason == "length"
         self._close_open("incomplete" if truncated else "completed")
         if truncated:
             self._finish("incomplete", {"type": "incomplete", "reason": "max_output_tokens"})
-        else:
+        elif not self._mcp_pending:
             self._finish("completed", None)
+
+    # --- MCP calls ---------------------------------------------------------
+
+    async def _execute_mcp(self, call: _OpenCall) -> None:
+        from parley.engine.mcp_tools import McpError, call_tool
+
+        wire = call.item.wire
+        refs = {"item_id": call.item.id, "output_index": call.output_index}
+        self.host.emit({"type": "response.mcp_call.in_progress", **refs})
+        assert call.server is not None
+        try:
+            wire["output"] = await call_tool(call.server, wire["name"], wire["arguments"])
+        except McpError as err:
+            wire["error"] = err.error
+        except Exception as exc:  # a bad server fails the call, never the session
+            wire["error"] = {"type": "tool_execution_error", "message": f"{exc.__class__.__name__}: {exc}"}
+        if self.finished:
+            return
+        if "error" in wire:
+            self.host.emit({"type": "response.mcp_call.failed", **refs})
+        else:
+            self.host.emit({"type": "response.mcp_call.completed", **refs})
+        self._close_item(call.item, call.output_index, "completed")
+
+    async def _run_approved(self, request: dict[str, Any], server: McpServer) -> None:
+        wire = {
+            "id": ids.item_id(),
+            "type": "mcp_call",
+            "server_label": request["server_label"],
+            "name": request["name"],
+            "arguments": request.get("arguments") or "",
+            "approval_request_id": request["id"],
+        }
+        item = self._add_item(wire)
+        call = _OpenCall(item, len(self.output) - 1, [wire["arguments"]], server=server)
+        self.host.emit(
+            {"type": "response.mcp_call_arguments.done", **self._refs(call), "arguments": wire["arguments"]}
+        )
+        await self._execute_mcp(call)
 
     # --- closing ---------------------------------------------------------
 
@@ -346,7 +455,8 @@ class ResponseRunner:
         self._close_item(item, message.output_index, status)
 
     def _close_item(self, item: Item, output_index: int, status: str) -> None:
-        item.wire["status"] = status
+        if not str(item.wire.get("type", "")).startswith("mcp"):  # MCP items carry no status
+            item.wire["status"] = status
         view = Conversation.wire_view(item)
         self.host.emit(
             {
@@ -365,6 +475,26 @@ class ResponseRunner:
         for call in self._calls.values():
             arguments = "".join(call.arguments)
             call.item.wire["arguments"] = arguments
+            if call.kind == "mcp_call":
+                if status == "completed":
+                    self.host.emit(
+                        {
+                            "type": "response.mcp_call_arguments.done",
+                            **self._refs(call),
+                            "arguments": arguments,
+                        }
+                    )
+                    self._mcp_pending.append(call)  # closed once it has run
+                else:
+                    call.item.wire["error"] = {
+                        "type": "tool_execution_error",
+                        "message": "The response ended.",
+                    }
+                    self._close_item(call.item, call.output_index, status)
+                continue
+            if call.kind == "mcp_approval_request":
+                self._close_item(call.item, call.output_index, status)
+                continue
             if status == "completed":
                 self.host.emit(
                     {
@@ -377,6 +507,14 @@ class ResponseRunner:
                 )
             self._close_item(call.item, call.output_index, status)
         self._calls.clear()
+        if status != "completed":
+            for call in self._mcp_pending:  # queued or running MCP calls end with the response
+                call.item.wire.setdefault(
+                    "error",
+                    {"type": "tool_execution_error", "message": "The response ended before the call."},
+                )
+                self._close_item(call.item, call.output_index, status)
+            self._mcp_pending = []
 
     def _finish(self, status: str, details: dict[str, Any] | None) -> None:
         self.status = status

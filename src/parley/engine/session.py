@@ -18,6 +18,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -31,10 +32,12 @@ from parley.engine.config import EngineConfig
 from parley.engine.conversation import Conversation, Item
 from parley.engine.generation import Generation
 from parley.engine.input_buffer import InputAudioBuffer, ms_to_samples, samples_to_ms
+from parley.engine.mcp_tools import McpTools
 from parley.engine.models.base import ChatRequest, ToolChoice, ToolSpec, Transcript
 from parley.engine.models.priority import PRIORITY
+from parley.engine.noise import NoiseSuppressor
 from parley.engine.prompt import build_messages
-from parley.engine.response import MediaOutput, ResponseParams, ResponseRunner
+from parley.engine.response import McpHooks, MediaOutput, ResponseParams, ResponseRunner
 from parley.engine.speculation import Speculation, Speculator
 from parley.engine.turn_detection import (
     Probe,
@@ -57,6 +60,9 @@ if TYPE_CHECKING:
     from parley.engine.models.registry import ModelSet
 
 log = logging.getLogger(__name__)
+
+# Generations one response may run around MCP calls before the model must answer in words.
+MCP_MAX_ROUNDS = 4
 
 MAX_APPEND_BYTES = 15 * 1024 * 1024  # per input_audio_buffer.append, as on OpenAI
 MIN_COMMIT_MS = 100
@@ -104,6 +110,11 @@ class RealtimeSession:
         self._voice_locked = False
         self._decoder = InputDecoder(self._input_format)
         self._turns: TurnDetector | None = None
+        self._denoiser: NoiseSuppressor | None = None  # audio.input.noise_reduction
+        self.mcp = McpTools(
+            emit=self.emit, add_item=self._add_mcp_item, done_item=self._mcp_item_done, spawn=self._spawn
+        )
+        self._mcp_answered: set[str] = set()  # approval requests whose response has run (or been refused)
         self._speech_item_id: str | None = None  # id promised in speech_started
         self._speculator = Speculator(self._spawn)
         self._transcriptions: dict[str, asyncio.Task[Transcript]] = {}
@@ -112,6 +123,7 @@ class RealtimeSession:
         self._deferred_turn: Item | None = None  # a user turn waiting for the active response to end
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._prefill_task: asyncio.Task[Any] | None = None
         self._configure_turn_detection()
 
     # ------------------------------------------------------------------ API
@@ -130,8 +142,10 @@ class RealtimeSession:
     def open(self) -> None:
         """Send ``session.created`` (the first event of every connection) and start the clock."""
         self.emit({"type": "session.created", "session": wire_session(self.session)})
+        self._configure_mcp()
         loop = asyncio.get_running_loop()
         self._expiry_timer = loop.call_later(self.config.max_session_seconds, self._expire)
+        self._prefill()
 
     def receive(self, raw: str | bytes | dict[str, Any]) -> None:
         """Handle one client event; a bad one becomes an ``error`` event and changes nothing."""
@@ -177,6 +191,7 @@ class RealtimeSession:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.models.llm.forget(self.id)
         for sink in self.sinks:
             sink.close()
         self.sinks.clear()
@@ -241,6 +256,9 @@ class RealtimeSession:
         if self.session["audio"]["input"]["turn_detection"] != before["audio"]["input"]["turn_detection"]:
             self._configure_turn_detection()
         self.emit({"type": "session.updated", "session": wire_session(self.session)})
+        self._configure_mcp()
+        if any(self.session.get(k) != before.get(k) for k in ("instructions", "tools", "tool_choice")):
+            self._prefill()
 
     def _on_append(self, event: dict[str, Any]) -> None:
         if self.media is not None:
@@ -371,6 +389,7 @@ class RealtimeSession:
             self._turns.configure(td)
 
     def _ingest(self, pcm: np.ndarray) -> None:
+        pcm = self._denoise(pcm)
         self.buffer.append(pcm)
         if self._turns is None:
             return
@@ -389,6 +408,95 @@ class RealtimeSession:
                 self.session["audio"]["input"]["turn_detection"].get("prefix_padding_ms", 300) + 2000
             )
             self.buffer.drop_before(self.buffer.end - keep)
+
+    def _denoise(self, pcm: np.ndarray) -> np.ndarray:
+        """Noise suppression before anything hears the input (VAD, buffer, Whisper), when asked for."""
+        config = self.session["audio"]["input"]["noise_reduction"]
+        if config is None:
+            self._denoiser = None
+            return pcm
+        if self._denoiser is None or self._denoiser.kind != config["type"]:
+            self._denoiser = NoiseSuppressor(config["type"])
+        return self._denoiser(pcm)
+
+    # ------------------------------------------------------------------ MCP
+
+    def _configure_mcp(self) -> None:
+        if self.session["type"] == "realtime":
+            self.mcp.configure(self.session.get("tools") or [])
+
+    def _add_mcp_item(self, wire: dict[str, Any]) -> None:
+        item = Item(wire=wire)
+        previous = self.conversation.insert(item)
+        self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": wire_view(item)})
+
+    def _mcp_item_done(self, item_id: str, tools: list[dict[str, Any]] | None) -> None:
+        if self.closed or item_id not in self.conversation:
+            return  # deleted meanwhile
+        item = self.conversation.get(item_id)
+        item.wire["tools"] = tools or []
+        self.conversation.touch()
+        if tools:
+            self._prefill()  # the prompt now offers these tools
+        items = self.conversation.items()
+        position = items.index(item)
+        previous = items[position - 1].id if position > 0 else None
+        self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": wire_view(item)})
+
+    def _mcp_hooks(self, params: ResponseParams, extra_instructions: str | None) -> McpHooks | None:
+        labels = {t["server_label"] for t in params.tools if t.get("type") == "mcp"}
+        if not labels:
+            return None
+        approved = []
+        requests = {
+            i.id: i.wire for i in self.conversation.items() if i.wire.get("type") == "mcp_approval_request"
+        }
+        for item in self.conversation.items():
+            wire = item.wire
+            if (
+                wire.get("type") != "mcp_approval_response"
+                or wire["approval_request_id"] in self._mcp_answered
+            ):
+                continue
+            request = requests.get(wire["approval_request_id"])
+            server = self.mcp.server(request["server_label"]) if request else None
+            self._mcp_answered.add(wire["approval_request_id"])
+            if wire["approve"] and request is not None and server is not None:
+                approved.append((request, server))
+
+        rounds = 0
+
+        async def continue_with(runner: ResponseRunner) -> Generation:
+            # A required or named tool was called already; after MCP_MAX_ROUNDS calls the model
+            # must answer in words (a server that keeps inviting calls cannot loop a response).
+            nonlocal rounds
+            rounds += 1
+            choice = "none" if rounds >= MCP_MAX_ROUNDS else "auto"
+            extra = None if runner.in_conversation else runner.output
+            return await self._generation_for(
+                dataclasses.replace(params, tool_choice=choice), extra_instructions, extra_items=extra
+            )
+
+        return McpHooks(
+            find=lambda name: self.mcp.find(name, labels), continue_with=continue_with, approved=approved
+        )
+
+    def _tool_specs(self, params: ResponseParams) -> list[ToolSpec]:
+        """Function tools, then the listed MCP tools of the servers in ``params.tools`` (by name,
+        as function-like tools: the model calls them the same way)."""
+        specs = [
+            ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {})
+            for t in params.tools
+            if t.get("type", "function") == "function"
+        ]
+        labels = {t["server_label"] for t in params.tools if t.get("type") == "mcp"}
+        if labels:
+            taken = {spec.name for spec in specs}
+            for _server, tool in self.mcp.tools(labels):
+                if tool["name"] not in taken:
+                    taken.add(tool["name"])
+                    specs.append(ToolSpec(tool["name"], tool.get("description") or "", tool["input_schema"]))
+        return specs
 
     def _on_speech_started(self, signal: SpeechStarted) -> None:
         self._cancel_idle_timer()
@@ -495,16 +603,20 @@ class RealtimeSession:
         stt = self.models.stt
         audio = int16_to_float(resample(pcm, CANONICAL_RATE, stt.sample_rate))
         config = self.session["audio"]["input"]["transcription"] or {}
+        languages = config.get("languages")
+        # Several allowed languages: Whisper detects among them; otherwise the one given
+        # (or the engine's default).
+        language = config.get("language") or (None if languages else self.config.models.stt_language)
         with PRIORITY.urgent():  # the user is waiting on this; background decoding pauses
             return await stt.transcribe(
-                audio,
-                language=config.get("language") or self.config.models.stt_language,
-                prompt=config.get("prompt"),
+                audio, language=language, prompt=_whisper_prompt(config), languages=languages
             )
 
     def _start_transcription(self, item: Item, speculative: asyncio.Task[Transcript] | None = None) -> None:
         assert item.audio is not None
-        enabled = self.session["audio"]["input"]["transcription"] is not None
+        transcription = self.session["audio"]["input"]["transcription"]
+        enabled = transcription is not None
+        report_language = bool((transcription or {}).get("languages"))
         times = self._metrics.get(item.id)
         if times and speculative is None:
             times.stt_started = time.perf_counter()
@@ -534,7 +646,8 @@ class RealtimeSession:
                         }
                     )
                 return
-            text = t.result().text.strip()
+            result = t.result()
+            text = result.text.strip()
             item.heard_text = text
             if enabled:
                 item.wire["content"][0]["transcript"] = text
@@ -554,6 +667,12 @@ class RealtimeSession:
                         "content_index": 0,
                         "transcript": text,
                         "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)},
+                        # Asked for with ``languages``: the one Whisper detected among them.
+                        **(
+                            {"languages": [{"code": result.language}]}
+                            if report_language and result.language
+                            else {}
+                        ),
                     }
                 )
 
@@ -590,6 +709,9 @@ class RealtimeSession:
         extra_instructions: str | None = None,
     ) -> ResponseRunner:
         runner = ResponseRunner(self, params)
+        if params.conversation == "auto":  # the list item goes into the conversation
+            self.mcp.ensure(params.tools)
+        runner.mcp = self._mcp_hooks(params, extra_instructions)
         self.responses[runner.id] = runner
         if params.conversation == "auto":
             self.active = runner
@@ -606,24 +728,21 @@ class RealtimeSession:
         return runner
 
     async def _generation_for(
-        self, params: ResponseParams, extra_instructions: str | None = None, provisional: Item | None = None
+        self,
+        params: ResponseParams,
+        extra_instructions: str | None = None,
+        provisional: Item | None = None,
+        extra_items: list[Item] | None = None,
     ) -> Generation:
         items = params.input_items if params.input_items is not None else self.conversation.items()
         if provisional is not None:
             items = [*items, provisional]
+        if extra_items:  # an out-of-band response's own MCP calls, for its next generation
+            items = [*items, *extra_items]
         await self._await_transcripts(items)
-        instructions = params.instructions + (f"\n\n{extra_instructions}" if extra_instructions else "")
-        request = ChatRequest(
-            messages=build_messages(instructions, items),
-            tools=[
-                ToolSpec(t["name"], t.get("description") or "", t.get("parameters") or {})
-                for t in params.tools
-            ],
-            tool_choice=_tool_choice(params.tool_choice),
-            max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
-        )
-        if request.tool_choice.mode == "auto" and not self.models.llm.decides_tools:
-            request.tool_choice = tool_router.choose(request.messages, request.tools)
+        if any(t.get("type") == "mcp" for t in params.tools):
+            await self.mcp.ready()  # the model needs the MCP servers' tools
+        request = self._chat_request(params, items, extra_instructions)
         tts = self.models.tts if params.audio else None
         if tts is not None:
             self._voice_locked = True
@@ -635,6 +754,43 @@ class RealtimeSession:
             speed=params.speed,
             stage_timeout=self.config.stage_timeout_seconds,
         ).start()
+
+    def _chat_request(
+        self, params: ResponseParams, items: list[Item], extra_instructions: str | None = None
+    ) -> ChatRequest:
+        instructions = params.instructions + (f"\n\n{extra_instructions}" if extra_instructions else "")
+        request = ChatRequest(
+            messages=build_messages(
+                instructions,
+                items,
+                truncation=self.session.get("truncation", "auto"),
+                context_tokens=getattr(self.models.llm, "n_ctx", None),
+                max_output_tokens=None
+                if params.max_output_tokens == "inf"
+                else int(params.max_output_tokens),
+            ),
+            tools=self._tool_specs(params),
+            tool_choice=_tool_choice(params.tool_choice),
+            max_tokens=None if params.max_output_tokens == "inf" else int(params.max_output_tokens),
+            parallel_tool_calls=params.parallel_tool_calls,
+            reasoning_effort=params.reasoning_effort,
+            # Only responses that write to this session's conversation share its prompt state.
+            cache_key=self.id if params.conversation == "auto" else None,
+        )
+        if request.tool_choice.mode == "auto" and not self.models.llm.decides_tools:
+            request.tool_choice = tool_router.choose(request.messages, request.tools)
+        return request
+
+    def _prefill(self) -> None:
+        """Evaluate the prompt (instructions, tools, the conversation so far) before it is needed.
+
+        Runs when the session starts and when its instructions or tools change: the user is
+        still getting ready to speak, and the first reply then waits only for its own turn.
+        """
+        if self._prefill_task is not None and not self._prefill_task.done():
+            self._prefill_task.cancel()  # the prompt changed again; the newer one wins
+        request = self._chat_request(self._response_params({}), self.conversation.items())
+        self._prefill_task = self._spawn(self.models.llm.prefill(request))
 
     async def _speculative_generation(self, spec: Speculation) -> Generation:
         transcript = await spec.stt
@@ -774,7 +930,20 @@ def _peek_event_id(raw: str | bytes | dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def wire_view(item: Item) -> dict[str, Any]:
+    return Conversation.wire_view(item)
+
+
+def _whisper_prompt(config: dict[str, Any]) -> str | None:
+    """The transcription ``prompt`` with the ``keywords`` after it: Whisper's initial prompt
+    is how it is biased toward words (the decoder continues in the prompt's vocabulary)."""
+    parts = [(config.get("prompt") or "").strip().rstrip("."), ", ".join(config.get("keywords") or ())]
+    prompt = ". ".join(p for p in parts if p.strip())
+    return prompt or None
+
+
 def _tool_choice(choice: Any) -> ToolChoice:
     if isinstance(choice, dict):
-        return ToolChoice("function", choice["name"])
+        # An MCP choice without a tool name means "some tool" (of that server).
+        return ToolChoice("function", choice["name"]) if choice.get("name") else ToolChoice("required")
     return ToolChoice(choice)

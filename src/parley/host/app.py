@@ -5,6 +5,7 @@ Routes (OpenAI-compatible):
 * ``GET  /v1/realtime``                 WebSocket sessions (and ``?call_id=`` sideband)
 * ``POST /v1/realtime/client_secrets``  mint ``ek_…`` secrets with a stored session config
 * ``POST /v1/realtime/calls``           WebRTC SDP offer → answer (see transports/webrtc.py)
+* ``POST /v1/realtime/calls/{id}/hangup`` end a WebRTC call (engine key, as for the sideband)
 * ``GET  /healthz``                     liveness and model status
 
 ``engine_router`` is what ``parley serve`` mounts in-process; ``create_engine_app``

@@ -23,6 +23,8 @@ from parley.protocol.session_config import (
     check_format,
     check_max_output_tokens,
     check_output_modalities,
+    check_parallel_tool_calls,
+    check_reasoning,
     check_tool_choice,
     check_tools,
 )
@@ -47,6 +49,8 @@ class ClientItem:
 def check_item(wire: dict[str, Any], input_format: AudioFormat) -> ClientItem:
     """Complete and check an item from ``conversation.item.create`` (or ``response.input``)."""
     kind = wire["type"]
+    if kind == "mcp_approval_response":
+        return _approval_response(wire)
     if kind.startswith("mcp"):
         raise ProtocolError(
             "unsupported_item",
@@ -90,6 +94,28 @@ def check_item(wire: dict[str, Any], input_format: AudioFormat) -> ClientItem:
     return ClientItem(wire=item, audio=audio, transcript=heard)
 
 
+def _approval_response(wire: dict[str, Any]) -> ClientItem:
+    """The client's answer to an ``mcp_approval_request`` (the engine then runs, or skips, the call)."""
+    request_id = wire.get("approval_request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise ProtocolError(
+            "missing_required_parameter",
+            "Missing required parameter: 'item.approval_request_id'.",
+            "item.approval_request_id",
+        )
+    if not isinstance(wire.get("approve"), bool):
+        raise invalid_value("Invalid 'item.approve': expected a boolean.", "item.approve")
+    item: dict[str, Any] = {
+        "id": wire.get("id") or ids.item_id(),
+        "type": "mcp_approval_response",
+        "approval_request_id": request_id,
+        "approve": wire["approve"],
+    }
+    if wire.get("reason") is not None:
+        item["reason"] = str(wire["reason"])
+    return ClientItem(wire=item, audio=None, transcript=None)
+
+
 class ResponseRequest(TypedDict):
     """The parameters of one response: ``response.create`` overrides on top of the session."""
 
@@ -104,6 +130,8 @@ class ResponseRequest(TypedDict):
     conversation: Literal["auto", "none"]
     input_items: list[Any] | None
     metadata: dict[str, str] | None
+    parallel_tool_calls: bool | None
+    reasoning_effort: str | None
 
 
 def check_response(
@@ -131,6 +159,11 @@ def check_response(
             raise invalid_value(
                 "Invalid 'response.metadata': up to 16 string key/value pairs.", "response.metadata"
             )
+    reasoning = (
+        check_reasoning(overrides["reasoning"], "response.reasoning")
+        if "reasoning" in overrides
+        else s.get("reasoning")
+    )
     audio_out = (overrides.get("audio") or {}).get("output") or {}
     voice = audio_out.get("voice") or s["audio"]["output"]["voice"]
     if isinstance(voice, dict):
@@ -164,9 +197,21 @@ def check_response(
         conversation=conversation,
         input_items=_input_items(overrides["input"], input_item) if "input" in overrides else None,
         metadata=metadata,
+        parallel_tool_calls=check_parallel_tool_calls(
+            overrides["parallel_tool_calls"], "response.parallel_tool_calls"
+        )
+        if "parallel_tool_calls" in overrides
+        else s.get("parallel_tool_calls"),
+        reasoning_effort=(reasoning or {}).get("effort"),
     )
     choice = request["tool_choice"]
-    if isinstance(choice, dict) and choice["name"] not in {t["name"] for t in request["tools"]}:
+    if isinstance(choice, dict) and choice["type"] == "mcp":
+        if choice["server_label"] not in {t.get("server_label") for t in request["tools"]}:
+            raise invalid_value(
+                f"Tool choice server '{choice['server_label']}' is not one of the available MCP servers.",
+                "response.tool_choice",
+            )
+    elif isinstance(choice, dict) and choice["name"] not in {t.get("name") for t in request["tools"]}:
         raise invalid_value(
             f"Tool choice '{choice['name']}' is not one of the available tools.", "response.tool_choice"
         )

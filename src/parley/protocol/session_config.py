@@ -152,13 +152,12 @@ def check_tools(value: Any, param: str) -> list[dict[str, Any]]:
             raise invalid_value(f"Invalid '{p}': expected an object.", p)
         kind = tool.get("type", "function")
         if kind == "mcp":
-            raise ProtocolError(
-                "unsupported_tool",
-                f"Invalid '{p}.type': MCP tools are not supported by the local engine.",
-                f"{p}.type",
-            )
+            tools.append(check_mcp_tool(tool, p))
+            continue
         if kind != "function":
-            raise invalid_value(f"Invalid '{p}.type': {kind!r}. Supported values are: function.", f"{p}.type")
+            raise invalid_value(
+                f"Invalid '{p}.type': {kind!r}. Supported values are: function, mcp.", f"{p}.type"
+            )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise missing_parameter(f"{p}.name")
@@ -178,15 +177,151 @@ def check_tools(value: Any, param: str) -> list[dict[str, Any]]:
     return tools
 
 
+def _check_tool_filter(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid_value(f"Invalid '{param}': expected an object.", param)
+    out: dict[str, Any] = {}
+    if value.get("tool_names") is not None:
+        out["tool_names"] = _string_list(value["tool_names"], f"{param}.tool_names")
+    if value.get("read_only") is not None:
+        _check_bool(value["read_only"], f"{param}.read_only")
+        out["read_only"] = value["read_only"]
+    return out
+
+
+def check_mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
+    """A ``type: "mcp"`` tool (openai-python's ``realtime_tools_config_union.Mcp``)."""
+    label = tool.get("server_label")
+    if not isinstance(label, str) or not label:
+        raise missing_parameter(f"{param}.server_label")
+    if tool.get("connector_id") is not None:
+        raise ProtocolError(
+            "unsupported_tool",
+            f"Invalid '{param}.connector_id': OpenAI connectors are hosted by OpenAI; give a server_url.",
+            f"{param}.connector_id",
+        )
+    url = tool.get("server_url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise invalid_value(
+            f"Invalid '{param}.server_url': expected an http(s) URL of an MCP server.", f"{param}.server_url"
+        )
+    out: dict[str, Any] = {"type": "mcp", "server_label": label, "server_url": url}
+    for key in ("server_description", "authorization"):
+        if tool.get(key) is not None:
+            if not isinstance(tool[key], str):
+                raise invalid_value(f"Invalid '{param}.{key}': expected a string.", f"{param}.{key}")
+            out[key] = tool[key]
+    headers = tool.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise invalid_value(
+                f"Invalid '{param}.headers': expected string keys and values.", f"{param}.headers"
+            )
+        out["headers"] = dict(headers)
+    allowed = tool.get("allowed_tools")
+    if allowed is not None:
+        out["allowed_tools"] = (
+            _string_list(allowed, f"{param}.allowed_tools")
+            if isinstance(allowed, list)
+            else _check_tool_filter(allowed, f"{param}.allowed_tools")
+        )
+    approval = tool.get("require_approval")
+    if approval is not None:
+        if isinstance(approval, dict):
+            out["require_approval"] = {
+                verdict: _check_tool_filter(approval[verdict], f"{param}.require_approval.{verdict}")
+                for verdict in ("always", "never")
+                if approval.get(verdict) is not None
+            }
+        elif approval in ("always", "never"):
+            out["require_approval"] = approval
+        else:
+            raise invalid_value(
+                f"Invalid '{param}.require_approval': expected 'always', 'never' or a filter object.",
+                f"{param}.require_approval",
+            )
+    return out
+
+
 def check_tool_choice(value: Any, param: str) -> Any:
     if value in ("auto", "none", "required"):
         return value
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
         return {"type": "function", "name": value["name"]}
+    if isinstance(value, dict) and value.get("type") == "mcp" and isinstance(value.get("server_label"), str):
+        choice = {"type": "mcp", "server_label": value["server_label"]}
+        if value.get("name") is not None:
+            if not isinstance(value["name"], str):
+                raise invalid_value(f"Invalid '{param}.name': expected a string.", f"{param}.name")
+            choice["name"] = value["name"]
+        return choice
     raise invalid_value(
-        f"Invalid '{param}': expected 'auto', 'none', 'required' or {{\"type\": \"function\", \"name\": …}}.",
+        f"Invalid '{param}': expected 'auto', 'none', 'required', {{\"type\": \"function\", \"name\": …}} "
+        f'or {{"type": "mcp", "server_label": …}}.',
         param,
     )
+
+
+REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
+
+
+def check_reasoning(value: Any, param: str) -> dict[str, Any] | None:
+    """``{"effort": …}`` or null (openai-python's ``RealtimeReasoning``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid_value(f"Invalid '{param}': expected an object or null.", param)
+    effort = value.get("effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise invalid_value(
+            f"Invalid '{param}.effort': {effort!r}. Supported values are: {', '.join(REASONING_EFFORTS)}.",
+            f"{param}.effort",
+        )
+    return {"effort": effort}
+
+
+def check_parallel_tool_calls(value: Any, param: str) -> bool | None:
+    if value is not None:
+        _check_bool(value, param)
+    return value  # type: ignore[no-any-return]
+
+
+def check_truncation(value: Any, param: str) -> Any:
+    """``"auto"``, ``"disabled"`` or ``{"type": "retention_ratio", "retention_ratio": 0–1,
+    "token_limits": {"post_instructions": n}}`` (openai-python's ``RealtimeTruncation``)."""
+    if value in ("auto", "disabled"):
+        return value
+    if not isinstance(value, dict) or value.get("type") != "retention_ratio":
+        raise invalid_value(
+            f'Invalid \'{param}\': expected "auto", "disabled" or {{"type": "retention_ratio", …}}.', param
+        )
+    out: dict[str, Any] = {"type": "retention_ratio"}
+    ratio = value.get("retention_ratio")
+    if ratio is None:
+        raise missing_parameter(f"{param}.retention_ratio")
+    _check_number(ratio, 0.0, 1.0, f"{param}.retention_ratio")
+    out["retention_ratio"] = ratio
+    limits = value.get("token_limits")
+    if limits is not None:
+        if not isinstance(limits, dict):
+            raise invalid_value(
+                f"Invalid '{param}.token_limits': expected an object.", f"{param}.token_limits"
+            )
+        post = limits.get("post_instructions")
+        out["token_limits"] = {}
+        if post is not None:
+            _check_int(post, 0, 10_000_000, f"{param}.token_limits.post_instructions")
+            out["token_limits"]["post_instructions"] = post
+    return out
+
+
+def _string_list(value: Any, param: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise invalid_value(f"Invalid '{param}': expected an array of non-empty strings.", param)
+    return list(value)
 
 
 def _turn_detection(value: Any, param: str) -> dict[str, Any] | None:
@@ -235,6 +370,18 @@ def _transcription(value: Any, param: str) -> dict[str, Any] | None:
             if not isinstance(value[key], str):
                 raise invalid_value(f"Invalid '{param}.{key}': expected a string.", f"{param}.{key}")
             out[key] = value[key]
+    # Post-GA fields (openai-python's AudioTranscription): allowed languages, keywords, delay.
+    for key in ("languages", "keywords"):
+        if value.get(key) is not None:
+            out[key] = _string_list(value[key], f"{param}.{key}")
+    delay = value.get("delay")
+    if delay is not None:
+        if delay not in TRANSCRIPTION_DELAYS:
+            raise invalid_value(
+                f"Invalid '{param}.delay': {delay!r}. Supported values are: {', '.join(TRANSCRIPTION_DELAYS)}.",
+                f"{param}.delay",
+            )
+        out["delay"] = delay
     return out
 
 
@@ -245,7 +392,12 @@ def _noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
         raise invalid_value(
             f'Invalid \'{param}\': expected {{"type": "near_field"|"far_field"}} or null.', param
         )
-    return {"type": value["type"]}
+    out: dict[str, Any] = {"type": value["type"]}
+    strength = value.get("strength")
+    if strength is not None:
+        _check_number(strength, 0.0, 1.0, f"{param}.strength")
+        out["strength"] = float(strength)
+    return out
 
 
 # --- merge ----------------------------------------------------------------
@@ -288,7 +440,16 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_started: bool = 
     if "model" in update and update["model"] is not None:
         # Both agent SDKs resend the model on every update; accept it as is.
         s["model"] = str(update["model"])
-    for key in ("tracing", "truncation", "prompt", "include"):
+    # Absent until set, so sessions that never use them look as they did before.
+    if "reasoning" in update:
+        s["reasoning"] = check_reasoning(update["reasoning"], "session.reasoning")
+    if "parallel_tool_calls" in update:
+        s["parallel_tool_calls"] = check_parallel_tool_calls(
+            update["parallel_tool_calls"], "session.parallel_tool_calls"
+        )
+    if "truncation" in update:
+        s["truncation"] = check_truncation(update["truncation"], "session.truncation")
+    for key in ("tracing", "prompt", "include"):
         if key in update:
             s[key] = copy.deepcopy(update[key])
 

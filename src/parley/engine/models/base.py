@@ -16,7 +16,7 @@ Conventions shared by every backend:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -62,9 +62,18 @@ class SpeechToText(Protocol):
     sample_rate: int  # rate the audio must be given at, e.g. 16000
 
     async def transcribe(
-        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        languages: Sequence[str] | None = None,
     ) -> Transcript:
-        """Transcribe float32 mono audio at ``sample_rate``; only the audio given is decoded."""
+        """Transcribe float32 mono audio at ``sample_rate``; only the audio given is decoded.
+
+        ``languages`` (with no ``language``): detect the language, choosing only among these;
+        ``Transcript.language`` reports the one used.
+        """
         ...
 
 
@@ -106,6 +115,12 @@ class ChatRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     max_tokens: int | None = None  # None = the backend's own cap
     temperature: float | None = None
+    # Passed on by backends that have them (chat completions); None = the backend's default.
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
+    # Whose conversation this is (the session id): a backend may keep that conversation's
+    # evaluated prompt between requests (see LanguageModel.prefill).
+    cache_key: str | None = None
 
 
 @dataclass
@@ -147,6 +162,16 @@ class LanguageModel(Protocol):
         Raises an exception (any) when the model fails; the caller turns that
         into a failed response.
         """
+        ...
+
+    async def prefill(self, request: ChatRequest) -> int:
+        """Prepare for a request like this one (same ``cache_key``) before it comes: a local
+        model evaluates its prompt now, so the first reply does not wait for it. Returns the
+        number of prompt tokens now ready (0 where there is nothing to prepare)."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """The conversation ``key`` has ended: drop anything kept for it."""
         ...
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from parley.engine.config import ModelConfig
-from parley.engine.models import assets, selfcheck
+from parley.engine.models import assets, llm_catalog, selfcheck
 from parley.engine.models.errors import ModelUnavailable
 from parley.engine.models.registry import STAGES
 
@@ -29,6 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--verify", action="store_true", help="re-hash prepared files even if their stamp says ready"
     )
     parser.add_argument("--force", action="store_true", help="rebuild prepared files from the packages")
+    parser.add_argument(
+        "--llm-model",
+        default=None,
+        choices=list(llm_catalog.CATALOG),
+        help=f"the local LLM to make active for this check (default: PARLEY_LLM_MODEL or {llm_catalog.DEFAULT})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,12 +45,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = ModelConfig()
     if args.cache_dir is not None:
         cfg.cache_dir = args.cache_dir
+    if args.llm_model:
+        cfg.llm_model = args.llm_model
     problems: list[ModelUnavailable] = []
 
     console.print(f"[bold]Preparing models[/] in {cfg.cache_dir}")
     if args.force:
         assets.clear_prepared(Path(cfg.cache_dir))
     _prepare(console, cfg, problems, verify=args.verify)
+    if cfg.llm == "llama" and cfg.llm_model_path is None:
+        _prepare_llms(console, cfg, problems, verify=args.verify)
 
     if not args.no_load:
         results = _probe_all(console, cfg)
@@ -69,6 +79,62 @@ def run(args: argparse.Namespace) -> int:
         return 1
     console.print("[green]All models ready.[/]")
     return 0
+
+
+def _prepare_llms(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, verify: bool) -> None:
+    """Join and verify every installed local LLM; show which are installed and which is active."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+    from rich.table import Table
+
+    cache = Path(cfg.cache_dir)
+    try:
+        active = llm_catalog.get(cfg.llm_model).name
+    except ModelUnavailable as exc:
+        problems.append(exc)
+        active = None
+    table = Table(title="Local LLMs (--llm-model)")
+    for col in ("name", "model", "size", "installed", "verified", "active"):
+        table.add_column(col)
+    for model in llm_catalog.CATALOG.values():
+        installed = model.installed()
+        verified = "–"
+        if installed:
+            if verify and llm_catalog.ready(cache, model) and not llm_catalog.verify(cache, model):
+                console.print(f"[yellow]{model.title} failed verification; rebuilding[/]")
+                llm_catalog.gguf_path(cache, model).unlink(missing_ok=True)
+            try:
+                if llm_catalog.ready(cache, model):
+                    verified = "sha256 ✓"
+                else:
+                    with Progress(
+                        TextColumn("{task.description}"),
+                        BarColumn(),
+                        DownloadColumn(),
+                        TransferSpeedColumn(),
+                        console=console,
+                    ) as progress:
+                        task = progress.add_task(f"{model.title}: joining and verifying", total=model.size)
+
+                        def update(done: int, total: int, task: TaskID = task) -> None:
+                            progress.update(task, completed=done, total=total)
+
+                        llm_catalog.prepare(cache, model, update)
+                    verified = "sha256 ✓"
+            except ModelUnavailable as exc:
+                verified = "[red]refused[/]"
+                problems.append(exc)
+        elif model.name == active:
+            problems.append(ModelUnavailable("llm", f"{model.title} is not installed", model.install))
+        table.add_row(
+            model.name,
+            model.title,
+            f"{model.size / 1e6:.0f} MB",
+            "yes" if installed else escape(f"no: {model.install}"),
+            verified,
+            "[bold green]active[/]" if model.name == active else "",
+        )
+    console.print(table)
 
 
 def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, verify: bool) -> None:

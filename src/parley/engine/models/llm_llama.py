@@ -31,6 +31,7 @@ import asyncio
 import codecs
 import json
 import logging
+import re
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from parley.engine.models.base import (
     ToolSpec,
 )
 from parley.engine.models.llama_grammar import GrammarDecoder
+from parley.engine.models.llama_prompt_cache import PromptStates
 from parley.engine.models.llm_tools import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
@@ -86,6 +88,9 @@ TOOL_SHOT: tuple[tuple[str, str], ...] = (
 DEFAULT_MAX_TOKENS = 256
 TOOL_MAX_TOKENS = 384
 REPEAT_PENALTY = 1.1
+# Tokens per prefill step: small enough that a turn waiting for the model gets it within
+# ~0.3 s on two cores, large enough to keep batched evaluation efficient.
+PREFILL_STEP = 64
 _SAFETY_TOKENS = 8
 
 
@@ -102,15 +107,33 @@ class _Plan:
 
 
 _DONE = object()
+_CALL_OPENINGS = (TOOL_CALL_OPEN, '{"name"')
+_CALL_PREFIX = TOOL_CALL_OPEN + '{"name": '
+_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"]{0,64})"')
+
+
+def _named_tool(name: str, tools: list[ToolSpec]) -> ToolSpec | None:
+    """The tool the model named, if it is a real one (else the grammar chooses among the real ones)."""
+    return next((t for t in tools if t.name == name), None)
+
+
+def _compact_tool(tool: ToolSpec) -> dict[str, Any]:
+    """The tool as the template renders it, without schema noise that costs prompt tokens."""
+    params = json.loads(json.dumps(tool.parameters or {"type": "object", "properties": {}}))
+    if not params.get("required"):
+        params.pop("required", None)
+    params.pop("additionalProperties", None)
+    return {"name": tool.name, "description": tool.description or "", "parameters": params}
 
 
 class LlamaLLM:
     """:class:`~parley.engine.models.base.LanguageModel` backed by llama.cpp."""
 
     name = "llama"
-    # Read by the session (tool_router): for "auto" it routes explicitly rather
-    # than trust a 135M model to decide; this backend's own auto mode (tool
-    # few-shot + <tool_call> detection) stays for direct use.
+    # Read by the session (tool_router): when False, "auto" is routed explicitly
+    # rather than trusting a tiny model (SmolLM2-135M) to decide. Models trained
+    # for function calling (Qwen2.5) decide themselves: the prompt carries the
+    # tools in the model's own template and the reply is watched for a call.
     decides_tools = False
 
     def __init__(
@@ -122,6 +145,7 @@ class LlamaLLM:
         system_preamble: str = VOICE_PREAMBLE,
         few_shot: tuple[tuple[str, str], ...] = FEW_SHOT,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        decides_tools: bool = False,
     ) -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -139,9 +163,13 @@ class LlamaLLM:
         self.system_preamble = system_preamble
         self.few_shot = few_shot
         self.max_tokens = max_tokens
+        self.decides_tools = decides_tools
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ValueError(f"{self.model_path} has no chat template")
+        # A template that renders a ``tools`` list (Qwen2.5's does) describes them the way the
+        # model was trained on; others get Parley's own short description in the system text.
+        self._native_tools = decides_tools and "tools" in template
         eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
         self._eos = eos_id
         self._formatter = Jinja2ChatFormatter(
@@ -156,6 +184,8 @@ class LlamaLLM:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
         self._lock = threading.Lock()
+        self._waiting = 0  # generations queued for the lock: a prefill gives way to them
+        self._states = PromptStates(self._llm)
         self._grammars: dict[str, str] = {}
         self._grammar = GrammarDecoder(self._llm)
 
@@ -198,11 +228,17 @@ class LlamaLLM:
     def generate_sync(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatChunk]:
         """Blocking generator of the reply's chunks; used by :meth:`stream` and warm-up."""
         stop = stop or threading.Event()
-        with self._lock:
+        self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        try:
             if stop.is_set():
                 return
             plan = self._plan(request)
             tokens = self._tokenize(plan.prompt)
+            self._states.restore_for(request.cache_key, tokens)
             counts = {"in": len(tokens), "out": 0}
             if plan.forced is not None:
                 yield from self._tool_call(plan, plan.prompt, [plan.forced], stop, counts)
@@ -210,6 +246,41 @@ class LlamaLLM:
                 yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts)
             else:
                 yield from self._text(plan, tokens, stop, counts)
+        finally:
+            try:
+                self._states.save(request.cache_key)
+            finally:
+                self._lock.release()
+
+    # -- prompt prefill ----------------------------------------------------------------
+
+    async def prefill(self, request: ChatRequest) -> int:
+        """Evaluate ``request``'s prompt now (while the user is still speaking), keep it by session.
+
+        Returns how many prompt tokens are evaluated. Gives way to any generation that wants
+        the model, within one small step; what was done is kept and the next prefill resumes.
+        """
+        return await asyncio.to_thread(self.prefill_sync, request)
+
+    def prefill_sync(self, request: ChatRequest) -> int:
+        with self._lock:
+            plan = self._plan(request)
+            tokens = self._tokenize(plan.prompt)
+            pos = self._states.restore_for(request.cache_key, tokens)
+            self._llm.n_tokens = pos  # drop whatever followed the common prefix
+            last = len(tokens) - 1  # the final token is evaluated by the turn itself (fresh logits)
+            while pos < last and not self._waiting:
+                PRIORITY.yield_to_urgent()
+                step = tokens[pos : min(last, pos + PREFILL_STEP)]
+                self._llm.eval(step)
+                pos += len(step)
+            self._states.save(request.cache_key)
+            return pos
+
+    def forget(self, key: str) -> None:
+        """The session has ended: drop its saved prompt state."""
+        with self._lock:
+            self._states.forget(key)
 
     def warmup(self) -> None:
         # A full-length chat turn: a 4-token warm-up leaves the first real
@@ -233,6 +304,10 @@ class LlamaLLM:
     def _plan(self, request: ChatRequest) -> _Plan:
         choice = request.tool_choice
         tools = list(request.tools) if choice.mode != "none" else []
+        if choice.mode == "auto" and request.messages and request.messages[-1].role == "tool":
+            # A small local model asked again right after a result tends to call the same tool
+            # again and loop; answering the result in words is what the user waits for.
+            tools = []
         forced = None
         if choice.mode == "function":
             forced = next((t for t in request.tools if t.name == choice.name), None)
@@ -244,12 +319,23 @@ class LlamaLLM:
         max_tokens = request.max_tokens or self.max_tokens
         if forced or required:
             max_tokens = max(max_tokens, TOOL_MAX_TOKENS)
-        prompt = self._fit(request.messages, tools, max_tokens, tool_shot=auto_tools)
+        prompt = self._fit(
+            request.messages, tools, max_tokens, tool_shot=auto_tools and not self.decides_tools
+        )
         return _Plan(prompt, tools, forced, required, auto_tools, max_tokens)
 
-    def _render(self, system: str, shots: tuple[tuple[str, str], ...], messages: list[dict[str, str]]) -> str:
+    def _render(
+        self,
+        system: str,
+        shots: tuple[tuple[str, str], ...],
+        messages: list[dict[str, str]],
+        tools: list[ToolSpec] = (),  # type: ignore[assignment]
+    ) -> str:
         head = [{"role": "system", "content": system}]
         head += [{"role": r, "content": c} for r, c in shots]
+        if self._native_tools and tools:
+            native = [{"type": "function", "function": _compact_tool(t)} for t in tools]
+            return self._formatter(messages=head + messages, tools=native).prompt
         return self._formatter(messages=head + messages).prompt
 
     def _fit(
@@ -258,14 +344,14 @@ class LlamaLLM:
         """Render the prompt, dropping the oldest turns (then the few-shot) until it fits."""
         system_parts = [self.system_preamble]
         system_parts += [m.content for m in messages if m.role == "system" and m.content.strip()]
-        if tools:
+        if tools and not self._native_tools:
             system_parts.append(describe_tools(tools))
         system = "\n\n".join(system_parts)
         convo = _to_chat(m for m in messages if m.role != "system")
         budget = self.n_ctx - min(max_tokens, self.n_ctx // 2) - _SAFETY_TOKENS
         shots = self.few_shot + (TOOL_SHOT if tool_shot else ())
         while True:
-            prompt = self._render(system, shots, convo)
+            prompt = self._render(system, shots, convo, tools)
             if len(self._tokenize(prompt)) <= budget:
                 return prompt
             if len(convo) > 1:
@@ -332,11 +418,16 @@ class LlamaLLM:
             if deciding:
                 pending += text
                 head = pending.lstrip()
-                if head.startswith(TOOL_CALL_OPEN):
-                    log.debug("llama: model chose a tool call")
-                    yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, from_auto=True)
+                # Qwen2.5-Coder answers a call with bare JSON, others with the tag first.
+                if head.startswith(_CALL_OPENINGS):
+                    meant = _NAME.search(head)
+                    if meant is None and len(head) < 80:
+                        continue  # let the model say which tool it means
+                    log.debug("llama: model chose a tool call (%s)", meant and meant.group(1))
+                    chosen = _named_tool(meant.group(1), plan.tools) if meant else None
+                    yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, chosen=chosen)
                     return
-                if head and TOOL_CALL_OPEN.startswith(head):
+                if head and any(o.startswith(head) for o in _CALL_OPENINGS):
                     continue  # still ambiguous
                 deciding = False
                 text, pending = pending, ""
@@ -356,20 +447,23 @@ class LlamaLLM:
         stop: threading.Event,
         counts: dict[str, Any],
         *,
-        from_auto: bool = False,
+        chosen: ToolSpec | None = None,
     ) -> Iterator[ChatChunk]:
         """Choose the tool (grammar over names) then stream its grammar-constrained arguments."""
-        prefix = prompt + TOOL_CALL_OPEN + '{"name": '
-        if len(tools) == 1:
+        # The call is written the way the model itself writes one: Qwen2.5 as bare JSON (with the
+        # tag, its grammar-constrained choice of name was wrong 4 times in 6), others after the tag.
+        prefix = prompt + ('{"name": "' if self._native_tools else _CALL_PREFIX + '"')
+        if chosen is not None:
+            tool = chosen
+        elif len(tools) == 1:
             tool = tools[0]
         else:
             names = "".join(self._constrained(prefix, self._names_grammar(tools), stop, counts, 64))
             if stop.is_set():
                 return
-            chosen = json.loads(names)
-            tool = next(t for t in tools if t.name == chosen)
+            tool = next(t for t in tools if t.name == names.removesuffix('"'))
         yield ToolCallDelta(index=0, call_id=new_call_id(), name=tool.name)
-        args_prompt = prefix + json.dumps(tool.name) + ', "arguments": '
+        args_prompt = prefix + tool.name + '", "arguments": '
         held = ""  # trailing whitespace the grammar allows after the closing brace
         for text in self._constrained(args_prompt, self._args_grammar(tool), stop, counts, TOOL_MAX_TOKENS):
             text = held + text
@@ -382,8 +476,8 @@ class LlamaLLM:
         yield Finish("tool_calls", counts["in"], counts["out"])
 
     def _names_grammar(self, tools: list[ToolSpec]) -> str:
-        """GBNF: exactly one of the tool names, as a JSON string."""
-        return "root ::= " + " | ".join(json.dumps(json.dumps(t.name)) for t in tools)
+        """GBNF: exactly one of the tool names and the closing quote (the opening one is in the prompt)."""
+        return "root ::= " + " | ".join(json.dumps(t.name + '"') for t in tools)
 
     def _args_grammar(self, tool: ToolSpec) -> str:
         """GBNF for the tool's (length-capped) JSON Schema; cached per schema."""

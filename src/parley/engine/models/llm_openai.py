@@ -30,6 +30,12 @@ class OpenAICompatibleLLM:
     name = "openai"
     decides_tools = True  # a real server's model picks tools itself in "auto"
 
+    async def prefill(self, request: ChatRequest) -> int:
+        return 0  # the server's own prompt caching is out of our hands
+
+    def forget(self, key: str) -> None:
+        pass
+
     def __init__(
         self,
         *,
@@ -59,6 +65,10 @@ class OpenAICompatibleLLM:
         if request.tools and request.tool_choice.mode != "none":
             kwargs["tools"] = [_tool(t) for t in request.tools]
             kwargs["tool_choice"] = _tool_choice(request.tool_choice)
+            if request.parallel_tool_calls is not None:
+                kwargs["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.reasoning_effort is not None:
+            kwargs["reasoning_effort"] = request.reasoning_effort
         max_tokens = request.max_tokens or self.max_tokens
         if max_tokens:
             kwargs["max_tokens"] = max_tokens

@@ -187,17 +187,26 @@ def _load_whisper(cfg: ModelConfig) -> tuple[Any, str, int]:
 
 
 def _load_llama(cfg: ModelConfig) -> tuple[Any, str, int]:
-    from parley.engine.models.llm_llama import LlamaLLM
+    from parley.engine.models import llm_catalog
+    from parley.engine.models.llm_llama import FEW_SHOT, LlamaLLM
 
-    if cfg.llm_model_path is not None:
+    if cfg.llm_model_path is not None:  # any chat GGUF: treated like the tiny model (few-shot, routed tools)
         path = Path(cfg.llm_model_path)
         if not path.is_file():
             raise ModelUnavailable(
                 "llm", f"GGUF file {path} does not exist", "fix PARLEY_LLM_MODEL_PATH or unset it"
             )
-    else:
-        path = assets.smollm2_gguf_path()
-    llm = LlamaLLM(path, n_threads=cfg.llm_threads, n_ctx=cfg.llm_context)
+        llm = LlamaLLM(path, n_threads=cfg.llm_threads, n_ctx=cfg.llm_context)
+        return llm, str(path), path.stat().st_size
+    model = llm_catalog.get(cfg.llm_model)
+    path = llm_catalog.prepare(Path(cfg.cache_dir), model)  # joins and verifies once; then a stat
+    llm = LlamaLLM(
+        path,
+        n_threads=cfg.llm_threads,
+        n_ctx=cfg.llm_context,
+        few_shot=FEW_SHOT if model.needs_few_shot else (),
+        decides_tools=model.decides_tools,
+    )
     return llm, str(path), path.stat().st_size
 
 
@@ -265,7 +274,12 @@ BACKENDS: dict[tuple[str, str], Backend] = {
             "llm",
             "llama",
             _load_llama,
-            settings=("PARLEY_LLM_MODEL_PATH", "PARLEY_LLM_THREADS", "PARLEY_LLM_CONTEXT"),
+            settings=(
+                "PARLEY_LLM_MODEL",
+                "PARLEY_LLM_MODEL_PATH",
+                "PARLEY_LLM_THREADS",
+                "PARLEY_LLM_CONTEXT",
+            ),
             pip={
                 "llama_cpp": "pip install 'llama-cpp-python==0.3.36'  (builds from source, ~5 min; or: make install)"
             },

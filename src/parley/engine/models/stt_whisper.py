@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,22 +84,40 @@ class WhisperSTT:
     # -- public ---------------------------------------------------------------------
 
     async def transcribe(
-        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        languages: Sequence[str] | None = None,
     ) -> Transcript:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe_sync, audio, language, prompt)
+        return await loop.run_in_executor(
+            self._executor, self.transcribe_sync, audio, language, prompt, languages
+        )
 
     def transcribe_sync(
-        self, audio: np.ndarray, language: str | None = None, prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        prompt: str | None = None,
+        languages: Sequence[str] | None = None,
     ) -> Transcript:
-        """Blocking version of :meth:`transcribe` (``language`` None = the configured default)."""
+        """Blocking version of :meth:`transcribe` (``language`` None = the configured default,
+        unless ``languages`` asks for detection among several)."""
         started = time.perf_counter()
-        language = language or self.language
+        allowed = [code for code in languages or () if code]
+        if language is None and len(allowed) == 1:
+            language = allowed[0]
+        elif language is None and not allowed:
+            language = self.language
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         seconds = len(audio) / SAMPLE_RATE
         text, lang = "", language
         if seconds >= _MIN_AUDIO_S and float(np.max(np.abs(audio))) >= _SILENCE_PEAK:
             with self._lock:
+                if language is None and allowed:
+                    language = lang = self._detect_language(audio, allowed)
                 if seconds > _MAX_FAST_S:
                     text, lang = self._slow(audio, language, prompt)
                 else:
@@ -139,7 +158,7 @@ class WhisperSTT:
             tokens.append(tok.no_timestamps)
         return tokens
 
-    def _detect_language(self, audio: np.ndarray) -> str:
+    def _detect_language(self, audio: np.ndarray, allowed: Sequence[str] = ()) -> str:
         import ctranslate2
 
         # Detection on a short window is unreliable (German espeak → "vi"); a
@@ -150,9 +169,13 @@ class WhisperSTT:
         mel = self._features(padded, padding=0)
         mel = mel[:, : mel.shape[-1] - (mel.shape[-1] % 2)]
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
-        results = self._ct2.detect_language(features)[0]
-        token, _prob = results[0]
-        return token[2:-2]  # "<|en|>" -> "en"
+        results = self._ct2.detect_language(features)[0]  # every language, most likely first
+        codes = [token[2:-2] for token, _prob in results]  # "<|en|>" -> "en"
+        if allowed:
+            # The most likely of the languages the client allows (Whisper knows ~100).
+            wanted = {code.lower() for code in allowed}
+            return next((code for code in codes if code in wanted), allowed[0])
+        return codes[0]
 
     def _fast(self, audio: np.ndarray, language: str | None, prompt: str | None) -> tuple[str, str | None]:
         import ctranslate2

@@ -12,8 +12,8 @@ A call is one RTCPeerConnection (aiortc) carrying:
 The offer usually comes before the browser has gathered any candidates, so the
 answer is sent with ours and the browser is learnt as a peer-reflexive
 candidate from its connectivity checks. A call ends when its peer goes away
-(ICE failure, DTLS close, data channel close), when it never connects, or
-when its session ends; ending releases the peer connection, the tasks, the
+(ICE failure, DTLS close, data channel close), when it never connects, when
+``POST /v1/realtime/calls/{call_id}/hangup`` ends it, or when its session ends; ending releases the peer connection, the tasks, the
 session and the ``runtime.calls`` entry.
 """
 
@@ -276,6 +276,27 @@ def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -
                 "Access-Control-Expose-Headers": "Location",
             },
         )
+
+    @router.post("/v1/realtime/calls/{call_id}/hangup")
+    async def hangup(call_id: str, request: Request) -> Response:
+        """End a call (openai-python ``realtime.calls.hangup``); the same rights as a sideband."""
+        client = request.client.host if request.client else None
+        auth = runtime.auth.check(bearer_token(request.headers.get("authorization")), client)
+        if not auth.ok:
+            return CallError(auth.status, auth.message, auth.code).response()
+        if not auth.is_engine_key:
+            return CallError(
+                403, "Hanging up a call needs the engine key, not an ephemeral key.", "forbidden"
+            ).response()
+        call = runtime.calls.get(call_id)
+        if not isinstance(call, WebRTCCall) or call.closed:
+            return CallError(
+                404, f"No active call with id '{call_id}'.", "call_not_found", "call_id"
+            ).response()
+        # Closing releases the peer connection, so the browser sees its data channel and
+        # transport close; the reply comes once everything is released.
+        await call.close("hung up")
+        return Response(status_code=200, headers={"Access-Control-Allow-Origin": "*"})
 
     return router
 

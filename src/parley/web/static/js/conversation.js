@@ -123,6 +123,19 @@ export class Conversation extends Emitter {
         this.changed(e);
         break;
       }
+      // MCP calls are run by the engine: the same card, named server.tool.
+      case "response.mcp_call_arguments.delta": {
+        const e = this.entry(ev.item_id, { kind: "tool", responseId: ev.response_id, tool: { args: "" } });
+        e.tool.args = (e.tool.args || "") + (ev.delta || "");
+        this.changed(e);
+        break;
+      }
+      case "response.mcp_call_arguments.done": {
+        const e = this.entry(ev.item_id, { kind: "tool", responseId: ev.response_id, tool: {} });
+        e.tool.args = ev.arguments;
+        this.changed(e);
+        break;
+      }
       case "response.done": {
         const r = ev.response || {};
         const details = r.status_details || {};
@@ -219,6 +232,25 @@ export class Conversation extends Emitter {
       });
       if (item.call_id) this.byCallId.set(item.call_id, e);
       if (final && item.status) e.status = item.status;
+      this.changed(e);
+    } else if (item.type === "mcp_call" || item.type === "mcp_approval_request") {
+      const e = this.entry(item.id, { kind: "tool", responseId: responseId || null, tool: {} });
+      Object.assign(e.tool, {
+        name: item.name ? `${item.server_label}.${item.name}` : e.tool.name,
+        mcp: true,
+        args: item.arguments || e.tool.args || "",
+      });
+      if (item.type === "mcp_approval_request") {
+        e.tool.awaitingApproval = true;
+      } else if (item.error) {
+        e.tool.result = `Error: ${item.error.message || item.error.type}`;
+        e.tool.failed = true;
+        e.tool.resultAt = Date.now();
+      } else if (typeof item.output === "string") {
+        e.tool.result = item.output;
+        e.tool.resultAt = Date.now();
+      }
+      if (final) e.status = "completed";
       this.changed(e);
     } else if (item.type === "function_call_output") {
       const e = this.byCallId.get(item.call_id);

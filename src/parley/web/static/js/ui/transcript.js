@@ -157,9 +157,13 @@ export class TranscriptView {
       }
     };
     const state =
-      t.result !== undefined
+      t.failed
+        ? h("span", { class: "badge bad" }, "failed")
+        : t.result !== undefined
         ? h("span", { class: "badge good" }, "done")
-        : e.status === "completed"
+        : t.awaitingApproval
+          ? h("span", { class: "badge warn" }, "needs approval")
+          : e.status === "completed"
           ? h("span", { class: "badge warn" }, "running…")
           : h("span", { class: "badge" }, "calling…");
     return h(

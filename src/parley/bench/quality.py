@@ -1,0 +1,324 @@
+"""``parley bench quality``: are the local engine's answers right, short, and are tools used only when asked?
+
+Drives a fresh ``parley serve`` (embedded engine) per local LLM through its WebSocket relay with
+the session the web page sends, so ``parley serve``'s five server tools are offered and run
+exactly as for a user; a tool call is scored, then the spoken answer that follows it:
+
+* everyday questions, typed and spoken (synthesised with the Piper voice, streamed in real
+  time, turn detection by the server), each in a fresh session, scored by expected facts
+  (any of a few words) and by length (a spoken answer of at most ``MAX_SPOKEN_WORDS`` words);
+* multi-turn memory: a fact said in one turn, asked for in the next;
+* tool decisions: questions that need one of the server tools (right tool and right arguments)
+  and questions that need none, several sharing words with tool names ("a clear day").
+
+Prints the scores per model, and writes JSON with every answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parley.bench import profiles
+from parley.bench.speech import silence, synthesize
+from parley.bench.stats import summary
+
+MAX_SPOKEN_WORDS = 45
+
+# (question, any of these words must appear in the answer)
+QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("What is the capital of France?", ("paris",)),
+    ("What is two plus two?", ("four", "4")),
+    ("Who wrote Romeo and Juliet?", ("shakespeare",)),
+    ("How many days are there in a week?", ("seven", "7")),
+    ("What color is the sky on a clear day?", ("blue",)),
+    ("What is the largest planet in our solar system?", ("jupiter",)),
+    ("What do bees make?", ("honey",)),
+    ("At what temperature in Celsius does water freeze?", ("zero", "0")),
+    ("Which ocean is the largest?", ("pacific",)),
+    ("What language do people speak in Brazil?", ("portuguese",)),
+    ("How many legs does a spider have?", ("eight", "8")),
+    ("What is the opposite of hot?", ("cold",)),
+]
+# (first turn, second turn, any of these words in the second answer)
+MEMORY: list[tuple[str, str, tuple[str, ...]]] = [
+    ("Hi, my name is Alex.", "What is my name?", ("alex",)),
+    ("I live in Lisbon.", "In which country do I live?", ("portugal",)),
+    ("My favourite colour is green.", "What is my favourite colour?", ("green",)),
+]
+# (question, tool or None, words the arguments must contain)
+TOOL_CASES: list[tuple[str, str | None, tuple[str, ...]]] = [
+    ("What time is it in Tokyo right now?", "get_current_time", ("tokyo",)),
+    ("What's the time in London?", "get_current_time", ("london",)),
+    ("Can you calculate 17 times 23?", "calculate", ("17", "23")),
+    ("Please calculate 144 divided by 12.", "calculate", ("144", "12")),
+    ("Please make a note that I need to buy milk.", "add_note", ("milk",)),
+    ("Add a note: call the dentist on Monday.", "add_note", ("dentist",)),
+    ("What notes have I saved so far?", "list_notes", ()),
+    ("Read me my notes.", "list_notes", ()),
+    ("Delete all my notes.", "clear_notes", ()),
+    ("Clear my notes, please.", "clear_notes", ()),
+    ("What color is the sky on a clear day?", None, ()),
+    ("Do you have time to talk?", None, ()),
+    ("I need a clear answer: is the earth round?", None, ()),
+    ("Who wrote Hamlet?", None, ()),
+    ("Tell me a joke.", None, ()),
+    ("What is the capital of Italy?", None, ()),
+    ("Can you note how beautiful music can be?", None, ()),
+    ("What is your favourite time of the year?", None, ()),
+    ("How are you today?", None, ()),
+    ("Why do leaves change color in autumn?", None, ()),
+]
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    tool: str | None = None
+    arguments: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class Conn:
+    ws: Any
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(event))
+
+    async def next(self, *types: str, timeout: float = 120.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = json.loads(await self.ws.recv())
+                self.events.append(event)
+                if event["type"] in types or event["type"] == "error":
+                    return event
+
+
+async def _session(url: str, silence_ms: int = 500) -> tuple[Any, Conn]:
+    import websockets
+
+    ws = await websockets.connect(url, max_size=None)
+    conn = Conn(ws)
+    await conn.next("session.created")
+    await conn.send({"type": "session.update", "session": profiles.session("ui", silence_ms, tools=False)})
+    await conn.next("session.updated")
+    return ws, conn
+
+
+async def _reply(conn: Conn, started: float) -> Reply:
+    """Wait for the response to finish and read what it said or called."""
+    reply = Reply()
+    while True:
+        event = await conn.next("response.done")
+        if event["type"] == "error":
+            reply.error = json.dumps(event["error"])
+            continue
+        called = False
+        for item in event["response"].get("output", []):
+            if item.get("type") == "function_call":
+                called = True
+                if reply.tool is None:
+                    reply.tool, reply.arguments = item.get("name"), item.get("arguments") or ""
+            elif item.get("type") == "message":
+                for part in item.get("content", []):
+                    reply.text += part.get("transcript") or part.get("text") or ""
+        if not called or event["response"]["status"] != "completed":
+            break  # after a call, parley serve runs the tool and asks for the spoken answer
+    reply.seconds = time.perf_counter() - started
+    return reply
+
+
+async def ask_typed(conn: Conn, text: str) -> Reply:
+    await conn.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+        }
+    )
+    started = time.perf_counter()
+    await conn.send({"type": "response.create"})
+    return await _reply(conn, started)
+
+
+async def ask_spoken(conn: Conn, text: str) -> Reply:
+    pcm = synthesize(text)
+    audio = [silence(0.3), pcm, silence(1.2)]
+    step = 480  # 20 ms at 24 kHz
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    for chunk in audio:
+        for i in range(0, len(chunk), step):
+            await conn.send(
+                {
+                    "type": "input_audio_buffer.append",
+                    "audio": base64.b64encode(chunk[i : i + step].tobytes()).decode(),
+                }
+            )
+            next_at += 0.02
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    return await _reply(conn, time.perf_counter())
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _has_fact(text: str, facts: tuple[str, ...]) -> bool:
+    words = set(_words(text))
+    return any(f in words for f in facts)
+
+
+async def bench_model(url: str, spoken: bool) -> dict[str, Any]:
+    rows: dict[str, list[dict[str, Any]]] = {"typed": [], "spoken": [], "memory": [], "tools": []}
+    for question, facts in QUESTIONS:
+        for mode in ("typed", "spoken") if spoken else ("typed",):
+            ws, conn = await _session(url)
+            async with contextlib.AsyncExitStack() as stack:
+                stack.push_async_callback(ws.close)
+                reply = await (ask_spoken(conn, question) if mode == "spoken" else ask_typed(conn, question))
+            rows[mode].append(
+                {
+                    "question": question,
+                    "answer": reply.text,
+                    "tool": reply.tool,
+                    "correct": _has_fact(reply.text, facts),
+                    "short": 0 < len(_words(reply.text)) <= MAX_SPOKEN_WORDS,
+                    "seconds": round(reply.seconds, 2),
+                    "error": reply.error,
+                }
+            )
+    for first, second, facts in MEMORY:
+        ws, conn = await _session(url)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(ws.close)
+            await ask_typed(conn, first)
+            reply = await ask_typed(conn, second)
+        rows["memory"].append(
+            {"question": f"{first} / {second}", "answer": reply.text, "correct": _has_fact(reply.text, facts)}
+        )
+    for question, tool, needles in TOOL_CASES:
+        ws, conn = await _session(url)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(ws.close)
+            reply = await ask_typed(conn, question)
+        args = reply.arguments.lower()
+        rows["tools"].append(
+            {
+                "question": question,
+                "expected": tool,
+                "called": reply.tool,
+                "arguments": reply.arguments,
+                "answer": reply.text,
+                "right": reply.tool == tool and all(n in args for n in needles),
+            }
+        )
+    return _score(rows)
+
+
+def _score(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def rate(items: list[dict[str, Any]], key: str) -> float | None:
+        return round(sum(1 for r in items if r[key]) / len(items), 3) if items else None
+
+    needed = [r for r in rows["tools"] if r["expected"] is not None]
+    unneeded = [r for r in rows["tools"] if r["expected"] is None]
+    answers = rows["typed"] + rows["spoken"] + rows["memory"]
+    return {
+        "typed_correct": rate(rows["typed"], "correct"),
+        "spoken_correct": rate(rows["spoken"], "correct"),
+        "memory_correct": rate(rows["memory"], "correct"),
+        "all_correct": rate(answers, "correct"),
+        "short_enough": rate(rows["typed"] + rows["spoken"], "short"),
+        "tool_right_with_arguments": rate(needed, "right"),
+        "tool_called_when_not_needed": round(sum(1 for r in unneeded if r["called"]) / len(unneeded), 3),
+        "typed_answer_seconds": summary([r["seconds"] for r in rows["typed"]]),
+        "rows": rows,
+    }
+
+
+async def bench(models: list[str], spoken: bool, out: Path) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    from parley.bench.turn import _free_port, engine_process
+
+    console = Console()
+    report: dict[str, Any] = {"benchmark": "quality", "profile": "ui", "models": {}}
+    for model in models:
+        port = _free_port()
+        with console.status(f"{model}: starting the engine and asking…"):
+            async with engine_process(port, ["--llm-model", model], command="serve"):
+                report["models"][model] = await bench_model(f"ws://127.0.0.1:{port}/api/v1/realtime", spoken)
+    report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    _write_json(out, report)
+    table = Table(title="parley bench quality (the web page's session, parley serve's tools)")
+    for col in (
+        "model",
+        "typed",
+        "spoken",
+        "memory",
+        "all",
+        "short",
+        "tool right",
+        "tool unneeded",
+        "typed s p50",
+    ):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for model, s in report["models"].items():
+
+        def pct(v: float | None) -> str:
+            return "–" if v is None else f"{100 * v:.0f} %"
+
+        table.add_row(
+            model,
+            pct(s["typed_correct"]),
+            pct(s["spoken_correct"]),
+            pct(s["memory_correct"]),
+            pct(s["all_correct"]),
+            pct(s["short_enough"]),
+            pct(s["tool_right_with_arguments"]),
+            pct(s["tool_called_when_not_needed"]),
+            f"{s['typed_answer_seconds']['p50'] or 0:.2f}",
+        )
+    console.print(table)
+    console.print(f"wrote {out}")
+    return report
+
+
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from parley.engine.models import llm_catalog
+
+    parser.add_argument(
+        "--llm-model",
+        action="append",
+        choices=list(llm_catalog.CATALOG),
+        help="local LLM to score (repeatable; default: every installed one)",
+    )
+    parser.add_argument("--no-spoken", action="store_true", help="typed questions only (faster)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/quality.json"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from parley.engine.models import llm_catalog
+
+    models = args.llm_model or [m.name for m in llm_catalog.CATALOG.values() if m.installed()]
+    asyncio.run(bench(models, not args.no_spoken, args.out))
+    return 0

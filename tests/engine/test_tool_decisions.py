@@ -1,0 +1,55 @@
+"""tool_choice "auto" with the default local LLM: the model decides, with the web page's session
+and parley serve's tools, over a real socket (openai-python)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parley.bench import profiles
+from tests.engine.test_realtime_e2e import connect
+from tests.support.servers import RunningServer
+
+pytestmark = [pytest.mark.models]
+
+
+async def _ask(engine: RunningServer, question: str) -> dict:
+    session = profiles.session("ui", 500)
+    session.pop("type")
+    session["output_modalities"] = ["text"]
+    async with connect(engine, **session) as c:
+        await c.conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}
+        )
+        await c.conn.response.create()
+        done = await c.log.wait_for("response.done", timeout=120)
+    return done["response"]
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["What color is the sky on a clear day?", "Do you have time to talk?", "Who wrote Hamlet?"],
+)
+async def test_ordinary_words_call_no_tool(engine: RunningServer, question: str) -> None:
+    """Sharing a word with a tool's name ('clear_notes', 'get_current_time') is no reason to call it."""
+    response = await _ask(engine, question)
+    assert response["status"] == "completed"
+    assert [o["type"] for o in response["output"]] == ["message"], response["output"]
+    assert response["output"][0]["content"][0]["text"].strip()
+
+
+@pytest.mark.parametrize(
+    ("question", "tool", "argument"),
+    [
+        ("What time is it in Tokyo right now?", "get_current_time", "tokyo"),
+        ("Can you calculate 17 times 23?", "calculate", "17"),
+    ],
+)
+async def test_a_question_that_needs_a_tool_calls_it(
+    engine: RunningServer, question: str, tool: str, argument: str
+) -> None:
+    response = await _ask(engine, question)
+    calls = [o for o in response["output"] if o["type"] == "function_call"]
+    assert calls and calls[0]["name"] == tool, response["output"]
+    assert argument in json.loads(calls[0]["arguments"]).__repr__().lower()
