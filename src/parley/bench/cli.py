@@ -12,6 +12,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "answer quality and tool decisions of each local LLM, with the web page's session and serve's tools",
     ),
     "models": ("parley.bench.models", "each model stage alone: VAD, STT, LLM, TTS latency and peak RSS"),
+    "turn-taking": (
+        "parley.bench.turn_taking",
+        "semantic_vad vs server_vad on synthesised speech with pauses inside clauses: premature replies, latency",
+    ),
     "barge-in": ("parley.bench.barge_in", "client barge-in: speech onset → silent output, truncation error"),
     "webrtc": ("parley.bench.webrtc_connect", "WebRTC connect: offer → data channel open / session.created"),
     "fuzz": (

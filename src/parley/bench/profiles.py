@@ -17,11 +17,22 @@ PROFILES = ("ui", "bare")
 
 
 @cache
+def _defaults_js() -> str:
+    return resources.files("parley.web").joinpath("static/js/defaults.js").read_text()
+
+
 def ui_instructions() -> str:
-    text = resources.files("parley.web").joinpath("static/js/defaults.js").read_text()
-    match = re.search(r"DEFAULT_INSTRUCTIONS = `([^`]*)`", text)
+    match = re.search(r"DEFAULT_INSTRUCTIONS = `([^`]*)`", _defaults_js())
     if match is None:
         raise RuntimeError("defaults.js no longer defines DEFAULT_INSTRUCTIONS as a template string")
+    return match.group(1)
+
+
+def ui_setting(name: str) -> str:
+    """A string setting of the page's DEFAULT_SETTINGS (``turn``, ``eagerness``, ``voice``…)."""
+    match = re.search(rf'^\s*{name}: "([^"]*)"', _defaults_js(), re.M)
+    if match is None:
+        raise RuntimeError(f"defaults.js no longer sets {name!r} in DEFAULT_SETTINGS")
     return match.group(1)
 
 
@@ -31,19 +42,31 @@ def serve_tools() -> list[dict[str, Any]]:
     return default_registry().definitions()
 
 
-def session(profile: str, silence_ms: int, *, tools: bool = True) -> dict[str, Any]:
+def session(profile: str, silence_ms: int, *, tools: bool = True, turn: str | None = None) -> dict[str, Any]:
     """The ``session`` of the first ``session.update`` for ``profile``.
 
     ``tools=False`` when going through ``parley serve``, which adds (and runs) its tools itself.
+    ``turn`` overrides the turn detection (``server_vad`` or ``semantic_vad``); the ``ui``
+    profile otherwise uses the page's default, the ``bare`` profile ``server_vad``.
     """
-    turn_detection = {
-        "type": "server_vad",
-        "threshold": 0.5,
-        "prefix_padding_ms": 300,
-        "silence_duration_ms": silence_ms,
-        "create_response": True,
-        "interrupt_response": True,
-    }
+    kind = turn or (ui_setting("turn") if profile == "ui" else "server_vad")
+    turn_detection: dict[str, Any]
+    if kind == "semantic_vad":
+        turn_detection = {
+            "type": "semantic_vad",
+            "eagerness": ui_setting("eagerness"),
+            "create_response": True,
+            "interrupt_response": True,
+        }
+    else:
+        turn_detection = {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": silence_ms,
+            "create_response": True,
+            "interrupt_response": True,
+        }
     audio_in: dict[str, Any] = {"transcription": {"model": "whisper-1"}, "turn_detection": turn_detection}
     if profile == "bare":
         return {"type": "realtime", "audio": {"input": audio_in}}
@@ -55,6 +78,6 @@ def session(profile: str, silence_ms: int, *, tools: bool = True) -> dict[str, A
         **({"tools": serve_tools()} if tools else {}),
         "audio": {
             "input": {"format": pcm, **audio_in},
-            "output": {"format": pcm, "voice": "marin", "speed": 1},
+            "output": {"format": pcm, "voice": ui_setting("voice"), "speed": 1},
         },
     }

@@ -110,7 +110,8 @@ class Conn:
 async def _session(url: str, silence_ms: int = 500) -> tuple[Any, Conn]:
     import websockets
 
-    ws = await websockets.connect(url, max_size=None)
+    # A generous handshake timeout: on a loaded 2-core machine the 10 s default was seen to expire.
+    ws = await websockets.connect(url, max_size=None, open_timeout=60)
     conn = Conn(ws)
     await conn.next("session.created")
     await conn.send({"type": "session.update", "session": profiles.session("ui", silence_ms, tools=False)})

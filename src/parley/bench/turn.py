@@ -142,6 +142,7 @@ async def run_session(
     silence_ms: int,
     timeout: float = 60.0,
     profile: str = "ui",
+    turn_mode: str | None = None,
 ) -> SessionResult:
     import websockets
 
@@ -314,7 +315,9 @@ async def engine_process(  # type: ignore[no-untyped-def]
             proc.kill()
 
 
-async def bench(n: int, silence_ms: int, url: str | None, out: Path, profile: str = "ui") -> dict[str, Any]:
+async def bench(
+    n: int, silence_ms: int, url: str | None, out: Path, profile: str = "ui", turn: str | None = None
+) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console()
@@ -334,6 +337,7 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path, profile: st
                         interruptions[i % len(interruptions)],
                         silence_ms,
                         profile=profile,
+                        turn_mode=turn,
                     )
                 )
         if pid is not None:
@@ -357,6 +361,9 @@ async def bench(n: int, silence_ms: int, url: str | None, out: Path, profile: st
     report = {
         "benchmark": "turn",
         "profile": profile,
+        "turn_detection": profiles.session(profile, silence_ms, turn=turn)["audio"]["input"][
+            "turn_detection"
+        ],
         "sessions": n,
         "silence_duration_ms": silence_ms,
         "turns": len(turns),
@@ -441,6 +448,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ui: the web page's session with parley serve's tools (what users get); bare: engine defaults",
     )
     parser.add_argument(
+        "--turn",
+        choices=("server_vad", "semantic_vad"),
+        default=None,
+        help="turn detection (default: the page's own for --profile ui, server_vad for bare)",
+    )
+    parser.add_argument(
         "--url", default=None, help="benchmark a running engine (ws://…/v1/realtime?parley_metrics=1)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -452,5 +465,5 @@ def run(args: argparse.Namespace) -> int:
         if args.profile == "ui" or args.out != DEFAULT_OUT
         else DEFAULT_OUT.with_name("turn-bare.json")
     )
-    asyncio.run(bench(args.sessions, args.silence_ms, args.url, out, args.profile))
+    asyncio.run(bench(args.sessions, args.silence_ms, args.url, out, args.profile, args.turn))
     return 0

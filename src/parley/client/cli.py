@@ -65,8 +65,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ses.add_argument(
         "--turn-detection",
         choices=["server_vad", "semantic_vad", "none"],
-        default="server_vad",
-        help="who decides when you finished speaking (none = push-to-talk)",
+        default=None,
+        help="who decides when you finished speaking (none = push-to-talk); default semantic_vad "
+        "(it waits through pauses inside a sentence: see `parley bench turn-taking`), "
+        "server_vad when --silence-ms is given",
+    )
+    ses.add_argument(
+        "--eagerness",
+        choices=["low", "medium", "high", "auto"],
+        default="low",
+        help="semantic_vad: how soon a turn counts as finished (default low: the setting that did not "
+        "cut in on pauses inside a sentence in `parley bench turn-taking`)",
     )
     ses.add_argument("--push-to-talk", action="store_true", help="manual turns: Space starts/stops talking")
     ses.add_argument("--silence-ms", type=int, default=None, help="server_vad silence before a turn ends")
@@ -287,6 +296,12 @@ def _push_to_talk(args: argparse.Namespace) -> bool:
     return args.push_to_talk or args.turn_detection == "none"
 
 
+def _turn_detection(args: argparse.Namespace) -> str:
+    if args.turn_detection is not None:
+        return str(args.turn_detection)
+    return "server_vad" if args.silence_ms is not None else "semantic_vad"
+
+
 def _conversation(args: argparse.Namespace, audio, url: str, key: str, transport_options: dict):  # type: ignore[no-untyped-def]
     from parley.client.conversation import Conversation
     from parley.client.devices import FileAudio
@@ -297,8 +312,9 @@ def _conversation(args: argparse.Namespace, audio, url: str, key: str, transport
         model=args.model,
         voice=args.voice,
         instructions=args.instructions,
-        turn_detection=None if _push_to_talk(args) else args.turn_detection,
+        turn_detection=None if _push_to_talk(args) else _turn_detection(args),
         silence_duration_ms=args.silence_ms,
+        eagerness=args.eagerness,
         transcription_model=None if args.no_transcription else "whisper-1",
     )
     files = isinstance(audio, FileAudio)

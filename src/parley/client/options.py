@@ -23,6 +23,8 @@ class SessionOptions:
     create_response: bool = True
     interrupt_response: bool = True
     silence_duration_ms: int | None = None
+    #: semantic_vad's eagerness ("low", "medium", "high", "auto"); None leaves the server's default.
+    eagerness: str | None = None
     transcription_model: str | None = "whisper-1"
     input_format: FormatType = "audio/pcm"
     output_format: FormatType = "audio/pcm"
@@ -39,6 +41,8 @@ class SessionOptions:
             }
             if self.turn_detection == "server_vad" and self.silence_duration_ms is not None:
                 td["silence_duration_ms"] = self.silence_duration_ms
+            if self.turn_detection == "semantic_vad" and self.eagerness is not None:
+                td["eagerness"] = self.eagerness
         audio_in: dict[str, Any] = {
             "format": AudioFormat(self.input_format).to_json(),
             "turn_detection": td,

@@ -43,6 +43,8 @@ class ModelConfig:
     stt_language: str | None = field(default_factory=lambda: _env("PARLEY_STT_LANGUAGE", "en"))
     stt_threads: int = field(default_factory=lambda: _env_int("PARLEY_STT_THREADS", 2))
     llm: str = field(default_factory=lambda: _env("PARLEY_LLM", "llama") or "llama")
+    # semantic_vad's end-of-turn model (smart-turn v3.2 from the pinned pipecat-ai wheel).
+    turn: str = field(default_factory=lambda: _env("PARLEY_TURN", "smart-turn") or "smart-turn")
     llm_model_path: Path | None = field(
         default_factory=lambda: Path(p) if (p := _env("PARLEY_LLM_MODEL_PATH")) else None
     )

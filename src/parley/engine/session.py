@@ -40,12 +40,14 @@ from parley.engine.prompt import build_messages
 from parley.engine.response import McpHooks, MediaOutput, ResponseParams, ResponseRunner
 from parley.engine.speculation import Speculation, Speculator
 from parley.engine.turn_detection import (
+    SEMANTIC_TRANSCRIPT_WAIT_MS,
     Probe,
+    Recheck,
     SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     TurnDetector,
-    sounds_finished,
+    turn_complete,
 )
 from parley.engine.turn_metrics import TurnMetrics
 from parley.protocol import close_codes, ids
@@ -398,6 +400,8 @@ class RealtimeSession:
                 self._on_speech_started(signal)
             elif isinstance(signal, Probe):
                 self._on_probe(signal)
+            elif isinstance(signal, Recheck):
+                self._on_recheck(signal)
             elif isinstance(signal, SpeechResumed):
                 self._speculator.drop()
             elif isinstance(signal, SpeechStopped):
@@ -526,8 +530,8 @@ class RealtimeSession:
             probe.start, probe.end, self.conversation.version, self._config_version, self._transcribe(audio)
         )
         td = self.session["audio"]["input"]["turn_detection"]
-        if td["type"] == "semantic_vad":
-            spec.stt.add_done_callback(self._semantic_decision)
+        if td["type"] == "semantic_vad" and self._turns is not None:
+            self._spawn(self._semantic_decision(spec.stt, audio, self._turns.pause))
         if (
             self.config.speculative
             and td.get("create_response", True)
@@ -536,13 +540,43 @@ class RealtimeSession:
         ):
             self._speculator.generate(spec, self._speculative_generation(spec))
 
-    def _semantic_decision(self, task: asyncio.Task[Transcript]) -> None:
-        if task.cancelled() or task.exception() or self._turns is None:
+    def _on_recheck(self, recheck: Recheck) -> None:
+        """Judge a long pause again with the audio so far; the probe's transcript still holds."""
+        if self._turns is None:
             return
-        if not self._speculator.is_current(task):
+        spec = self._speculator.current
+        stt = spec.stt if spec is not None and spec.start == recheck.start else None
+        self._spawn(
+            self._semantic_decision(stt, self.buffer.slice(recheck.start, recheck.end), self._turns.pause)
+        )
+
+    async def _semantic_decision(
+        self, stt: asyncio.Task[Transcript] | None, pcm: np.ndarray, pause: int
+    ) -> None:
+        """End-of-turn model and transcript of the speech so far → this pause's wait.
+
+        Runs once per pause (never per frame); the model call and the transcription run
+        side by side in worker threads. A decision for a pause that is over is dropped.
+        """
+        turn_model = getattr(self.models, "turn", None)
+        probability: float | None = None
+        if turn_model is not None:
+            audio = int16_to_float(resample(pcm, CANONICAL_RATE, turn_model.sample_rate))
+            try:
+                with PRIORITY.urgent():  # the user is waiting on this decision
+                    probability = await turn_model.probability(audio)
+            except Exception:
+                log.exception("end-of-turn model failed; the transcript decides this pause")
+        transcript: str | None = None
+        if stt is not None:
+            wait = SEMANTIC_TRANSCRIPT_WAIT_MS / 1000 if probability is not None else None
+            done, _ = await asyncio.wait([stt], timeout=wait)
+            # Late, cancelled (speech resumed, or superseded) or failed: the model alone decides.
+            if stt in done and not stt.cancelled() and stt.exception() is None:
+                transcript = stt.result().text
+        if self._turns is None or self._turns.kind != "semantic_vad":
             return
-        finished = sounds_finished(task.result().text)
-        self._turns.set_required_silence(self._turns.min_wait_ms if finished else self._turns.max_wait_ms)
+        self._turns.decide(turn_complete(probability, transcript, self._turns.eagerness.threshold), pause)
 
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:
         item_id = self._speech_item_id or ids.item_id()

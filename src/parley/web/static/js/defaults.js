@@ -13,11 +13,13 @@ export const DEFAULT_SETTINGS = {
   voice: "marin",
   speed: 1,
   instructions: DEFAULT_INSTRUCTIONS,
-  turn: "server_vad", // server_vad | semantic_vad | push_to_talk
+  // semantic_vad waits through pauses inside a sentence (smart-turn model + transcript);
+  // `parley bench turn-taking` measured it against server_vad.
+  turn: "semantic_vad", // server_vad | semantic_vad | push_to_talk
   threshold: 0.5,
   silenceMs: 500,
   prefixMs: 300,
-  eagerness: "auto",
+  eagerness: "low", // the setting that did not cut in on pauses inside a sentence (bench turn-taking)
   interrupt: true,
   transcription: true,
   transport: "webrtc", // webrtc | websocket

@@ -137,7 +137,7 @@ export class SettingsPanel extends Emitter {
       ].map(([v, l]) => h("option", { value: v, selected: v === s.eagerness }, l)),
     );
     eagerness.addEventListener("change", () => this.set("eagerness", eagerness.value));
-    this.semanticFields = field("set-eagerness", "Eagerness", eagerness, "How soon Parley decides you have finished, judged from what you said.");
+    this.semanticFields = field("set-eagerness", "Eagerness", eagerness, "How soon Parley decides you have finished, judged from how and what you said.");
     this.interruptField = check("set-interrupt", "interrupt", "Server cancels the reply when you talk over it", "interrupt_response; the page always stops playback when you interrupt.");
     this.pttHelp = h("p", { class: "help", id: "ptt-help" }, "Hold the talk button or the space bar while you speak; release to send.");
 

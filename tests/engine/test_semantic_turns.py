@@ -1,0 +1,111 @@
+"""semantic_vad in the session with a scripted end-of-turn model: one call per pause, off the loop.
+
+Audio is fed at real-time pace so the model's answer (a task) lands during the
+pause, as it does with a live microphone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parley.engine.config import EngineConfig
+from parley.engine.session import RealtimeSession
+from parley.engine.turn_detection import EAGERNESS
+from tests.support.audio import silence, tone
+from tests.support.eventlog import EventLog
+from tests.support.fakes import FakeModels, FakeStt
+
+RATE = 24000
+SPEECH_S = 0.6
+LEAD_S = 0.2
+
+
+class ScriptedTurnModel:
+    sample_rate = 16000
+
+    def __init__(self, probability: float) -> None:
+        self.probability_value = probability
+        self.calls: list[float] = []  # seconds of audio heard per call
+
+    async def probability(self, audio: np.ndarray) -> float:
+        self.calls.append(len(audio) / self.sample_rate)
+        await asyncio.sleep(0.02)
+        return self.probability_value
+
+
+@dataclass
+class TurnModels(FakeModels):
+    turn: ScriptedTurnModel = field(default_factory=lambda: ScriptedTurnModel(0.9))
+
+
+class SlowStt(FakeStt):
+    """A transcription that takes seconds, as Whisper does on a busy machine."""
+
+    async def transcribe(self, audio, *, language=None, prompt=None):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(3.0)
+        return await super().transcribe(audio, language=language, prompt=prompt)
+
+
+async def talk(
+    probability: float, transcript: str, silence_s: float, stt: FakeStt | None = None
+) -> tuple[EventLog, ScriptedTurnModel]:
+    models = TurnModels(stt=stt or FakeStt(transcript), turn=ScriptedTurnModel(probability))
+    session = RealtimeSession(models, EngineConfig(validate_events=True))  # type: ignore[arg-type]
+    log = EventLog()
+    session.attach(log)
+    session.open()
+    td = {"type": "semantic_vad", "eagerness": "high", "create_response": False}
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": td}}},
+            }
+        )
+    )
+    pcm = np.concatenate([silence(LEAD_S), tone(SPEECH_S), silence(silence_s)])
+    step = RATE // 50
+    for i in range(0, len(pcm), step):
+        chunk = base64.b64encode(pcm[i : i + step].tobytes()).decode()
+        session.receive(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        await asyncio.sleep(0.02)  # real time: decisions arrive while the pause goes on
+    await session.close()
+    return log, models.turn
+
+
+def stopped_after_speech_ms(log: EventLog) -> float | None:
+    stops = log.of("input_audio_buffer.speech_stopped")
+    return stops[0]["audio_end_ms"] - (LEAD_S + SPEECH_S) * 1000 if stops else None
+
+
+async def test_a_finished_turn_ends_after_the_short_wait_with_one_model_call() -> None:
+    log, model = await talk(0.9, "What is the capital of France?", 1.0)
+    after = stopped_after_speech_ms(log)
+    assert after is not None and after < EAGERNESS["high"].min_wait_ms + 300, after
+    assert len(model.calls) == 1  # once, when the pause began; not per frame
+    assert abs(model.calls[0] - (SPEECH_S + 0.2 + 0.3)) < 0.3  # the speech so far, prefix padding included
+
+
+async def test_an_unfinished_turn_waits_for_the_fallback_and_is_judged_again() -> None:
+    high = EAGERNESS["high"]
+    log, model = await talk(0.1, "What is the capital of France?", high.recheck_ms / 1000 + 0.3)
+    assert stopped_after_speech_ms(log) is None  # no reply inside the pause
+    assert len(model.calls) == 2  # at the start of the pause, then the recheck
+
+
+async def test_a_trailing_transcript_vetoes_the_model() -> None:
+    log, model = await talk(0.9, "Can you tell me about the", 0.7)
+    assert stopped_after_speech_ms(log) is None
+    assert len(model.calls) == 1
+
+
+async def test_a_late_transcript_does_not_hold_the_decision() -> None:
+    log, _ = await talk(0.9, "", 1.5, stt=SlowStt("Can you tell me about the"))
+    after = stopped_after_speech_ms(log)
+    # Probe (200 ms) + model + the bounded wait for the transcript (600 ms), then the model decides.
+    assert after is not None and after < 200 + 600 + EAGERNESS["high"].min_wait_ms + 300, after
