@@ -53,4 +53,6 @@ async def deny(ws: WebSocket, status: int, message: str, code: str | None) -> No
             JSONResponse(openai_error(message, error_type, code), status_code=status)
         )
     except RuntimeError:
-        await ws.close(code=1008, reason=message[:120])
+        # Without denial responses the close code carries the verdict: overload (1013)
+        # is worth retrying, every other refusal is a policy close (1008).
+        await ws.close(code=1013 if status == 429 else 1008, reason=message[:120])

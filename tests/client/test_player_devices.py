@@ -8,7 +8,7 @@ import wave
 
 import numpy as np
 
-from parley.client.devices import BLOCK, FileAudio
+from parley.client.devices import BLOCK, MAX_LAG_BLOCKS, FileAudio
 from parley.client.player import Player
 from parley.client.wavio import WavWriter, read_wav
 
@@ -150,3 +150,46 @@ def test_player_is_thread_safe_under_concurrent_read_write():
     stop.set()
     th.join()
     assert total == 200 * BLOCK == p.handed("a")
+
+
+def test_a_starved_file_clock_skips_the_lost_time_instead_of_bursting():
+    """After a stall (a busy CPU) the file speaker plays on at real time, as a card would.
+
+    Catching up by playing the missed blocks back to back drained a reply in a burst
+    shorter than the client's state tick, so ``[state] speaking`` and ``[latency]``
+    could be missed (the flaky test_files_record_and_replay).
+    """
+    dev = FileAudio()
+    player = Player()
+    player.write("reply", np.full(24000, 1000, np.int16))  # 1 s of reply audio
+    calls = 0
+
+    def on_mic(pcm: np.ndarray, t: float) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            time.sleep(0.4)  # the clock thread starved for 20 blocks
+
+    dev.start(player, on_mic)
+    time.sleep(0.8)  # the stall, then 0.3 s more
+    dev.stop()
+    times = [t for t, silent in zip(dev.log.times, dev.log.silent, strict=False) if not silent]
+    gaps = np.diff(times)
+    period = BLOCK / 24000
+    assert len(times) >= 5
+    # A late block may be followed by a few quick ones (up to MAX_LAG_BLOCKS), never by a burst
+    # of the 20 blocks the stall lasted.
+    assert (gaps < period / 4).sum() <= MAX_LAG_BLOCKS + 1, gaps
+    assert (gaps >= 0).all()  # stamped in order
+
+
+def test_played_blocks_are_counted_for_pollers():
+    p = Player()
+    assert p.audible_blocks == 0
+    p.read(BLOCK, 1.0)  # silence
+    p.write("a", np.ones(BLOCK * 2, np.int16))
+    p.read(BLOCK, 1.02)
+    p.read(BLOCK, 1.04)
+    p.read(BLOCK, 1.06)  # silence again
+    assert p.audible_blocks == 2
+    assert not p.is_playing(now=2.0)  # over: only the count shows that it played

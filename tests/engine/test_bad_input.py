@@ -294,3 +294,27 @@ async def test_bad_input_table() -> None:
             error = await _next_error(ws)
             assert error["error"]["code"] == "invalid_value" and error["error"]["param"] == "audio_end_ms"
             assert "shorter than" in error["error"]["message"]
+
+
+async def test_unknown_fields_of_a_created_item_are_not_echoed() -> None:
+    """Found by ``parley bench fuzz``: a content part with a stray key crashed the echo."""
+    from parley.protocol.client_events import parse_client_event
+
+    event = parse_client_event(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "junk": 1,
+                    "content": [{"type": "input_text", "text": "Hi", "tex]t": "x"}],
+                },
+            }
+        )
+    )
+    assert event["item"] == {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "Hi"}],
+    }

@@ -26,10 +26,22 @@ async def models() -> Any:
 
 @pytest.fixture(scope="session")
 def synth(models: Any) -> Synth:
-    """``synth(text) -> (int16 audio, rate)`` spoken by the Piper voice."""
+    """``synth(text) -> (int16 audio, rate)`` spoken by the Piper voice, the same every time.
+
+    Piper samples its voice's noise afresh on each call, so each run heard a different
+    rendering and Whisper's slips came and went with it (test_transcribes_piper_sentences
+    failed now and then, under load or not). With the noise scales at zero a sentence
+    always sounds the same, and a failure reproduces.
+    """
+    tts = models.tts
 
     def speak(text: str) -> tuple[np.ndarray, int]:
-        chunks = [models.tts.synthesize_chunk(c) for c in _chunks(text)]
+        saved = tts.noise_scale, tts.noise_w
+        tts.noise_scale, tts.noise_w = 0.0, 0.0
+        try:
+            chunks = [tts.synthesize_chunk(c) for c in _chunks(text)]
+        finally:
+            tts.noise_scale, tts.noise_w = saved
         return np.concatenate([c.audio for c in chunks]), chunks[0].sample_rate
 
     return speak

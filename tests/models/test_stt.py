@@ -147,6 +147,12 @@ async def test_prompt_and_language_are_accepted(models, synth) -> None:
     assert result.language == "en"
 
 
+def test_the_test_voice_renders_the_same_every_time(synth) -> None:
+    a, _ = synth("The quick brown fox jumps over the lazy dog.")
+    b, _ = synth("The quick brown fox jumps over the lazy dog.")
+    assert np.array_equal(a, b)
+
+
 def _espeak_voice(voice: str, text: str) -> tuple[np.ndarray, int]:
     import io
     import shutil

@@ -118,3 +118,17 @@ async def test_cancel_while_connecting_is_quiet(open_page: OpenPage) -> None:
         assert await page.page.is_hidden("#banner")
         assert await page.js("parley.client.mic") is None  # the microphone was released
         await page.connect()  # and connecting again works
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+async def test_an_expired_session_starts_a_new_one(open_page: OpenPage, transport: str) -> None:
+    # The engine ends the session at its maximum duration (an error, then close 1001 "going away"
+    # over WebSocket): the page says so and reconnects by itself, as openai-python does.
+    async with serve_local(fake_runtime(max_session_seconds=3)) as srv:
+        page = await open_page(srv.http, storage={"parley.settings.v1": {"transport": transport}})
+        await page.connect()
+        banner = await page.banner()
+        assert banner["kind"] == "session-expired", banner
+        await page.until("() => parley.sessions === 2", within=15, what="a second session")
+        await page.wait_connected()
+        assert "New session" in await page.page.inner_text("#transcript .divider")

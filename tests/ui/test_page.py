@@ -27,7 +27,11 @@ async def test_text_message_gets_a_spoken_reply(serve: Serve, open_page: OpenPag
     sent = await page.events("conversation.item.create", direction="out")
     assert sent[0]["item"]["content"] == [{"type": "input_text", "text": "What is the capital of France?"}]
     stats = await page.stats()
-    assert stats["inbound"]["packets"] > 20 and stats["assistantPeakRms"] > 0.02, stats
+    # Heard: above the level at which the page itself calls the assistant audible (ON_RMS in
+    # audio/activity.js). The peak is not a loudness check: under load (load average > 3) Chromium
+    # conceals late packets at a lower level and the 5 ms level sampler runs less often; a run
+    # measured 0.008 for a reply that played in full, which the former 0.02 failed.
+    assert stats["inbound"]["packets"] > 20 and stats["assistantPeakRms"] > 0.004, stats
     # The latency panel has a "typed" turn.
     assert "typed" in await page.page.inner_text("#turn-list")
 

@@ -211,12 +211,19 @@ async def test_sideband_observes_and_controls_the_call() -> None:
                 "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
             )
             secret = r.json()["value"]
+            r = await http.post(
+                "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
+            )
+            unused = r.json()["value"]
         async with call(srv, token=secret) as peer:
             url = f"{srv.ws}/v1/realtime?call_id={peer.call_id}"
-            with pytest.raises(websockets.InvalidStatus) as refused:
-                async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {secret}"}):
-                    pass
-            assert refused.value.response.status_code == 403  # an ephemeral key cannot take control
+            for token, status in ((unused, 403), (secret, 401)):  # 401: a secret opens one call only
+                with pytest.raises(websockets.InvalidStatus) as refused:
+                    async with websockets.connect(
+                        url, additional_headers={"Authorization": f"Bearer {token}"}
+                    ):
+                        pass
+                assert refused.value.response.status_code == status  # an ephemeral key cannot take control
             async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
                 side: list[dict[str, Any]] = []
 
@@ -408,6 +415,10 @@ async def test_hangup_ends_the_call_for_the_peer_and_the_sideband() -> None:
                 "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
             )
             secret = r.json()["value"]
+            r = await http.post(
+                "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {KEY}"}, json={}
+            )
+            unused = r.json()["value"]  # the call's own secret is used up (401): a fresh one is 403
             async with call(srv, token=secret) as peer:
                 url = f"{srv.ws}/v1/realtime?call_id={peer.call_id}"
                 async with websockets.connect(
@@ -416,7 +427,8 @@ async def test_hangup_ends_the_call_for_the_peer_and_the_sideband() -> None:
                     assert json.loads(await ws.recv())["type"] == "session.created"
                     # An ephemeral key, a wrong key and no key cannot hang up.
                     for headers, status in (
-                        ({"Authorization": f"Bearer {secret}"}, 403),
+                        ({"Authorization": f"Bearer {unused}"}, 403),
+                        ({"Authorization": f"Bearer {secret}"}, 401),
                         ({"Authorization": "Bearer sk-wrong"}, 401),
                         ({}, 401),
                     ):
@@ -427,7 +439,7 @@ async def test_hangup_ends_the_call_for_the_peer_and_the_sideband() -> None:
                     with pytest.raises(NotFoundError) as missing:
                         await engine_client.realtime.calls.hangup("rtc_nosuchcall")
                     assert missing.value.code == "call_not_found"
-                    ephemeral_client = AsyncOpenAI(api_key=secret, base_url=f"{srv.http}/v1")
+                    ephemeral_client = AsyncOpenAI(api_key=unused, base_url=f"{srv.http}/v1")
                     with pytest.raises(PermissionDeniedError):
                         await ephemeral_client.realtime.calls.hangup(peer.call_id)
 

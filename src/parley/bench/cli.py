@@ -18,6 +18,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     ),
     "barge-in": ("parley.bench.barge_in", "client barge-in: speech onset → silent output, truncation error"),
     "webrtc": ("parley.bench.webrtc_connect", "WebRTC connect: offer → data channel open / session.created"),
+    "fuzz": (
+        "parley.bench.fuzz",
+        "hostile client events over WebSocket and WebRTC: dropped sessions, crashes, memory",
+    ),
+    "soak": (
+        "parley.bench.soak",
+        "many sessions holding turns for a long time: slopes of RSS, fds, threads, tasks; turn latency",
+    ),
     "relay": (
         "parley.bench.relay",
         "parley serve's WebSocket relay: added latency per event, CPU/memory per session",

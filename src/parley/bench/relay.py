@@ -154,7 +154,13 @@ async def _relay(port: int, upstream_port: int) -> None:
     from parley.server.upstream import RemoteUpstream
 
     url = f"http://127.0.0.1:{upstream_port}/v1"
-    config = ServerConfig(port=port, upstream_url=url, upstream_key="bench-key", max_relay_sessions=100_000)
+    config = ServerConfig(
+        port=port,
+        upstream_url=url,
+        upstream_key="bench-key",
+        max_relay_sessions=100_000,
+        max_sessions_per_client=100_000,
+    )
     upstream = RemoteUpstream(url, config.upstream_key, config.upstream_kind, config.max_message_bytes)
     app = create_app(config, upstream)
     # serve's own server settings (WebSocket protocol, no permessage-deflate, …), not a copy of them.

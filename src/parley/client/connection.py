@@ -103,7 +103,7 @@ class Connection:
                     return
                 self.connected.clear()
                 conv.forget_session()
-                if not conv.options.reconnect:
+                if not conv.options.reconnect or exc.fatal:
                     await self._fail(str(exc))
                     return
                 if not await self._reconnect(exc):

@@ -384,11 +384,15 @@ class Conversation(EventHub):
 
     async def _ticker(self) -> None:
         # Playback decides "speaking" (what the user hears), not the server's events.
+        seen = self.player.audible_blocks
         while True:
             await asyncio.sleep(0.05)
             if self.connection.status != "connected":
                 continue
-            if self.player.is_playing():
+            # Blocks played since the last look count even if they are over by now (a short
+            # reply, or a tick delayed by a busy CPU): "speaking" is never skipped.
+            played, seen = self.player.audible_blocks != seen, self.player.audible_blocks
+            if self.player.is_playing() or played:
                 await self.set_state("speaking")
             elif self.state == "speaking":
                 await self.set_state("thinking" if self.active_response else "listening")

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_MS = 20
 BLOCK = CANONICAL_RATE * BLOCK_MS // 1000  # 480 samples
+MAX_LAG_BLOCKS = 3  # a file clock later than this re-anchors instead of catching up
 
 MicCallback = Callable[[np.ndarray, float], None]
 
@@ -178,6 +179,13 @@ class FileAudio:
                         self._stop.wait(delay)
                         if self._stop.is_set():
                             break
+                    elif -delay > MAX_LAG_BLOCKS * period:
+                        # Starved of CPU: skip the lost time, as a sound card under-runs, rather
+                        # than catch up by playing blocks back to back. Catching up drained
+                        # seconds of reply in a burst stamped "now", shorter than the state
+                        # ticker's period: the client could miss its own playback start.
+                        t0 -= delay
+                        deadline = t0 + k * period
                 now = time.monotonic() if not self.realtime else max(deadline, time.monotonic())
                 # Speaker first: the block written now is what a real card would be playing
                 # while this mic block is captured (what the echo path needs).

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from parley.client.conversation import Conversation
 
 
+FIRST_AUDIO_WAIT_S = 30.0  # queued reply audio is heard within this, or it never was
+
+
 class LatencyMeter:
     def __init__(self, conv: Conversation) -> None:
         self._conv = conv
@@ -35,23 +38,26 @@ class LatencyMeter:
         """The reply was interrupted or the connection dropped: its audio is not a first answer."""
         self._awaiting_first_audio = False
 
-    def reply_audio(self) -> None:
-        """Reply audio arrived; the first of a turn starts a measurement."""
+    def reply_audio(self, item_id: str | None) -> None:
+        """Reply audio of ``item_id`` arrived; the first of a turn starts a measurement."""
         if self._awaiting_first_audio:
             self._awaiting_first_audio = False
-            self._conv.spawn(self._first_audio_latency())
+            self._conv.spawn(self._first_audio_latency(item_id))
 
-    async def _first_audio_latency(self) -> None:
+    async def _first_audio_latency(self, item_id: str | None) -> None:
         start = self.turn_end_at
         player = self._conv.player
-        # Wait until the first sample is at the speaker, not merely queued.
-        for _ in range(200):
-            item = player.audible_item()
-            info = player.item(item) if item else None
+        # Wait until the item's first sample is at the speaker, not merely queued. The item's
+        # own record keeps that time, so a poll that comes late (a busy CPU) still finds it.
+        deadline = time.monotonic() + FIRST_AUDIO_WAIT_S
+        while time.monotonic() < deadline:
+            info = player.item(item_id)
             if info is not None and info.first_dac_time is not None:
                 if start is not None:
                     ms = (info.first_dac_time - start) * 1000
                     self.latencies_ms.append(ms)
-                    await self._conv.signal("turn.latency", {"ms": ms, "item_id": item})
+                    await self._conv.signal("turn.latency", {"ms": ms, "item_id": item_id})
                 return
+            if info is not None and info.flushed:
+                return  # interrupted before a sample was heard
             await asyncio.sleep(0.01)

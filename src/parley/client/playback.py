@@ -39,7 +39,7 @@ class Playback:
 
     def _play(self, item_id: str, pcm: np.ndarray, *, reply_audio: bool = True) -> None:
         if reply_audio:
-            self._conv.latency.reply_audio()
+            self._conv.latency.reply_audio(item_id)
         for hook in self.hooks:
             hook(item_id, pcm)
         self._conv.player.write(item_id, pcm)

@@ -72,6 +72,9 @@ class Player:
         # and the recorder); must be quick and thread-safe.
         self.on_played: list[Callable[[np.ndarray, float], None]] = []
         self._last_nonsilent_dac_end = 0.0
+        # Blocks that carried audio: a poller that compares counts cannot miss playback that
+        # started and ended between two of its looks.
+        self.audible_blocks = 0
 
     # --- producer side (event loop) -------------------------------------------------
 
@@ -151,6 +154,7 @@ class Player:
                     self._queue.popleft()
             if filled:
                 self._last_nonsilent_dac_end = dac_time + filled / self.rate
+                self.audible_blocks += 1
         for cb in self.on_played:
             cb(out, dac_time)
         return out

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection, AsyncRealtimeConnectionManager
 
 from parley.client.transport import ConnectionLost, TransportError, describe_http_status
+from parley.protocol import close_codes
 
 
 def http_to_ws(base_url: str) -> str:
@@ -119,8 +120,10 @@ class WebSocketTransport:
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None
             reason = exc.rcvd.reason if exc.rcvd else ""
+            # A policy (1008) or size (1009) close would only repeat on a new connection.
             raise ConnectionLost(
-                f"connection to {self.url} closed (code {code}{', ' + reason if reason else ''})"
+                f"connection to {self.url} closed (code {code}{', ' + reason if reason else ''})",
+                fatal=not close_codes.should_reconnect(code),
             ) from exc
         return json.loads(data)
 

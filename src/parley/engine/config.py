@@ -74,6 +74,8 @@ class EngineConfig:
     )
     max_session_seconds: int = field(default_factory=lambda: _env_int("PARLEY_MAX_SESSION_SECONDS", 3600))
     max_sessions: int = field(default_factory=lambda: _env_int("PARLEY_MAX_SESSIONS", 16))
+    # A model stage (LLM, TTS) silent for longer fails its reply: status "failed", the stage named.
+    stage_timeout_seconds: float = field(default_factory=lambda: float(_env("PARLEY_STAGE_TIMEOUT_S") or 60))
     max_input_buffer_seconds: int = field(
         default_factory=lambda: _env_int("PARLEY_MAX_INPUT_BUFFER_SECONDS", 600)
     )

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -56,6 +57,26 @@ class StageTimes:
     first_audio: float | None = None
 
 
+T = TypeVar("T")
+
+
+class StageTimeout(RuntimeError):
+    """A model stage went silent for longer than its deadline."""
+
+
+async def _within(stream: AsyncIterator[T], seconds: float, what: str) -> AsyncIterator[T]:
+    """``stream``'s items, each within ``seconds`` of the one before, else :class:`StageTimeout`."""
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                item = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise StageTimeout(f"{what} produced nothing for {seconds:g} s") from None
+        yield item
+
+
 class Generation:
     def __init__(
         self,
@@ -65,9 +86,13 @@ class Generation:
         *,
         voice: str | None = None,
         speed: float = 1.0,
+        stage_timeout: float = 60.0,
     ) -> None:
         self.llm, self.tts, self.request = llm, tts, request
         self.voice, self.speed = voice, speed
+        # A hung stage fails the reply (status "failed", the stage named) instead of holding the
+        # session's one active response for ever.
+        self.stage_timeout = stage_timeout
         self.times = StageTimes()
         self._out: asyncio.Queue[Output] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -104,7 +129,7 @@ class Generation:
 
     async def _run_text(self) -> None:
         async with contextlib.aclosing(self.llm.stream(self.request)) as stream:
-            async for chunk in stream:
+            async for chunk in _within(stream, self.stage_timeout, "the language model"):
                 if isinstance(chunk, TextDelta | ToolCallDelta) and self.times.first_token is None:
                     self.times.first_token = time.perf_counter()
                 self._out.put_nowait(chunk)
@@ -121,7 +146,7 @@ class Generation:
             chunker = ClauseChunker()
             finished = False
             async with contextlib.aclosing(self.llm.stream(self.request)) as stream:
-                async for chunk in stream:
+                async for chunk in _within(stream, self.stage_timeout, "the language model"):
                     if isinstance(chunk, TextDelta):
                         if self.times.first_token is None:
                             self.times.first_token = time.perf_counter()
@@ -179,7 +204,7 @@ class Generation:
             async with contextlib.aclosing(
                 self.tts.synthesize(text, voice=self.voice, speed=self.speed)
             ) as chunks:
-                async for chunk in chunks:
+                async for chunk in _within(chunks, self.stage_timeout, "text-to-speech"):
                     audio = resample(chunk.audio, chunk.sample_rate, CANONICAL_RATE).astype(np.int16)
                     pieces.append(audio)
                     words.extend(WordTiming(w.text, w.start + offset, w.end + offset) for w in chunk.words)

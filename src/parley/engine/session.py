@@ -50,7 +50,7 @@ from parley.engine.turn_detection import (
     turn_complete,
 )
 from parley.engine.turn_metrics import TurnMetrics
-from parley.protocol import ids
+from parley.protocol import close_codes, ids
 from parley.protocol.audio_formats import CANONICAL_RATE, AudioFormat, InputDecoder, int16_to_float, resample
 from parley.protocol.client_events import parse_client_event
 from parley.protocol.errors import ProtocolError, invalid_event, invalid_value
@@ -780,7 +780,14 @@ class RealtimeSession:
         tts = self.models.tts if params.audio else None
         if tts is not None:
             self._voice_locked = True
-        return Generation(self.models.llm, tts, request, voice=params.voice, speed=params.speed).start()
+        return Generation(
+            self.models.llm,
+            tts,
+            request,
+            voice=params.voice,
+            speed=params.speed,
+            stage_timeout=self.config.stage_timeout_seconds,
+        ).start()
 
     def _chat_request(
         self, params: ResponseParams, items: list[Item], extra_instructions: str | None = None
@@ -926,7 +933,7 @@ class RealtimeSession:
             )
         )
         if self.on_close:
-            self.on_close(1000, "session expired")
+            self.on_close(close_codes.GOING_AWAY, "session expired")
 
     # ------------------------------------------------------------- metrics
 
@@ -951,7 +958,7 @@ def _peek_event_id(raw: str | bytes | dict[str, Any]) -> str | None:
     """The client's event_id of a rejected event, when it can be read at all."""
     try:
         event = raw if isinstance(raw, dict) else json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     value = event.get("event_id") if isinstance(event, dict) else None
     return value if isinstance(value, str) else None

@@ -23,6 +23,7 @@ class ClientSecret:
     value: str
     expires_at: float
     session: dict[str, Any]  # the session config the secret was minted with
+    used: bool = False  # a secret opens one session or call: a replay is refused
 
 
 @dataclass
@@ -68,6 +69,13 @@ class Authenticator:
             if secret is None:
                 return AuthResult(
                     False, 401, "The ephemeral key is invalid or has expired.", "invalid_api_key"
+                )
+            if secret.used:
+                return AuthResult(
+                    False,
+                    401,
+                    "The ephemeral key has already opened a session; mint a new one for each connection.",
+                    "invalid_api_key",
                 )
             return AuthResult(True, secret=secret)
         if self.api_key:

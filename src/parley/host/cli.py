@@ -68,6 +68,7 @@ async def _serve(config: EngineConfig) -> int:
 
     from parley.engine.models.registry import ModelUnavailable
     from parley.host.app import create_engine_app
+    from parley.host.deadlines import deadline_http_protocol
     from parley.host.runtime import EngineRuntime
 
     console = Console(stderr=True)
@@ -87,6 +88,7 @@ async def _serve(config: EngineConfig) -> int:
             host=config.host,
             port=config.port,
             ws_max_size=2 * config.max_message_bytes,
+            http=deadline_http_protocol(),
             log_level="warning",
             ws_ping_interval=None,
         )

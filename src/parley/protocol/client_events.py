@@ -103,16 +103,39 @@ def _check_item_discriminators(item: Any, param: str) -> None:
     cls = _ITEM_CLASSES.get((kind, item.get("role") if kind == "message" else None))
     if cls is not None:
         try:
-            cls.model_validate(item)
+            model = cls.model_validate(item)
         except pydantic.ValidationError as exc:
             err = _from_validation_error("conversation.item.create", item, exc)
             err.param = f"{param}.{err.param}" if err.param else param
             err.message = err.message.replace(f"'{err.param[len(param) + 1 :]}'", f"'{err.param}'", 1)
             raise err from None
+        # Unknown fields are ignored, so they must not come back in the item's echo either
+        # (a fuzzed "tex]t" key in a content part made conversation.item.added invalid).
+        declared = _declared_only(model, item)
+        item.clear()
+        item.update(declared)
+
+
+def _declared_only(model: Any, raw: Any) -> Any:
+    """``raw`` without the keys ``model`` (its validated form) does not declare, at every level."""
+    if isinstance(model, pydantic.BaseModel) and isinstance(raw, dict):
+        fields = type(model).model_fields
+        return {k: _declared_only(getattr(model, k), v) for k, v in raw.items() if k in fields}
+    if isinstance(model, list) and isinstance(raw, list) and len(model) == len(raw):
+        return [_declared_only(m, r) for m, r in zip(model, raw, strict=True)]
+    return raw
 
 
 def parse_client_event(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     """Return the event as a dict; raise :class:`ProtocolError` when it is not a valid client event."""
+    try:
+        return _parse(raw)
+    except RecursionError:
+        # json and pydantic recurse per level: a deeply nested message is refused, not a crash.
+        raise invalid_event("The message nests too deeply to be a client event.") from None
+
+
+def _parse(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw, dict):
         event = raw
     else:

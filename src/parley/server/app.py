@@ -18,6 +18,7 @@ import contextlib
 import logging
 import mimetypes
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -97,6 +98,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry | None = None) -> FastAPI:
     registry = default_registry() if registry is None else registry
     limiter = RateLimiter(config.mint_rate_per_minute, config.mint_burst)
+    per_client: Counter[str] = Counter()  # open relayed sessions by client address
     sideband = SidebandTools(upstream, registry, config.sideband_max_seconds)
     relays = RelayStats()
     started = time.time()
@@ -263,9 +265,25 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
                 "session_limit_reached",
             )
             return
+        client = ws.client.host if ws.client else "?"
+        if per_client[client] >= config.max_sessions_per_client:
+            await deny(
+                ws,
+                429,
+                f"This client already has {per_client[client]} relayed sessions open"
+                f" (the limit per client is {config.max_sessions_per_client}).",
+                "session_limit_reached",
+            )
+            return
         # The server picks the model: a page must not switch the server's account to another one.
         query = {"model": config.model, **_query(ws, upstream)}
-        await relay_websocket(ws, upstream, registry, query, relays)
+        per_client[client] += 1
+        try:
+            await relay_websocket(ws, upstream, registry, query, relays)
+        finally:
+            per_client[client] -= 1
+            if not per_client[client]:
+                del per_client[client]
 
     if isinstance(upstream, LocalUpstream):
         # The embedded engine's own surface, for SDKs pointed straight at it with an ek_ secret.

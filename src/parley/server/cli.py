@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from parley.engine.models.registry import backend_names
+from parley.host.deadlines import deadline_http_protocol
 from parley.httpapi import is_loopback
 from parley.server.config import ServerConfig, resolve_upstream
 from parley.server.frames import relay_ws_protocol
@@ -142,6 +143,8 @@ def uvicorn_config(app: Any, config: ServerConfig, **overrides: Any) -> uvicorn.
         "ws_per_message_deflate": False,
         # uvicorn's sans-I/O WebSocket protocol, with the relay's frame endpoint (see frames.py).
         "ws": relay_ws_protocol(),
+        # Slow or stalled requests (headers, bodies) are cut after stated times (see deadlines.py).
+        "http": deadline_http_protocol(),
         **overrides,
     }
     return uvicorn.Config(app, **settings)

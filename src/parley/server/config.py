@@ -54,6 +54,7 @@ class ServerConfig:
     max_sdp_bytes: int = 32 * 1024
     max_message_bytes: int = 16 * 1024 * 1024
     max_relay_sessions: int = 200
+    max_sessions_per_client: int = 32
     upstream_timeout: float = 15.0
     # How long a sideband tool runner may outlive silence from its call (a backstop; calls end it).
     sideband_max_seconds: int = 3600

@@ -342,4 +342,6 @@ async def _create_call(request: Request, runtime: EngineRuntime, options: WebRTC
         raise CallError(
             400, f"The SDP offer could not be used: {exc or exc.__class__.__name__}", "invalid_offer", "sdp"
         ) from None
+    if auth.secret is not None:
+        auth.secret.used = True  # only a call that started uses up its secret
     return call

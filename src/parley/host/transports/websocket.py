@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -20,20 +21,38 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from parley.engine.session import RealtimeSession
 from parley.host.runtime import EngineRuntime
 from parley.httpapi import bearer_token, deny, subprotocol_token
-from parley.protocol import ids
+from parley.protocol import close_codes, ids
 from parley.protocol.session_config import wire_session
 
 log = logging.getLogger(__name__)
 
 
+# Events waiting for a client that does not read: past this the client is cut off
+# (1013) instead of the queue growing without bound. A spoken reply is a few
+# hundred events and a healthy socket drains them as they come.
+MAX_PENDING_EVENTS = 4096
+
+
 class WebSocketSink:
     """An EventSink that queues events for one socket's writer task."""
 
-    def __init__(self, extensions: bool = False) -> None:
+    def __init__(self, extensions: bool = False, max_pending: int | None = None) -> None:
         self.extensions = extensions
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.max_pending = max_pending or MAX_PENDING_EVENTS
+        self.on_overflow: Callable[[], None] | None = None
+        self.overflowed = False
 
     def send(self, event: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        if self.queue.qsize() >= self.max_pending:
+            self.overflowed = True
+            while not self.queue.empty():  # nobody will read them: free the memory now
+                self.queue.get_nowait()
+            if self.on_overflow:
+                self.on_overflow()
+            return
         self.queue.put_nowait(event)
 
     def close(self) -> None:
@@ -71,6 +90,8 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
         )
         return
 
+    if auth.secret is not None:
+        auth.secret.used = True
     await ws.accept(subprotocol=subprotocol)
     sink = WebSocketSink(extensions=_wants_extensions(ws))
     closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
@@ -78,6 +99,10 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
     def on_close(code: int, reason: str) -> None:
         if not closing.done():
             closing.set_result((code, reason))
+
+    sink.on_overflow = lambda: on_close(
+        close_codes.OVERLOADED, f"client read too slowly: over {sink.max_pending} events waiting"
+    )
 
     session = runtime.new_session(
         model=ws.query_params.get("model"),
@@ -102,6 +127,12 @@ async def _run(
     try:
         waiting: set[asyncio.Future[Any]] = {writer, reader, closing}
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if reader in done and not reader.cancelled() and reader.exception() is not None:
+            # A bug, not the client's doing (the session turns bad input into error events):
+            # say so in the log and in the close code.
+            log.error("WebSocket session %s failed", session.id, exc_info=reader.exception())
+            with contextlib.suppress(Exception):
+                await ws.close(code=close_codes.INTERNAL, reason="internal error")
         if closing in done:
             code, reason = closing.result()
             sink.close()
@@ -154,6 +185,14 @@ async def _sideband(
     sink.send(
         {"type": "session.created", "event_id": ids.event_id(), "session": wire_session(session.session)}
     )
-    session.attach(sink)
     closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    def on_overflow() -> None:
+        if not closing.done():
+            closing.set_result(
+                (close_codes.OVERLOADED, f"observer read too slowly: over {sink.max_pending} events")
+            )
+
+    sink.on_overflow = on_overflow
+    session.attach(sink)
     await _run(ws, session, sink, closing, runtime.config.max_message_bytes)

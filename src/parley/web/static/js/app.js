@@ -121,7 +121,7 @@ function refreshControls() {
   }
   if (state === "idle" && el.status.dataset.state !== "error") setStatus("idle", "Disconnected");
   if (state === "connecting") setStatus("connecting", "Connecting…");
-  if (connected) setStatus("connected", "Connected", app.client.transport.kind === "webrtc" ? "WebRTC" : "WebSocket");
+  if (connected && app.client.transport) setStatus("connected", "Connected", app.client.transport.kind === "webrtc" ? "WebRTC" : "WebSocket");
   idlePresence();
 }
 
@@ -222,18 +222,22 @@ function createClient() {
     document.addEventListener("pointerdown", unlock, { once: true });
     document.addEventListener("keydown", unlock, { once: true });
   });
-  c.on("closed", ({ unexpected, reason }) => {
+  c.on("closed", ({ unexpected, reason, code }) => {
     refreshControls();
     if (!unexpected) {
       setStatus("idle", "Disconnected");
       return;
     }
     const recent = app.lastError && performance.now() - app.lastError.t < 3000 ? app.lastError.error : null;
-    if (recent && recent.code === "session_expired") {
-      showError(new ParleyError("session-expired", recent.message));
+    if ((recent && recent.code === "session_expired") || code === 1001) {
+      // "Going away": the session ran its course; a new one starts at once, as openai-python does.
+      showError(new ParleyError("session-expired", recent ? recent.message : reason || "The session ended."));
+      banner.countdown(1, () => connect({ reconnect: true }));
       return;
     }
     showError(new ParleyError("connection-lost", recent ? recent.message : reason || "The connection to the server closed."));
+    // A policy (1008) or size (1009) close would only happen again.
+    if (code === 1008 || code === 1009) return;
     if (app.reconnects < MAX_AUTO_RECONNECTS) {
       const wait = 2 ** app.reconnects * 3;
       app.reconnects++;
