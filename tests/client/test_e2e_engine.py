@@ -15,7 +15,7 @@ from parley.client.devices import FileAudio
 from parley.client.options import ClientOptions, SessionOptions
 from parley.client.wavio import read_wav
 from parley.protocol.audio_formats import resample
-from tests.support.text import char_similarity, similar
+from tests.support.text import similar
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -99,8 +99,13 @@ async def _barge_in(engine, stt, tmp_path, **kw):
     # What was played, transcribed back, is the kept text. Whisper on a ~1 s fragment mishears a
     # word now and then ("Harris is a city that's" for "Paris is a city that"), so the letters are
     # compared; a truncation in the wrong place would miss or add whole words.
-    heard = await transcribe(stt, trial.heard_audio)
-    assert char_similarity(heard, " ".join(cut)) >= 0.8, (heard, cut)
+    # What was played, transcribed back, holds the kept words (Whisper may mishear one on a ~1 s
+    # fragment: "Tarris" for "Paris") and little more: the word being spoken at the cut counts as
+    # heard once half of it has played, so up to half of the next word is audible and may come
+    # back as one or two odd words ("…a vibrant metro-" → "…a vibrant my property").
+    heard = words(await transcribe(stt, trial.heard_audio))
+    assert sum(w in heard for w in cut) >= 0.75 * len(cut), (heard, cut)
+    assert len(heard) <= len(cut) + 2, (heard, cut)
     return trial
 
 
