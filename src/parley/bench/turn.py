@@ -1,6 +1,7 @@
 """``parley bench turn``: turn latency and barge-in through a real WebSocket.
 
-Each run starts the engine as a separate process (so its peak RSS is its own),
+Each run starts the engine as a separate process (so its peak RSS is its own; with the ``ui``
+profile, ``parley serve`` with its embedded engine, so its tools run as in the browser),
 then plays synthesised utterances at real-time pace, like a microphone would,
 and times what comes back:
 
@@ -172,9 +173,9 @@ async def run_session(
 
         read_task = asyncio.create_task(reader())
         await wait_for("session.created")
-        await ws.send(
-            json.dumps({"type": "session.update", "session": profiles.session(profile, silence_ms)})
-        )
+        # Through parley serve (the ui profile) its tools are already in the session, run by it.
+        session = profiles.session(profile, silence_ms, turn=turn_mode, tools=profile != "ui")
+        await ws.send(json.dumps({"type": "session.update", "session": session}))
         await wait_for("session.updated")
         mic = Microphone(ws)
         mic_task = asyncio.create_task(mic.run())
@@ -347,8 +348,14 @@ async def bench(
         await run_all(url, None)
     else:
         port = _free_port()
-        async with engine_process(port) as proc:
-            await run_all(f"ws://127.0.0.1:{port}/v1/realtime?parley_metrics=1", proc.pid)
+        if profile == "ui":
+            # What users get: parley serve with its embedded engine, its tools run by it (a
+            # question that calls a tool is answered after the tool has run, as in the browser).
+            async with engine_process(port, command="serve") as proc:
+                await run_all(f"ws://127.0.0.1:{port}/api/v1/realtime?parley_metrics=1", proc.pid)
+        else:
+            async with engine_process(port) as proc:
+                await run_all(f"ws://127.0.0.1:{port}/v1/realtime?parley_metrics=1", proc.pid)
 
     turns = [t for r in results for t in r.turns]
     barges = [b for r in results for b in r.barge_ins]
