@@ -73,3 +73,31 @@ def test_sessions_with_different_prompts_do_not_evict_each_other(models: Any) ->
     assert warm < cold, (warm, cold)
     llm.forget("sess_b")
     llm.forget("sess_c")
+
+
+def test_a_newer_prefill_of_the_same_session_supersedes_the_older(models: Any) -> None:
+    """session.update right after connecting: the first prompt's prefill must not also run."""
+    import threading
+
+    llm = models.llm
+    llm.forget("sess_d")
+    done: dict[str, int] = {}
+
+    def prefill(label: str, instructions: str) -> threading.Thread:
+        worker = threading.Thread(
+            target=lambda: done.__setitem__(label, llm.prefill_sync(_request("sess_d", instructions)))
+        )
+        worker.start()
+        return worker
+
+    with llm._lock:  # the model is busy: both prefills queue behind it, the older one first
+        older = prefill("older", LONG_INSTRUCTIONS)
+        while llm._prefill_generation.get("sess_d") != 1:
+            time.sleep(0.01)
+        newer = prefill("newer", "Answer like a pirate. " * 10)
+        while llm._prefill_generation.get("sess_d") != 2:
+            time.sleep(0.01)
+    older.join(60)
+    newer.join(60)
+    assert done == {"older": 0, "newer": done["newer"]} and done["newer"] > 50
+    llm.forget("sess_d")

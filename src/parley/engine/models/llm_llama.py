@@ -185,6 +185,7 @@ class LlamaLLM:
         self._vocab = self._llm._model.vocab
         self._lock = threading.Lock()
         self._waiting = 0  # generations queued for the lock: a prefill gives way to them
+        self._prefill_generation: dict[str | None, int] = {}  # by session: the newest prefill wins
         self._states = PromptStates(self._llm)
         self._grammars: dict[str, str] = {}
         self._grammar = GrammarDecoder(self._llm)
@@ -263,13 +264,19 @@ class LlamaLLM:
         return await asyncio.to_thread(self.prefill_sync, request)
 
     def prefill_sync(self, request: ChatRequest) -> int:
+        key = request.cache_key
+        # A newer prefill of the same session (its prompt changed again) makes this one moot:
+        # a session.update right after connecting must not cost two full prompt evaluations.
+        generation = self._prefill_generation[key] = self._prefill_generation.get(key, 0) + 1
         with self._lock:
+            if self._prefill_generation.get(key) != generation:
+                return 0
             plan = self._plan(request)
             tokens = self._tokenize(plan.prompt)
-            pos = self._states.restore_for(request.cache_key, tokens)
+            pos = self._states.restore_for(key, tokens)
             self._llm.n_tokens = pos  # drop whatever followed the common prefix
             last = len(tokens) - 1  # the final token is evaluated by the turn itself (fresh logits)
-            while pos < last and not self._waiting:
+            while pos < last and not self._waiting and self._prefill_generation.get(key) == generation:
                 PRIORITY.yield_to_urgent()
                 step = tokens[pos : min(last, pos + PREFILL_STEP)]
                 self._llm.eval(step)
@@ -279,6 +286,7 @@ class LlamaLLM:
 
     def forget(self, key: str) -> None:
         """The session has ended: drop its saved prompt state."""
+        self._prefill_generation.pop(key, None)  # an unfinished prefill of it stops
         with self._lock:
             self._states.forget(key)
 
