@@ -72,7 +72,8 @@ rebuild-llama: install-base
 	$(PY) -m parley.engine.models.native
 	touch $(VENV)/.llama
 
-# The built library itself must hold no AMX and no AVX-512 code (see parley/engine/models/native.py).
+# The built library itself must hold no AMX code and only the instructions of its recorded level
+# (see parley/engine/models/native.py).
 check-native: install
 	$(PY) -m parley.engine.models.native
 
