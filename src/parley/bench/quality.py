@@ -265,7 +265,7 @@ async def bench(models: list[str], spoken: bool, out: Path) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from parley.bench.turn import _free_port, engine_process
+    from parley.bench.turn import _free_port, _write_json, engine_process
 
     console = Console()
     report: dict[str, Any] = {"benchmark": "quality", "profile": "ui", "models": {}}
@@ -309,11 +309,6 @@ async def bench(models: list[str], spoken: bool, out: Path) -> dict[str, Any]:
     console.print(table)
     console.print(f"wrote {out}")
     return report
-
-
-def _write_json(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

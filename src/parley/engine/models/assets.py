@@ -139,6 +139,13 @@ def _read_chunks(
                 yield chunk
 
 
+def sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    for chunk in _read_chunks([path], None, 0):
+        sha.update(chunk)
+    return sha.hexdigest()
+
+
 def _stamp_ok(stamp: Path, expected: dict[str, object]) -> bool:
     try:
         return json.loads(stamp.read_text()) == expected

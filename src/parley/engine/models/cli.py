@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from parley.engine.config import ModelConfig
 from parley.engine.models import assets, llm_catalog, selfcheck
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def _prepare_llms(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, verify: bool) -> None:
     """Join and verify every installed local LLM; show which are installed and which is active."""
     from rich.markup import escape
-    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+    from rich.progress import TaskID
     from rich.table import Table
 
     cache = Path(cfg.cache_dir)
@@ -107,13 +108,7 @@ def _prepare_llms(console, cfg: ModelConfig, problems: list[ModelUnavailable], *
                 if llm_catalog.ready(cache, model):
                     verified = "sha256 ✓"
                 else:
-                    with Progress(
-                        TextColumn("{task.description}"),
-                        BarColumn(),
-                        DownloadColumn(),
-                        TransferSpeedColumn(),
-                        console=console,
-                    ) as progress:
+                    with _byte_progress(console) as progress:
                         task = progress.add_task(f"{model.title}: joining and verifying", total=model.size)
 
                         def update(done: int, total: int, task: TaskID = task) -> None:
@@ -138,7 +133,6 @@ def _prepare_llms(console, cfg: ModelConfig, problems: list[ModelUnavailable], *
 
 
 def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, verify: bool) -> None:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     cache = Path(cfg.cache_dir)
     steps = []
@@ -170,13 +164,7 @@ def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, ver
 
     if not steps:
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-    ) as progress:
+    with _byte_progress(console) as progress:
         for label, stage, step in steps:
             task = progress.add_task(label, total=None)
 
@@ -202,13 +190,20 @@ def _prepare(console, cfg: ModelConfig, problems: list[ModelUnavailable], *, ver
 
 
 def _whisper_hash_ok(cache: Path) -> bool:
-    import hashlib
+    return assets.sha256_file(assets.whisper_dir(cache) / "model.bin") == assets.WHISPER_SHA256
 
-    sha = hashlib.sha256()
-    with (assets.whisper_dir(cache) / "model.bin").open("rb") as f:
-        while chunk := f.read(4 << 20):
-            sha.update(chunk)
-    return sha.hexdigest() == assets.WHISPER_SHA256
+
+def _byte_progress(console: Any) -> Any:
+    """The progress bar of the preparation steps (bytes joined or hashed)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    )
 
 
 def _probe_all(console, cfg: ModelConfig) -> list[selfcheck.StageResult]:

@@ -185,8 +185,4 @@ def prepare(
 
 def verify(cache_dir: Path, model: LocalLLM) -> bool:
     """Re-hash the prepared file (``parley models --verify``)."""
-    sha = hashlib.sha256()
-    with gguf_path(cache_dir, model).open("rb") as f:
-        while chunk := f.read(4 << 20):
-            sha.update(chunk)
-    return sha.hexdigest() == model.sha256
+    return assets.sha256_file(gguf_path(cache_dir, model)) == model.sha256

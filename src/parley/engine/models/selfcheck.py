@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -130,12 +129,11 @@ def _cpu_identity() -> str:
 
 
 def _native_library_files() -> list[Path]:
-    """The shared libraries of llama-cpp-python (the one Parley builds itself)."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
-    return sorted(lib.glob("*.so*")) if lib.is_dir() else []
+    """The shared libraries of llama-cpp-python (the one Parley builds itself); stat only."""
+    from parley.engine.models.native import llama_library_dir
+
+    lib = llama_library_dir()
+    return sorted(lib.glob("*.so*")) if lib else []
 
 
 def stamp_path(cfg: ModelConfig) -> Path:
