@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,6 +108,11 @@ async def spoken_turn_in_browser(site: Serve, wav: Path, mode: str) -> dict[str,
 
 def check_turn(result: dict[str, Any]) -> None:
     events = result["events"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    # Kept for a failure's diagnosis: what was heard and answered, turn by turn.
+    (ARTIFACTS / f"browser-events-{result['state'].get('callId')}.json").write_text(
+        json.dumps(events, indent=1)
+    )
     known = server_event_classes()
     for event in events:
         if event.get("type") in known:

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from parley.engine.models.base import (
     ChatChunk,
     ChatMessage,
@@ -57,6 +59,7 @@ from parley.engine.models.llm_tools import (
     new_call_id,
 )
 from parley.engine.models.priority import PRIORITY
+from parley.engine.models.tool_words import mentions
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,12 @@ REPEAT_PENALTY = 1.1
 # ~0.3 s on two cores, large enough to keep batched evaluation efficient.
 PREFILL_STEP = 64
 _SAFETY_TOKENS = 8
+# A model that decides tools itself may call one whose subject the user never mentioned only
+# when it is this sure it wants a call at all (probability of opening one at the first token).
+# Measured on Qwen2.5-0.5B with parley serve's tools (bench quality's questions, three sets of
+# instructions): wrong calls ("What color is the sky…" → get_current_time) opened at 0.27-0.74;
+# "What is two plus two?" → calculate, unmentioned but right, at 0.81-0.88.
+SURE_CALL = 0.75
 
 
 @dataclass
@@ -104,6 +113,28 @@ class _Plan:
     required: bool  # mode "required": must call one of ``tools``
     auto_tools: bool  # mode "auto" with tools: watch for <tool_call>
     max_tokens: int
+    question: str = ""  # the latest user message: what an unprompted call must be about
+
+
+class _FirstStep:
+    """Logits processor for a reply's first token: measures (and may forbid) opening a tool call."""
+
+    def __init__(self, opens_call: np.ndarray, *, forbid: bool = False) -> None:
+        self.opens_call = opens_call
+        self.forbid = forbid
+        self.p_call = 0.0
+        self._seen = False
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self._seen:
+            return scores
+        self._seen = True
+        shifted = np.exp(scores.astype(np.float64) - float(scores.max()))
+        self.p_call = float(shifted[self.opens_call].sum() / shifted.sum())
+        if self.forbid:
+            scores = scores.copy()
+            scores[self.opens_call] = -np.inf
+        return scores
 
 
 _DONE = object()
@@ -183,6 +214,7 @@ class LlamaLLM:
 
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
+        self._openers: np.ndarray | None = None  # see _call_openers
         self._lock = threading.Lock()
         self._waiting = 0  # generations queued for the lock: a prefill gives way to them
         self._prefill_generation: dict[str | None, int] = {}  # by session: the newest prefill wins
@@ -297,6 +329,9 @@ class LlamaLLM:
         # prefix (preamble + instructions + few-shot) is already in the KV cache.
         from parley.protocol.session_config import DEFAULT_INSTRUCTIONS
 
+        if self.decides_tools:
+            self._call_openers()  # 0.35 s over Qwen's 151k tokens: not inside the first turn
+
         request = ChatRequest(
             messages=[
                 ChatMessage("system", DEFAULT_INSTRUCTIONS),
@@ -332,7 +367,8 @@ class LlamaLLM:
         prompt = self._fit(
             request.messages, tools, max_tokens, tool_shot=auto_tools and not self.decides_tools
         )
-        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens)
+        question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens, question)
 
     def _render(
         self,
@@ -382,12 +418,21 @@ class LlamaLLM:
         stop: threading.Event,
         counts: dict[str, int],
         limit: int,
+        first: _FirstStep | None = None,
     ) -> Iterator[str]:
         """Decoded text per generated token; sets counts['reason']."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         produced = 0
         counts["reason"] = "stop"  # type: ignore[assignment]
-        for token in self._llm.generate(tokens, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True):
+        processors = [first] if first is not None else None
+        for token in self._llm.generate(
+            tokens,
+            temp=0.0,
+            top_k=1,
+            repeat_penalty=REPEAT_PENALTY,
+            reset=True,
+            logits_processor=processors,  # type: ignore[arg-type]
+        ):
             if stop.is_set():
                 return
             PRIORITY.yield_to_urgent()  # let the first clause's speech synthesis have the cores
@@ -424,7 +469,8 @@ class LlamaLLM:
     ) -> Iterator[ChatChunk]:
         pending = ""  # auto mode: held back while it could still become "<tool_call>"
         deciding = plan.auto_tools
-        for text in self._tokens(tokens, stop, counts, plan.max_tokens):
+        first = _FirstStep(self._call_openers()) if deciding and self.decides_tools else None
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens, first):
             if deciding:
                 pending += text
                 head = pending.lstrip()
@@ -433,8 +479,16 @@ class LlamaLLM:
                     meant = _NAME.search(head)
                     if meant is None and len(head) < 80:
                         continue  # let the model say which tool it means
-                    log.debug("llama: model chose a tool call (%s)", meant and meant.group(1))
                     chosen = _named_tool(meant.group(1), plan.tools) if meant else None
+                    if first is not None and not self._call_stands(plan, chosen, first.p_call):
+                        log.debug(
+                            "llama: call to %s turned down (p_call %.2f); answering in words",
+                            meant and meant.group(1),
+                            first.p_call,
+                        )
+                        yield from self._words_only(plan, tokens, stop, counts)
+                        return
+                    log.debug("llama: model chose a tool call (%s)", meant and meant.group(1))
                     yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, chosen=chosen)
                     return
                 if head and any(o.startswith(head) for o in _CALL_OPENINGS):
@@ -448,6 +502,37 @@ class LlamaLLM:
         if pending:
             yield TextDelta(pending)
         yield Finish(counts["reason"], counts["in"], counts["out"])
+
+    @staticmethod
+    def _call_stands(plan: _Plan, chosen: ToolSpec | None, p_call: float) -> bool:
+        """Keep a call the model chose itself? Not to a tool that does not exist (a grammar would
+        otherwise pick some real one: "How many legs does a spider have?" → ``{"name": "spider"``
+        became get_current_time), and not, unless it was sure, to one the user never spoke of."""
+        if chosen is None:
+            return False
+        return p_call >= SURE_CALL or mentions(plan.question, chosen)
+
+    def _words_only(
+        self, plan: _Plan, tokens: list[int], stop: threading.Event, counts: dict[str, Any]
+    ) -> Iterator[ChatChunk]:
+        """The reply again from its first token, where opening a call is forbidden (the prompt's
+        evaluation is reused: same tokens)."""
+        counts["out"] = 0
+        forbid = _FirstStep(self._call_openers(), forbid=True)
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens, forbid):
+            yield TextDelta(text)
+        if not stop.is_set():
+            yield Finish(counts["reason"], counts["in"], counts["out"])
+
+    def _call_openers(self) -> np.ndarray:
+        """Mask over the vocabulary: tokens that start a call or a code block ('{', '<tool_call>', '`')."""
+        if self._openers is None:
+            mask = np.zeros(self._llm.n_vocab(), dtype=bool)
+            for token in range(len(mask)):
+                piece = self._llm.detokenize([token], special=True).lstrip()
+                mask[token] = piece.startswith((b"{", b"`", TOOL_CALL_OPEN.encode()))
+            self._openers = mask
+        return self._openers
 
     def _tool_call(
         self,

@@ -1,0 +1,40 @@
+"""Whether a message speaks of a tool, and when a call the model chose itself stands."""
+
+from __future__ import annotations
+
+from parley.engine.models.base import ToolSpec
+from parley.engine.models.llm_llama import SURE_CALL, LlamaLLM, _Plan
+from parley.engine.models.tool_words import mentions, name_subject
+
+TIME = ToolSpec("get_current_time", "Get the current local time and date in a time zone.")
+CALC = ToolSpec("calculate", "Evaluate an arithmetic expression exactly, e.g. '12.5 * (3 + 4)'.")
+NOTES = ToolSpec("list_notes", "List the notes saved so far in this conversation.")
+
+
+def test_subject_words_leave_out_generic_verbs() -> None:
+    assert name_subject(TIME) == {"time"}
+    assert name_subject(ToolSpec("getWeatherForecast")) == {"weather", "forecast"}
+
+
+def test_mentions_by_name_description_or_plural() -> None:
+    assert mentions("What's the time in London?", TIME)
+    assert mentions("What is today's date?", TIME)
+    assert mentions("Read me my notes.", NOTES)
+    assert mentions("please call get_current_time", TIME)
+    assert not mentions("What color is the sky on a clear day?", TIME)
+    assert not mentions("How many legs does a spider have?", CALC)
+
+
+def _plan(question: str, tools: list[ToolSpec]) -> _Plan:
+    return _Plan("", tools, None, False, True, 64, question)
+
+
+def test_a_call_stands_when_mentioned_or_sure() -> None:
+    plan = _plan("How many legs does a spider have?", [TIME, CALC])
+    assert not LlamaLLM._call_stands(plan, CALC, 0.3)  # unmentioned, unsure
+    assert LlamaLLM._call_stands(plan, CALC, SURE_CALL)  # sure ("what is two plus two?")
+    assert LlamaLLM._call_stands(_plan("Can you calculate 17 times 23?", [CALC]), CALC, 0.1)
+
+
+def test_a_call_to_a_tool_that_does_not_exist_never_stands() -> None:
+    assert not LlamaLLM._call_stands(_plan("spider legs", [TIME]), None, 0.99)
