@@ -176,6 +176,12 @@ def test_reset_forgets_the_utterance() -> None:
     ("text", "finished"),
     [
         ("What is the capital of France?", True),
+        ("What is the capital of France, and what is it famous for?", True),
+        ("Who wrote Romeo and Juliet, and what is the story about?", True),
+        ("Where are you from?", True),
+        ("I was looking for", False),
+        ("Tell me about.", False),
+        ("And?", False),
         ("Tell me a joke.", True),
         ("Wow!", True),
         ("I was thinking about the", False),

@@ -153,6 +153,12 @@ _TRAILING_WORDS = {
 }
 
 
+# English questions may end on these ("What is it famous for?", "Where are you from?"):
+# with Whisper's question mark after them the thought is finished. Measured: without this,
+# "…, and what is it famous for?" waited out semantic_vad low's 8 s fallback every time.
+_QUESTION_END_PREPOSITIONS = {"for", "about", "from", "to", "of", "with", "in", "on", "at", "like"}
+
+
 def sounds_finished(text: str) -> bool:
     """A cheap semantic end-of-turn check on a transcript.
 
@@ -171,7 +177,11 @@ def trails_off(text: str) -> bool:
     if text.endswith(("...", "…", ",", "-", "—")):
         return True
     words = re.findall(r"[A-Za-z']+", text.lower())
-    return bool(words) and words[-1] in _TRAILING_WORDS
+    if not words:
+        return False
+    if text.endswith("?") and words[-1] in _QUESTION_END_PREPOSITIONS:
+        return False
+    return words[-1] in _TRAILING_WORDS
 
 
 def turn_complete(probability: float | None, transcript: str | None, threshold: float) -> bool:
