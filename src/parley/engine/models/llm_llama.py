@@ -480,16 +480,20 @@ class LlamaLLM:
                     if meant is None and len(head) < 80:
                         continue  # let the model say which tool it means
                     chosen = _named_tool(meant.group(1), plan.tools) if meant else None
-                    if first is not None and not self._call_stands(plan, chosen, first.p_call):
-                        log.debug(
-                            "llama: call to %s turned down (p_call %.2f); answering in words",
-                            meant and meant.group(1),
-                            first.p_call,
-                        )
-                        yield from self._words_only(plan, tokens, stop, counts)
-                        return
+                    among = plan.tools
+                    if first is not None:  # the model decides tools itself: check its decision
+                        among = self._call_candidates(plan, chosen, first.p_call)
+                        if not among:
+                            log.debug(
+                                "llama: call to %s turned down (p_call %.2f); answering in words",
+                                meant and meant.group(1),
+                                first.p_call,
+                            )
+                            yield from self._words_only(plan, tokens, stop, counts)
+                            return
+                        chosen = among[0] if len(among) == 1 else None
                     log.debug("llama: model chose a tool call (%s)", meant and meant.group(1))
-                    yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, chosen=chosen)
+                    yield from self._tool_call(plan, plan.prompt, among, stop, counts, chosen=chosen)
                     return
                 if head and any(o.startswith(head) for o in _CALL_OPENINGS):
                     continue  # still ambiguous
@@ -504,13 +508,18 @@ class LlamaLLM:
         yield Finish(counts["reason"], counts["in"], counts["out"])
 
     @staticmethod
-    def _call_stands(plan: _Plan, chosen: ToolSpec | None, p_call: float) -> bool:
-        """Keep a call the model chose itself? Not to a tool that does not exist (a grammar would
-        otherwise pick some real one: "How many legs does a spider have?" → ``{"name": "spider"``
-        became get_current_time), and not, unless it was sure, to one the user never spoke of."""
-        if chosen is None:
-            return False
-        return p_call >= SURE_CALL or mentions(plan.question, chosen)
+    def _call_candidates(plan: _Plan, chosen: ToolSpec | None, p_call: float) -> list[ToolSpec]:
+        """The tools a call the model opened by itself may go to; none means: answer in words.
+
+        A real tool stands if the user spoke of it or the model was sure it wanted a call. A
+        made-up name ("readnotes") goes, by grammar, to one of the tools the user spoke of
+        (list_notes for "Read me my notes."); with none ("How many legs does a spider have?" →
+        ``{"name": "spider"``) there is no call: the grammar over every tool had turned that one
+        into get_current_time.
+        """
+        if chosen is not None:
+            return [chosen] if p_call >= SURE_CALL or mentions(plan.question, chosen) else []
+        return [t for t in plan.tools if mentions(plan.question, t)]
 
     def _words_only(
         self, plan: _Plan, tokens: list[int], stop: threading.Event, counts: dict[str, Any]
@@ -525,12 +534,12 @@ class LlamaLLM:
             yield Finish(counts["reason"], counts["in"], counts["out"])
 
     def _call_openers(self) -> np.ndarray:
-        """Mask over the vocabulary: tokens that start a call or a code block ('{', '<tool_call>', '`')."""
+        """Mask over the vocabulary: tokens that start a call, a tag or a code block ('{', '<', '`')."""
         if self._openers is None:
             mask = np.zeros(self._llm.n_vocab(), dtype=bool)
             for token in range(len(mask)):
                 piece = self._llm.detokenize([token], special=True).lstrip()
-                mask[token] = piece.startswith((b"{", b"`", TOOL_CALL_OPEN.encode()))
+                mask[token] = piece.startswith((b"{", b"`", b"<"))  # '<' also covers <tool_call>
             self._openers = mask
         return self._openers
 
