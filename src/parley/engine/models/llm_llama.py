@@ -58,6 +58,7 @@ from parley.engine.models.llm_tools import (
     describe_tools,
     new_call_id,
 )
+from parley.engine.models.model_turns import ModelTurns
 from parley.engine.models.priority import PRIORITY
 from parley.engine.models.tool_words import mentions
 
@@ -95,6 +96,9 @@ REPEAT_PENALTY = 1.1
 # ~0.3 s on two cores, large enough to keep batched evaluation efficient.
 PREFILL_STEP = 64
 _SAFETY_TOKENS = 8
+# A reply gives way to another session waiting for the model once it has written this many
+# tokens: past a short first clause, which its listener is waiting for too.
+GIVE_WAY_AFTER_TOKENS = 12
 # A model that decides tools itself may call one whose subject the user never mentioned only
 # when it is this sure it wants a call at all (probability of opening one at the first token).
 # Measured on Qwen2.5-0.5B with parley serve's tools (bench quality's questions, three sets of
@@ -114,6 +118,29 @@ class _Plan:
     auto_tools: bool  # mode "auto" with tools: watch for <tool_call>
     max_tokens: int
     question: str = ""  # the latest user message: what an unprompted call must be about
+    key: str | None = None  # the session's prompt-cache key: where its state goes while it gives way
+
+
+class _RepeatPenalty:
+    """llama.cpp's repeat penalty over the reply's own recent tokens, as a logits processor.
+
+    llama.cpp keeps that history inside its sampler, which starts empty at every ``generate``
+    call, so a reply that gave way and carried on would forget what it had said and could go
+    another way; here the history is the reply's, and survives the pause.
+    """
+
+    def __init__(self, generated: list[int], penalty: float = REPEAT_PENALTY, window: int = 64) -> None:
+        self.generated = generated
+        self.penalty = penalty
+        self.window = window
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if not self.generated:
+            return scores
+        seen = np.unique(np.asarray(self.generated[-self.window :]))
+        picked = scores[seen]
+        scores[seen] = np.where(picked > 0, picked / self.penalty, picked * self.penalty)
+        return scores
 
 
 class _FirstStep:
@@ -215,8 +242,9 @@ class LlamaLLM:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
         self._openers: np.ndarray | None = None  # see _call_openers
-        self._lock = threading.Lock()
-        self._waiting = 0  # generations queued for the lock: a prefill gives way to them
+        # One context, so one evaluation at a time; a reply past its first clause gives way to
+        # another session waiting for its first token (see model_turns), a prefill to anyone.
+        self._lock = ModelTurns()
         self._prefill_generation: dict[str | None, int] = {}  # by session: the newest prefill wins
         self._states = PromptStates(self._llm)
         self._grammars: dict[str, str] = {}
@@ -261,11 +289,7 @@ class LlamaLLM:
     def generate_sync(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatChunk]:
         """Blocking generator of the reply's chunks; used by :meth:`stream` and warm-up."""
         stop = stop or threading.Event()
-        self._waiting += 1
-        try:
-            self._lock.acquire()
-        finally:
-            self._waiting -= 1
+        self._lock.acquire()
         try:
             if stop.is_set():
                 return
@@ -308,7 +332,7 @@ class LlamaLLM:
             pos = self._states.restore_for(key, tokens)
             self._llm.n_tokens = pos  # drop whatever followed the common prefix
             last = len(tokens) - 1  # the final token is evaluated by the turn itself (fresh logits)
-            while pos < last and not self._waiting and self._prefill_generation.get(key) == generation:
+            while pos < last and not self._lock.waiting and self._prefill_generation.get(key) == generation:
                 PRIORITY.yield_to_urgent()
                 step = tokens[pos : min(last, pos + PREFILL_STEP)]
                 self._llm.eval(step)
@@ -368,7 +392,7 @@ class LlamaLLM:
             request.messages, tools, max_tokens, tool_shot=auto_tools and not self.decides_tools
         )
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens, question)
+        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens, question, request.cache_key)
 
     def _render(
         self,
@@ -419,36 +443,55 @@ class LlamaLLM:
         counts: dict[str, int],
         limit: int,
         first: _FirstStep | None = None,
+        key: str | None = None,
     ) -> Iterator[str]:
-        """Decoded text per generated token; sets counts['reason']."""
+        """Decoded text per generated token; sets counts['reason'].
+
+        Past its first clause, the reply gives way to anyone waiting for the model between two
+        tokens: its state is saved under ``key``, and put back when it carries on.
+        """
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         produced = 0
         counts["reason"] = "stop"  # type: ignore[assignment]
-        processors = [first] if first is not None else None
-        for token in self._llm.generate(
-            tokens,
-            temp=0.0,
-            top_k=1,
-            repeat_penalty=REPEAT_PENALTY,
-            reset=True,
-            logits_processor=processors,  # type: ignore[arg-type]
-        ):
-            if stop.is_set():
-                return
-            PRIORITY.yield_to_urgent()  # let the first clause's speech synthesis have the cores
-            if token == self._eos or self._is_eog(self._vocab, token):
-                text = decoder.decode(b"", final=True)
+        context = list(tokens)
+        generated: list[int] = []
+        processors = [p for p in (first, _RepeatPenalty(generated)) if p is not None]
+        while True:
+            tokens_in = self._llm.generate(
+                context,
+                temp=0.0,
+                top_k=1,
+                repeat_penalty=1.0,  # applied by _RepeatPenalty, whose history survives giving way
+                reset=True,  # a prefix of ``context`` already evaluated is kept, not redone
+                logits_processor=processors,  # type: ignore[arg-type]
+            )
+            for token in tokens_in:
+                if stop.is_set():
+                    return
+                PRIORITY.yield_to_urgent()  # let the first clause's speech synthesis have the cores
+                if token == self._eos or self._is_eog(self._vocab, token):
+                    text = decoder.decode(b"", final=True)
+                    if text:
+                        yield text
+                    return
+                produced += 1
+                counts["out"] += 1
+                context.append(token)
+                generated.append(token)
+                text = decoder.decode(self._llm.detokenize([token]))
                 if text:
                     yield text
+                if produced >= limit:
+                    counts["reason"] = "length"  # type: ignore[assignment]
+                    return
+                if key is not None and produced >= GIVE_WAY_AFTER_TOKENS and self._lock.waiting:
+                    break
+            else:
                 return
-            produced += 1
-            counts["out"] += 1
-            text = decoder.decode(self._llm.detokenize([token]))
-            if text:
-                yield text
-            if produced >= limit:
-                counts["reason"] = "length"  # type: ignore[assignment]
-                return
+            tokens_in.close()
+            self._states.save(key)
+            if self._lock.give_way():
+                self._states.restore_for(key, context)
 
     def _constrained(
         self, prompt: str, gbnf: str, stop: threading.Event, counts: dict[str, Any], limit: int
@@ -470,7 +513,7 @@ class LlamaLLM:
         pending = ""  # auto mode: held back while it could still become "<tool_call>"
         deciding = plan.auto_tools
         first = _FirstStep(self._call_openers()) if deciding and self.decides_tools else None
-        for text in self._tokens(tokens, stop, counts, plan.max_tokens, first):
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens, first, plan.key):
             if deciding:
                 pending += text
                 head = pending.lstrip()
@@ -528,7 +571,7 @@ class LlamaLLM:
         evaluation is reused: same tokens)."""
         counts["out"] = 0
         forbid = _FirstStep(self._call_openers(), forbid=True)
-        for text in self._tokens(tokens, stop, counts, plan.max_tokens, forbid):
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens, forbid, plan.key):
             yield TextDelta(text)
         if not stop.is_set():
             yield Finish(counts["reason"], counts["in"], counts["out"])
