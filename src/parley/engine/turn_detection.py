@@ -184,7 +184,9 @@ def trails_off(text: str) -> bool:
     return words[-1] in _TRAILING_WORDS
 
 
-def turn_complete(probability: float | None, transcript: str | None, threshold: float) -> bool:
+def turn_complete(
+    probability: float | None, transcript: str | None, threshold: float, *, long_pause: bool = False
+) -> bool:
     """The semantic end-of-turn decision for one pause.
 
     ``probability`` is the end-of-turn model's P(complete) (None when no model
@@ -192,10 +194,18 @@ def turn_complete(probability: float | None, transcript: str | None, threshold: 
     failed). The model hears what a transcript cannot (a rising or level
     pitch before a pause); the transcript catches the pauses the model misses
     after a word that cannot end an English sentence.
+
+    ``long_pause``: the second look, a recheck after seconds of silence. Someone
+    still mid-sentence has usually gone on by then, so a transcript that reads
+    as a finished sentence ends the turn even when the model doubts: measured on
+    Piper speech, "Who wrote Romeo and Juliet? And what is the story about?" stayed
+    at P = 0.84 after 2 s and waited out eagerness low's 8 s fallback.
     """
     if probability is None:
         return sounds_finished(transcript or "")
-    return probability >= threshold and not (transcript is not None and trails_off(transcript))
+    if transcript is not None and trails_off(transcript):
+        return False
+    return probability >= threshold or (long_pause and transcript is not None and sounds_finished(transcript))
 
 
 class TurnDetector:
