@@ -179,6 +179,7 @@ def test_reset_forgets_the_utterance() -> None:
         ("What is the capital of France, and what is it famous for?", True),
         ("Who wrote Romeo and Juliet, and what is the story about?", True),
         ("Where are you from?", True),
+        ("How long does it take to drive from?", False),
         ("I was looking for", False),
         ("Tell me about.", False),
         ("And?", False),

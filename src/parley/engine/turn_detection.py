@@ -159,6 +159,16 @@ _TRAILING_WORDS = {
 _QUESTION_END_PREPOSITIONS = {"for", "about", "from", "to", "of", "with", "in", "on", "at", "like"}
 
 
+def _asks_for_an_object(question: str) -> bool:
+    """Does the question's last clause open with the word its final preposition governs?
+
+    "…, and what is it famous for?" and "Where are you from?" do; Whisper also puts a question
+    mark on speech cut mid-phrase ("How long does it take to drive from?"), which does not.
+    """
+    clause = re.split(r"[,;.!?]\s+|\s+(?:and|but|or|so)\s+", question.strip().lower())[-1]
+    return bool(re.match(r"(?:(?:and|but|or|so)\s+)?(what|who|whom|which|where)\b", clause))
+
+
 def sounds_finished(text: str) -> bool:
     """A cheap semantic end-of-turn check on a transcript.
 
@@ -179,7 +189,7 @@ def trails_off(text: str) -> bool:
     words = re.findall(r"[A-Za-z']+", text.lower())
     if not words:
         return False
-    if text.endswith("?") and words[-1] in _QUESTION_END_PREPOSITIONS:
+    if text.endswith("?") and words[-1] in _QUESTION_END_PREPOSITIONS and _asks_for_an_object(text):
         return False
     return words[-1] in _TRAILING_WORDS
 
