@@ -63,6 +63,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--llm-base-url", default=None, help="embedded engine: OpenAI-compatible LLM server URL"
     )
     parser.add_argument("--llm-model", default=None, help="embedded engine: model name on that LLM server")
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="embedded engine: concurrent session limit (env PARLEY_MAX_SESSIONS)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="on SIGTERM, how long running sessions may go on before they are closed (default 30)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -83,6 +95,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         config.engine.models.llm_base_url = args.llm_base_url
     if args.llm_model:
         config.engine.models.llm_model = args.llm_model
+    if args.max_sessions is not None:
+        config.engine.max_sessions = args.max_sessions
+    if args.drain_seconds is not None:
+        config.engine.drain_seconds = args.drain_seconds
     return config
 
 
@@ -119,8 +135,12 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def run_server(app: Any, config: ServerConfig, **overrides: Any) -> None:
-    """Serve ``app`` until uvicorn is told to stop (``overrides`` adjust :func:`uvicorn_config`)."""
-    server = uvicorn.Server(uvicorn_config(app, config, **overrides))
+    """Serve ``app`` until uvicorn is told to stop (``overrides`` adjust :func:`uvicorn_config`);
+    SIGTERM drains first (host/drain.py)."""
+    from parley.host.drain import DrainingServer
+
+    drain = getattr(getattr(app, "state", None), "drain", None)
+    server = DrainingServer(uvicorn_config(app, config, **overrides), drain)
     # What exists by now (imports, the app, loaded models) lives as long as the process. Frozen,
     # the ~130k objects are no longer walked by every full collection: one took ~60 ms, during
     # which no relayed frame moved, and sessions coming and going trigger them.
