@@ -274,6 +274,7 @@ def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -
                 "Location": f"/v1/realtime/calls/{call.id}",
                 "Access-Control-Allow-Origin": "*",
                 "Access-Control-Expose-Headers": "Location",
+                **({"X-Parley-Node": runtime.config.node_id} if runtime.config.node_id else {}),
             },
         )
 

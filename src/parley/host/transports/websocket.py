@@ -66,6 +66,13 @@ class WebSocketSink:
             await ws.send_text(json.dumps(event, separators=(",", ":")))
 
 
+def node_headers(runtime: EngineRuntime) -> list[tuple[bytes, bytes]]:
+    """``X-Parley-Node`` names the node that took a session, when ``PARLEY_NODE_ID`` is set
+    (behind a load balancer: which node a client landed on)."""
+    node = runtime.config.node_id
+    return [(b"x-parley-node", node.encode("latin-1", "replace"))] if node else []
+
+
 def _wants_extensions(ws: WebSocket) -> bool:
     return ws.query_params.get("parley_metrics", "").lower() in ("1", "true", "yes")
 
@@ -91,7 +98,7 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
 
     if auth.secret is not None:
         runtime.secrets.consume(auth.secret)
-    await ws.accept(subprotocol=subprotocol)
+    await ws.accept(subprotocol=subprotocol, headers=node_headers(runtime))
     sink = WebSocketSink(extensions=_wants_extensions(ws))
     closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 
