@@ -103,3 +103,59 @@ async def test_sigterm_with_nothing_open_exits_at_once() -> None:
         async with asyncio.timeout(10):
             assert await proc.wait() == 0
         assert time.perf_counter() - t0 < 3
+
+
+async def test_parley_serve_drains_its_relayed_sessions() -> None:
+    # `parley serve --upstream <engine>`: SIGTERM refuses new sessions, lets the relayed one finish, exits 0.
+    key = "drain-upstream-key"
+    async with node_process("--api-key", key) as (_engine, engine_base):
+        port = free_port()
+        serve = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "parley",
+            "serve",
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://{engine_base}",
+            "--upstream-key",
+            key,
+            "--drain-seconds",
+            "20",
+            env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        base = f"127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=f"http://{base}") as http:
+                async with asyncio.timeout(30):
+                    while True:
+                        with contextlib.suppress(httpx.HTTPError):
+                            if (await http.get("/readyz")).status_code == 200:
+                                break
+                        assert serve.returncode is None
+                        await asyncio.sleep(0.1)
+                relayed = await websockets.connect(f"ws://{base}/api/realtime/ws")
+                await recv(relayed, "session.created")
+                assert (await http.get("/readyz")).json()["sessions"] == 1
+                t0 = time.perf_counter()
+                serve.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(5):
+                    while (await http.get("/readyz")).status_code != 503:  # noqa: ASYNC110 - another process
+                        await asyncio.sleep(0.02)
+                r = await http.post("/api/session")
+                assert r.status_code == 503 and r.json()["error"]["code"] == "server_draining"
+                _, code, reason = await refused_websocket(f"ws://{base}/api/realtime/ws")
+                assert code == 1013 and reason.startswith("shutting down"), reason
+                assert "Paris" in await text_turn(relayed)
+                await relayed.close()
+            async with asyncio.timeout(10):
+                rc = await serve.wait()
+            assert rc == 0, (await serve.stderr.read()).decode()[-2000:] if serve.stderr else rc
+            assert time.perf_counter() - t0 < 10  # ended with its session, not at the 20 s bound
+        finally:
+            if serve.returncode is None:
+                serve.kill()
+            await serve.wait()

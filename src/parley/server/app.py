@@ -189,21 +189,26 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
             "draining": state["draining"],
         }
 
-    if local is None:
+    def load() -> dict[str, Any]:
+        """What /readyz and HAProxy's agent see: the embedded engine's sessions, or the relays'."""
+        if local is not None:
+            return local.load()
+        free = max(0, config.max_relay_sessions - relays.active)
+        return {
+            "status": "draining" if state["draining"] else "full" if not free else "ready",
+            "sessions": relays.active,
+            "calls": len(sideband.tasks),
+            "capacity": config.max_relay_sessions,
+            "free": free,
+        }
+
+    app.state.load = load
+    if local is None:  # (the embedded engine's router brings its own /readyz)
 
         @app.get("/readyz")
         async def readyz() -> JSONResponse:
-            """With a remote upstream the load here is the relayed WebSocket sessions."""
-            free = max(0, config.max_relay_sessions - relays.active)
-            status = "draining" if state["draining"] else "full" if not free else "ready"
-            body = {
-                "status": status,
-                "sessions": relays.active,
-                "calls": len(sideband.tasks),
-                "capacity": config.max_relay_sessions,
-                "free": free,
-            }
-            return JSONResponse(body, status_code=503 if status == "draining" else 200)
+            body = load()
+            return JSONResponse(body, status_code=503 if body["status"] == "draining" else 200)
 
     @app.post("/api/session")
     async def api_session(request: Request) -> JSONResponse:
