@@ -13,6 +13,7 @@ stays there, and the host's network must not be touched.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -25,6 +26,11 @@ SUBNET = "10.77.0"
 HUB_ADDRESS = f"{SUBNET}.1"
 TEST_ADDRESS = f"{SUBNET}.100"
 TOOLS = ("ip", "unshare", "nsenter")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the test process dies (a crashed run leaves nothing)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class NamespacesUnavailable(Exception):
@@ -73,7 +79,7 @@ class Namespace:
     def spawn(
         self, *command: str, env: dict[str, str] | None = None, **kwargs: Any
     ) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.argv(*command), env=env, **kwargs)
+        return subprocess.Popen(self.argv(*command), env=env, preexec_fn=_die_with_parent, **kwargs)
 
 
 @dataclass
@@ -108,7 +114,9 @@ class Lan:
 
     def _namespace(self, name: str) -> Namespace:
         try:
-            holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"], stderr=subprocess.PIPE)
+            holder = subprocess.Popen(
+                ["unshare", "-n", "sleep", "3600"], stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+            )
         except OSError as exc:
             raise NamespacesUnavailable(f"unshare: {exc}") from None
         # The holder is in its namespace once /proc shows a different one from ours.
