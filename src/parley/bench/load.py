@@ -53,6 +53,7 @@ class Playback:
     runs_out: float = 0.0  # wall time at which the audio received so far has been played
     underruns: int = 0
     underrun_ms: float = 0.0
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the reply, gap ms)
 
     def receive(self, now: float, nbytes: int) -> None:
         seconds = nbytes / BYTES_PER_SECOND
@@ -62,6 +63,7 @@ class Playback:
         if gap_ms > GAP_MS:
             self.underruns += 1
             self.underrun_ms += gap_ms
+            self.gaps.append((round(self.runs_out - self.started, 2), round(gap_ms)))
         self.runs_out = max(self.runs_out, now) + seconds
 
 
@@ -173,6 +175,9 @@ async def run_user(
                 "latency_ms": (t_audio - speech_end) * 1000,
                 "interrupted": False,
             }
+            stopped = [t for t, e in events.items if e["type"] == "input_audio_buffer.speech_stopped"]
+            if stopped and stopped[-1] <= t_audio:
+                turn["speech_stopped_ms"] = (stopped[-1] - speech_end) * 1000  # the end-of-turn wait
             result.turns.append(turn)
             interrupt = n + 1 < turns and rng.random() < interrupt_share
             if interrupt:
@@ -197,6 +202,8 @@ async def run_user(
             turn["underruns"] = play.underruns
             turn["underrun_ms"] = play.underrun_ms
             turn["reply_s"] = play.runs_out - (play.started or play.runs_out)
+            turn["gaps"] = play.gaps
+            turn.update(_stages(events, response_id))
             await asyncio.sleep(max(0.0, play.runs_out - time.perf_counter()))  # listen to the end
     except Exception as exc:  # a failed user is a result, not the benchmark's crash
         result.failed = f"{type(exc).__name__}: {exc}"
@@ -209,6 +216,15 @@ async def run_user(
         with contextlib.suppress(Exception):
             await ws.close()
     return result
+
+
+def _stages(events: _Events, response_id: str) -> dict[str, Any]:
+    """The engine's own stage times of a reply (``parley.metrics``, ms after ``speech_stopped``)."""
+    for _, e in reversed(events.items):
+        if e["type"] == "parley.metrics" and e.get("response_id") == response_id:
+            keys = ("llm_first_token_ms", "first_clause_ms", "tts_first_chunk_ms", "stt_done_ms")
+            return {k: e.get(k) for k in keys}
+    return {}
 
 
 async def _spoken(mic: Microphone, label: str, *, end: bool) -> None:
@@ -230,7 +246,7 @@ async def one_level(
     port = _free_port()
     extra = ["--llm-model", args.llm_model] if args.llm_model else []
     async with engine_process(port, extra, command="serve") as proc:
-        url = f"ws://127.0.0.1:{port}/api/v1/realtime"
+        url = f"ws://127.0.0.1:{port}/api/v1/realtime?parley_metrics=1"
         cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
         rng = random.Random(args.seed + users)
 
@@ -258,6 +274,9 @@ async def one_level(
         "latency_ms": summary(lat),
         "first_turn_latency_ms": summary(t["latency_ms"] for t in turns if t["first_turn"]),
         "later_turn_latency_ms": summary(t["latency_ms"] for t in turns if not t["first_turn"]),
+        "end_of_turn_wait_ms": summary(t.get("speech_stopped_ms") for t in turns),
+        "llm_first_token_after_speech_stopped_ms": summary(t.get("llm_first_token_ms") for t in turns),
+        "tts_first_chunk_after_speech_stopped_ms": summary(t.get("tts_first_chunk_ms") for t in turns),
         "turns": len(turns),
         "interrupted_turns": sum(1 for t in turns if t["interrupted"]),
         "underruns": sum(t.get("underruns", 0) for t in turns),

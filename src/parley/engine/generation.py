@@ -59,6 +59,10 @@ class StageTimes:
 
 T = TypeVar("T")
 
+# A later clause's synthesis becomes urgent (the LLM pauses for it) when less than this much
+# of the reply is left to play: a gap would otherwise open in what the listener hears.
+RUNNING_DRY_S = 1.5
+
 
 class StageTimeout(RuntimeError):
     """A model stage went silent for longer than its deadline."""
@@ -96,6 +100,7 @@ class Generation:
         self.times = StageTimes()
         self._out: asyncio.Queue[Output] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._audio_s = 0.0  # seconds of speech synthesised so far
 
     @property
     def audio(self) -> bool:
@@ -198,9 +203,10 @@ class Generation:
         pieces: list[np.ndarray] = []
         words: list[WordTiming] = []
         offset = 0.0
-        # The first clause is what the listener is waiting for: the LLM pauses meanwhile.
-        first = self.times.first_audio is None
-        with PRIORITY.urgent() if first else contextlib.nullcontext():
+        # The first clause is what the listener is waiting for, and so is the next one when
+        # what has been synthesised so far is about to run out: the LLM pauses meanwhile.
+        urgent = self.times.first_audio is None or self._audio_ahead_s() < RUNNING_DRY_S
+        with PRIORITY.urgent() if urgent else contextlib.nullcontext():
             async with contextlib.aclosing(
                 self.tts.synthesize(text, voice=self.voice, speed=self.speed)
             ) as chunks:
@@ -213,4 +219,11 @@ class Generation:
             return
         if self.times.first_audio is None:
             self.times.first_audio = time.perf_counter()
+        self._audio_s += offset
         self._out.put_nowait(SpokenClause(text, np.concatenate(pieces), words))
+
+    def _audio_ahead_s(self) -> float:
+        """Seconds of synthesised audio not yet played, if playback started with the first audio."""
+        if self.times.first_audio is None:
+            return 0.0
+        return self._audio_s - (time.perf_counter() - self.times.first_audio)
