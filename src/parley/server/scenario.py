@@ -66,6 +66,7 @@ OBSERVED = frozenset(
 _TYPE_FIRST = '{"type":"'
 _AUDIO_DELTA = "response.output_audio.delta"
 _BYTES_PER_MS = {"audio/pcm": 48.0, "audio/pcmu": 8.0, "audio/pcma": 8.0}
+MAX_HANDOFF_ITEMS = 20
 INLINE_TTL_S = 600
 MAX_INLINE = 64
 
@@ -178,6 +179,7 @@ class ScenarioTools(ToolRegistry):
                     f"Transfer the caller to {_title(target)}. {target.handoff_description}".strip(),
                     {"type": "object", "properties": {}, "required": []},
                     self._transfer_fn(target.name),
+                    follow_up=session.handoff_input,
                 )
             )
         own.append(
@@ -201,8 +203,7 @@ class ScenarioTools(ToolRegistry):
     def _transfer_fn(self, name: str) -> Callable[[dict[str, Any], ToolContext], Awaitable[Any]]:
         async def transfer(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
             await self.session.switch_to(name)
-            # The agents SDKs' transfer message, so the new agent knows it has taken over.
-            return {"assistant": name}
+            return {"assistant": name}  # the agents SDKs' transfer message
 
         return transfer
 
@@ -399,6 +400,15 @@ class ScenarioSession:
                 "voice_kept": bool(target.voice) and not voice_changes and target.voice != self.voice,
             }
         )
+
+    def handoff_input(self) -> dict[str, Any]:
+        """The new agent's first reply reads the conversation's messages, not the transfer call
+        and its output: given those, the local model read the output aloud or wrote JSON instead
+        of greeting the caller. The reply still joins the conversation."""
+        messages = [i for i, t in self.turns.items() if t.text][-MAX_HANDOFF_ITEMS:]
+        # Its first words greet the caller; its tools are there from the next turn (with them, the
+        # local model called calculate on "I was charged twice" before saying anything).
+        return {"input": [{"type": "item_reference", "id": i} for i in messages], "tool_choice": "none"}
 
     async def ask_supervisor(self, question: str) -> dict[str, Any]:
         if self.supervisor is None:

@@ -57,6 +57,8 @@ class ServerTool:
     timeout: float = TOOL_TIMEOUT_S
     #: Spoken (as an out-of-band response) while the call is still running once its turn ends.
     filler: str = ""
+    #: Options for the ``response.create`` that follows the call's output (e.g. its ``input``).
+    follow_up: Callable[[], dict[str, Any]] | None = None
 
     def definition(self) -> dict[str, Any]:
         return {
@@ -404,7 +406,13 @@ class ToolRunner:
             # A cancelled turn (barge-in) gets its outputs but no new response: the user spoke.
             if status == "completed":
                 self._rounds += 1
-                await self._send({"type": "response.create", **self._follow_up()})
+                follow_up = self._follow_up()
+                for name in pending.names:
+                    tool = self.registry.tools.get(name)
+                    if tool is not None and tool.follow_up is not None:
+                        options = tool.follow_up()
+                        follow_up["response"] = {**follow_up.get("response", {}), **options}
+                await self._send({"type": "response.create", **follow_up})
         finally:
             self._pending.pop(response_id, None)
             for _, task in pending.calls:
