@@ -138,7 +138,9 @@ def _without_references(event: dict[str, Any]) -> dict[str, Any]:
         if isinstance(entry, dict) and entry.get("type") == "item_reference":
             if not isinstance(entry.get("id"), str):
                 param = f"response.input[{i}].id"
-                raise ProtocolError("missing_required_parameter", f"Missing required parameter: '{param}'.", param)
+                raise ProtocolError(
+                    "missing_required_parameter", f"Missing required parameter: '{param}'.", param
+                )
             continue
         kept.append(entry)
     return {**event, "response": {**response, "input": kept}}

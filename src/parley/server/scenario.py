@@ -67,6 +67,7 @@ _TYPE_FIRST = '{"type":"'
 _AUDIO_DELTA = "response.output_audio.delta"
 _BYTES_PER_MS = {"audio/pcm": 48.0, "audio/pcmu": 8.0, "audio/pcma": 8.0}
 MAX_HANDOFF_ITEMS = 20
+STOP_TIMEOUT_S = 10.0
 INLINE_TTL_S = 600
 MAX_INLINE = 64
 
@@ -295,6 +296,7 @@ class _Reply:
     first_audio: float | None = None  # monotonic time the first audio delta passed the relay
     audio_b64: int = 0  # base64 characters forwarded
     tripped: Violation | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # its response.done came
     done: bool = False
     status: str = ""
     out_of_band: bool = False
@@ -528,8 +530,6 @@ class ScenarioSession:
             violation = await self.guard.slow(text)
             if violation is not None and reply.tripped is None:
                 self._trip(reply, violation)
-                if reply.done:
-                    await self._correct(reply)
                 return
             if not reply.done and not SENTENCE_END.search(reply.text):
                 break  # the next sentence end checks again
@@ -554,28 +554,30 @@ class ScenarioSession:
         return int(max(0.0, min(sent, elapsed)))
 
     async def _stop(self, reply: _Reply, violation: Violation) -> None:
+        """Cancel (the reply may have finished meanwhile: then the cancel is refused, harmlessly),
+        cut what was not heard once the reply has ended, tell the client, let the agent correct."""
         if not reply.done:
             await self._send({"type": "response.cancel", "response_id": reply.id})
-        heard: int | None = None
-        if reply.item_id:
-            if self.transport == "webrtc":
+            if self.transport == "webrtc" and reply.item_id:
                 # The server knows what it sent over RTP: it flushes the rest and truncates there.
-                if not reply.done:
-                    await self._send({"type": "output_audio_buffer.clear"})
+                await self._send({"type": "output_audio_buffer.clear"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reply.finished.wait(), STOP_TIMEOUT_S)
+        heard: int | None = None
+        if reply.item_id and self.transport == "websocket":
+            heard = self._heard_ms(reply)
+            if heard > 0:
+                await self._send(
+                    {
+                        "type": "conversation.item.truncate",
+                        "item_id": reply.item_id,
+                        "content_index": 0,
+                        "audio_end_ms": heard,
+                    }
+                )
             else:
-                heard = self._heard_ms(reply)
-                if heard > 0:
-                    await self._send(
-                        {
-                            "type": "conversation.item.truncate",
-                            "item_id": reply.item_id,
-                            "content_index": 0,
-                            "audio_end_ms": heard,
-                        }
-                    )
-                else:
-                    # Nothing was heard: the model must not remember having said it.
-                    await self._send({"type": "conversation.item.delete", "item_id": reply.item_id})
+                # Nothing was heard: the model must not remember having said it.
+                await self._send({"type": "conversation.item.delete", "item_id": reply.item_id})
         await self.notify(
             {
                 "type": "parley.guardrail",
@@ -587,18 +589,21 @@ class ScenarioSession:
                 "audio_end_ms": heard,
             }
         )
-        if reply.done:
-            await self._correct(reply)
+        await self._correct(reply)
 
     def _done(self, response: dict[str, Any]) -> None:
         reply = self._replies.pop(str(response.get("id")), None)
         if reply is None:
             return
         reply.done = True
+        reply.finished.set()
         reply.status = str(response.get("status"))
-        if reply.tripped is not None:
-            self._spawn(self._correct(reply))
-        elif reply.checking is None and reply.status == "completed" and not reply.out_of_band:
+        if (
+            reply.tripped is None
+            and reply.checking is None
+            and reply.status == "completed"
+            and not reply.out_of_band
+        ):
             if self.guard and self.guard.moderation and reply.checked_chars < len(reply.text):
                 reply.checking = self._spawn(self._moderate(reply))
             else:
