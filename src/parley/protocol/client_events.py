@@ -130,9 +130,9 @@ def _without_references(event: dict[str, Any]) -> dict[str, Any]:
     """``response.create`` minus its ``item_reference`` inputs, for the type check: openai-python
     declares them only in its ``…WithReferences`` params (TypedDicts, no model to validate)."""
     response = event.get("response")
-    entries = response.get("input") if isinstance(response, dict) else None
-    if not isinstance(entries, list):
+    if not isinstance(response, dict) or not isinstance(response.get("input"), list):
         return event
+    entries = response["input"]
     kept = []
     for i, entry in enumerate(entries):
         if isinstance(entry, dict) and entry.get("type") == "item_reference":

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_FILE_BYTES = 256 * 1024
@@ -142,6 +150,7 @@ class Scenario(_Strict):
     agents: list[Agent] = Field(min_length=1, max_length=16)
     supervisor: Supervisor = Field(default_factory=Supervisor)
     guardrails: Guardrails | None = None
+    _source: str = PrivateAttr(default="")  # the file it came from, for later error messages
 
     @field_validator("name")
     @classmethod
@@ -181,13 +190,17 @@ class Scenario(_Strict):
                 return agent
         raise KeyError(name)
 
-    def check_tools(self, server_tools: set[str], source: str = "") -> None:
+    @property
+    def source(self) -> str:
+        return self._source or self.name
+
+    def check_tools(self, server_tools: set[str]) -> None:
         """Every named server tool must exist where the scenario runs."""
         for i, agent in enumerate(self.agents):
             for j, tool in enumerate(agent.tools):
                 if tool not in server_tools:
                     raise ScenarioError(
-                        f"{source or self.name}: agents[{i}].tools[{j}]: unknown server tool {tool!r} "
+                        f"{self.source}: agents[{i}].tools[{j}]: unknown server tool {tool!r} "
                         f"(this server has: {', '.join(sorted(server_tools)) or 'none'})"
                     )
 
@@ -224,13 +237,15 @@ def parse(data: Any, source: str) -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario is a mapping with 'name' and 'agents'")
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
         where = _where(tuple(first["loc"]))
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ScenarioError(f"{source}: {where}: {message}{more}") from None
+    scenario._source = source
+    return scenario
 
 
 def parse_text(text: str, source: str) -> Scenario:

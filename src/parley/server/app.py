@@ -82,11 +82,18 @@ def error(
 def build_catalog(config: ServerConfig, registry: ToolRegistry) -> ScenarioCatalog:
     """The shipped scenarios plus ``config.scenario_files`` (a file's scenario wins over a shipped
     one of the same name); raises :class:`ScenarioError` naming the file at fault."""
-    scenarios = scenario_schema.builtin()
+    tools = set(registry.tools)
+    scenarios: dict[str, Any] = {}
+    for name, shipped in scenario_schema.builtin().items():
+        try:
+            shipped.check_tools(tools)
+        except ScenarioError:
+            continue  # a server without the tools it names (a custom registry) does not offer it
+        scenarios[name] = shipped
     for spec in config.scenario_files:
         scenario = scenario_schema.resolve(spec)
         scenarios[scenario.name] = scenario
-    return ScenarioCatalog(scenarios, set(registry.tools), config.default_scenario)
+    return ScenarioCatalog(scenarios, tools, config.default_scenario)
 
 
 def chat_endpoint(upstream: Upstream) -> ChatEndpoint:

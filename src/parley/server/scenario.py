@@ -111,7 +111,7 @@ class ScenarioCatalog:
     ) -> None:
         self.server_tools = server_tools
         for name, scenario in scenarios.items():
-            scenario.check_tools(server_tools, name)
+            scenario.check_tools(server_tools)
         self.scenarios = dict(scenarios)
         if default is not None and default not in self.scenarios:
             raise ScenarioError(f"the default scenario {default!r} is not loaded")
@@ -146,7 +146,7 @@ class ScenarioCatalog:
                 f"{scenario.name}: a scenario sent by a client may not name a supervisor base_url or a "
                 "moderation server (the server uses its own)"
             )
-        scenario.check_tools(self.server_tools, scenario.name)
+        scenario.check_tools(self.server_tools)
         self._purge()
         if len(self._inline) >= MAX_INLINE:
             oldest = min(self._inline, key=lambda k: self._inline[k][0])
@@ -388,8 +388,13 @@ class ScenarioSession:
         self.agent = target
         self.counters.handoffs += 1
         voice_changes = bool(target.voice) and target.voice != self.voice and not self.audio_present
-        fields = self.agent_fields(target, self.page_tools, with_voice=voice_changes)
+        fields = self.agent_fields(target, self.page_tools, with_voice=False)
         await self._send({"type": "session.update", "session": fields})
+        if voice_changes:
+            # On its own: were the voice refused after all, the agent's instructions and tools
+            # must still switch.
+            voice = {"type": "realtime", "audio": {"output": {"voice": target.voice}}}
+            await self._send({"type": "session.update", "session": voice})
         await self.notify(
             {
                 "type": "parley.handoff",
@@ -462,6 +467,10 @@ class ScenarioSession:
             response = event.get("response") or {}
             rid = str(response.get("id"))
             self._replies[rid] = _Reply(rid, out_of_band=response.get("conversation_id") is None)
+            # The engine locks the voice as soon as a reply that may speak starts (OpenAI once
+            # audio exists): the stricter rule keeps a handoff from asking for a refused change.
+            if "audio" in (response.get("output_modalities") or ["audio"]):
+                self.audio_present = True
         elif kind == "response.content_part.added":
             if (event.get("part") or {}).get("type") in ("audio", "output_audio"):
                 self.audio_present = True
