@@ -237,3 +237,31 @@ async def test_handoff_and_guardrail_orchestration_over_the_relay_on_fake_models
                 await c.log.wait_for("conversation.item.done", lambda e: e["item"].get("role") == "system")
             finally:
                 await c.close()
+
+
+def test_serve_and_talk_scenario_options(tmp_path: Path) -> None:
+    import argparse
+
+    from parley.client import cli as talk_cli
+    from parley.server import cli as serve_cli
+
+    def parse(module: Any, *argv: str) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        module.configure(parser)
+        return parser.parse_args(list(argv))
+
+    config = serve_cli.config_from_args(parse(serve_cli, "--scenario", "customer_service"))
+    assert (config.default_scenario, config.scenario_files) == ("customer_service", [])
+    path = tmp_path / "desk.yaml"
+    path.write_text(DESK)
+    config = serve_cli.config_from_args(parse(serve_cli, "--scenario", str(path)))
+    assert (config.default_scenario, config.scenario_files) == ("desk", [str(path)])
+    path.write_text(DESK.replace("agent: billing", "agent: nobody"))
+    with pytest.raises(ScenarioError, match="desk.yaml: agents"):
+        serve_cli.config_from_args(parse(serve_cli, "--scenario", str(path)))
+    with pytest.raises(SystemExit, match="--scenario runs on a `parley serve` server"):
+        talk_cli._resolve_target(parse(talk_cli, "--scenario", "customer_service"))
+    _, _, options = talk_cli._resolve_target(
+        parse(talk_cli, "--serve", "http://127.0.0.1:9", "--scenario", "desk")
+    )
+    assert options["query"] == {"scenario": "desk"}

@@ -241,9 +241,10 @@ def parse(data: Any, source: str) -> Scenario:
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
-        where = _where(tuple(first["loc"]))
+        # Cross-field checks (handoff targets, start) name their own field in the message.
+        where = f"{_where(tuple(first['loc']))}: " if first["loc"] else ""
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ScenarioError(f"{source}: {where}: {message}{more}") from None
+        raise ScenarioError(f"{source}: {where}{message}{more}") from None
     scenario._source = source
     return scenario
 
