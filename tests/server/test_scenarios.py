@@ -257,7 +257,7 @@ def test_serve_and_talk_scenario_options(tmp_path: Path) -> None:
     config = serve_cli.config_from_args(parse(serve_cli, "--scenario", str(path)))
     assert (config.default_scenario, config.scenario_files) == ("desk", [str(path)])
     path.write_text(DESK.replace("agent: billing", "agent: nobody"))
-    with pytest.raises(ScenarioError, match="desk.yaml: agents"):
+    with pytest.raises(ScenarioError, match=r"desk\.yaml: agents"):
         serve_cli.config_from_args(parse(serve_cli, "--scenario", str(path)))
     with pytest.raises(SystemExit, match="--scenario runs on a `parley serve` server"):
         talk_cli._resolve_target(parse(talk_cli, "--scenario", "customer_service"))

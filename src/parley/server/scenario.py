@@ -110,7 +110,7 @@ class ScenarioCatalog:
         self, scenarios: dict[str, Scenario], server_tools: set[str], default: str | None = None
     ) -> None:
         self.server_tools = server_tools
-        for name, scenario in scenarios.items():
+        for scenario in scenarios.values():
             scenario.check_tools(server_tools)
         self.scenarios = dict(scenarios)
         if default is not None and default not in self.scenarios:
