@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-APT_PACKAGES := chromium espeak-ng sox libportaudio2 tmux iproute2 util-linux binutils
+APT_PACKAGES := chromium espeak-ng sox libportaudio2 tmux iproute2 util-linux binutils haproxy
 
 # The browser tests load the unmodified @openai/agents-realtime bundle from npm.
 NPM_PREFIX := .cache/npm

@@ -93,9 +93,17 @@ async def test_a_finished_turn_ends_after_the_short_wait_with_one_model_call() -
 
 async def test_an_unfinished_turn_waits_for_the_fallback_and_is_judged_again() -> None:
     high = EAGERNESS["high"]
-    log, model = await talk(0.1, "What is the capital of France?", high.recheck_ms / 1000 + 0.3)
+    log, model = await talk(0.1, "I was thinking that maybe", high.recheck_ms / 1000 + 0.3)
     assert stopped_after_speech_ms(log) is None  # no reply inside the pause
     assert len(model.calls) == 2  # at the start of the pause, then the recheck
+
+
+async def test_at_the_recheck_a_finished_sentence_ends_the_turn_the_model_doubted() -> None:
+    high = EAGERNESS["high"]
+    log, model = await talk(0.1, "What is the capital of France?", high.recheck_ms / 1000 + 0.6)
+    after = stopped_after_speech_ms(log)
+    assert after is not None and after >= high.recheck_ms, after  # not at the first look
+    assert len(model.calls) == 2
 
 
 async def test_a_trailing_transcript_vetoes_the_model() -> None:

@@ -31,10 +31,15 @@ def _plan(question: str, tools: list[ToolSpec]) -> _Plan:
 
 def test_a_call_stands_when_mentioned_or_sure() -> None:
     plan = _plan("How many legs does a spider have?", [TIME, CALC])
-    assert not LlamaLLM._call_stands(plan, CALC, 0.3)  # unmentioned, unsure
-    assert LlamaLLM._call_stands(plan, CALC, SURE_CALL)  # sure ("what is two plus two?")
-    assert LlamaLLM._call_stands(_plan("Can you calculate 17 times 23?", [CALC]), CALC, 0.1)
+    assert LlamaLLM._call_candidates(plan, CALC, 0.3) == []  # unmentioned, unsure
+    assert LlamaLLM._call_candidates(plan, CALC, SURE_CALL) == [CALC]  # sure ("what is two plus two?")
+    assert LlamaLLM._call_candidates(_plan("Can you calculate 17 times 23?", [CALC]), CALC, 0.1) == [CALC]
 
 
-def test_a_call_to_a_tool_that_does_not_exist_never_stands() -> None:
-    assert not LlamaLLM._call_stands(_plan("spider legs", [TIME]), None, 0.99)
+def test_a_made_up_tool_name_goes_to_a_mentioned_tool_or_to_words() -> None:
+    add = ToolSpec("add_note", "Save a short note for later in this conversation.")
+    plan = _plan("Read me my notes.", [TIME, add, NOTES])
+    assert LlamaLLM._call_candidates(plan, None, 0.9) == [add, NOTES]  # the grammar picks one of them
+    assert (
+        LlamaLLM._call_candidates(_plan("How many legs does a spider have?", [TIME, CALC]), None, 0.99) == []
+    )

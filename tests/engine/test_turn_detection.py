@@ -176,6 +176,13 @@ def test_reset_forgets_the_utterance() -> None:
     ("text", "finished"),
     [
         ("What is the capital of France?", True),
+        ("What is the capital of France, and what is it famous for?", True),
+        ("Who wrote Romeo and Juliet, and what is the story about?", True),
+        ("Where are you from?", True),
+        ("How long does it take to drive from?", False),
+        ("I was looking for", False),
+        ("Tell me about.", False),
+        ("And?", False),
         ("Tell me a joke.", True),
         ("Wow!", True),
         ("I was thinking about the", False),
@@ -190,3 +197,12 @@ def test_reset_forgets_the_utterance() -> None:
 )
 def test_sounds_finished(text: str, finished: bool) -> None:
     assert sounds_finished(text) is finished
+
+
+def test_a_long_pause_trusts_a_finished_sentence_over_a_doubting_model() -> None:
+    said = "Who wrote Romeo and Juliet? And what is the story about?"
+    assert not turn_complete(0.84, said, 0.9)  # the first look: the model doubts, keep waiting
+    assert turn_complete(0.84, said, 0.9, long_pause=True)  # seconds later: the sentence is done
+    assert not turn_complete(0.84, "I was thinking about the", 0.9, long_pause=True)
+    assert not turn_complete(0.95, "Can you tell me, and", 0.9, long_pause=True)
+    assert not turn_complete(0.2, None, 0.9, long_pause=True)  # no transcript: the model decides

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -116,9 +117,8 @@ async def test_client_secret_carries_session_and_expires() -> None:
             assert created["session"]["instructions"] == "Speak like a pirate."
             assert created["session"]["audio"]["output"]["voice"] == "cedar"
         # Expiry is enforced on connect.
-        stored = rt.secrets.get(secret["value"])
-        assert stored is not None
-        stored.expires_at = 0
+        assert rt.secrets.get(secret["value"]) is not None
+        rt.secrets.clock = lambda: time.time() + 3600
         with pytest.raises(websockets.InvalidStatus) as info:
             async with websockets.connect(
                 f"{srv.ws}/v1/realtime", additional_headers={"Authorization": f"Bearer {secret['value']}"}
@@ -128,13 +128,17 @@ async def test_client_secret_carries_session_and_expires() -> None:
 
 
 async def test_session_limit() -> None:
+    # Beyond capacity: an error event says why, then 1013 with the wait (more in test_admission.py).
     async with serve_app(create_engine_app(runtime(max_sessions=1))) as srv:
         async with websockets.connect(f"{srv.ws}/v1/realtime") as first:
             await recv(first, "session.created")
-            with pytest.raises(websockets.InvalidStatus) as info:
-                async with websockets.connect(f"{srv.ws}/v1/realtime"):
-                    pass
-            assert info.value.response.status_code == 429
+            async with websockets.connect(f"{srv.ws}/v1/realtime") as second:
+                error = await recv(second, "error")
+                assert error["error"]["code"] == "session_limit_reached"
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    await second.recv()
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+                assert info.value.rcvd.reason == "busy, retry in 5 s"
 
 
 async def test_session_duration_limit_closes_with_error() -> None:

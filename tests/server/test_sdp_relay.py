@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -117,9 +118,10 @@ def test_offer_checks() -> None:
 async def test_calls_bad_input_table() -> None:
     async with serve_local() as srv, httpx.AsyncClient(base_url=srv.http) as http:
         secret = await mint(http)
-        expired = await mint(http)
         assert srv.runtime is not None
-        srv.runtime.secrets._secrets[expired].expires_at = 0
+        srv.runtime.secrets.clock = lambda: time.time() - 3600  # minted an hour ago: long expired
+        expired = await mint(http)
+        srv.runtime.secrets.clock = time.time
         peer = RtcClient()
         offer = await peer.offer()
         await peer.close()

@@ -178,7 +178,7 @@ async def test_session_bad_input_table() -> None:
             assert error["code"] == code, (name, error)
             assert error["param"] == param, (name, error)
             assert error["message"] and error["type"], name
-        assert srv.runtime is not None and not srv.runtime.secrets._secrets  # nothing was minted
+        assert srv.runtime is not None and srv.runtime.secrets.minted == 0  # nothing was minted
 
 
 async def test_mint_rate_limit() -> None:

@@ -211,10 +211,11 @@ async def test_relay_session_limit() -> None:
         websockets.connect(f"{srv.ws}/api/realtime/ws") as ws,
     ):
         await recv(ws, "session.created")
-        with pytest.raises(websockets.InvalidStatus) as info:
-            async with websockets.connect(f"{srv.ws}/api/realtime/ws"):
-                pass
-        assert info.value.response.status_code == 429
+        async with websockets.connect(f"{srv.ws}/api/realtime/ws") as second:
+            assert (await recv(second, "error"))["error"]["code"] == "session_limit_reached"
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await second.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1013
 
 
 async def test_forced_tool_choice_does_not_loop() -> None:

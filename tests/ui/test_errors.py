@@ -132,3 +132,22 @@ async def test_an_expired_session_starts_a_new_one(open_page: OpenPage, transpor
         await page.until("() => parley.sessions === 2", within=15, what="a second session")
         await page.wait_connected()
         assert "New session" in await page.page.inner_text("#transcript .divider")
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+async def test_busy_server_says_when_to_retry_and_does(open_page: OpenPage, transport: str) -> None:
+    # A full engine: /api/session answers 503 + Retry-After (WebRTC); the WebSocket gets an error
+    # event and a 1013 close. The page says "busy, retry in n s", counts down, and tries again.
+    runtime = fake_runtime(max_sessions=0, retry_after_seconds=2)
+    async with serve_local(runtime) as srv:
+        page = await open_page(srv.http, storage={"parley.settings.v1": {"transport": transport}})
+        await page.page.click("#connect-btn")
+        banner = await page.banner()
+        assert banner["kind"] == "busy", banner
+        assert banner["title"] == "The server is busy"
+        assert "retry in 2 s" in banner["message"].lower(), banner
+        assert banner["hint"].startswith("Busy, retry in "), banner
+        assert "Busy" in await page.page.inner_text("#status-pill")
+        runtime.config.max_sessions = 1  # a slot frees up: the countdown's retry gets it
+        await page.wait_connected()
+        assert await page.page.is_hidden("#banner")

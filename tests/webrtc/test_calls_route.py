@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -127,9 +128,8 @@ async def test_ephemeral_key_session_applies_and_expires() -> None:
         assert call.session.session["instructions"] == "Speak softly."
         assert call.session.session["audio"]["input"]["transcription"] == {"model": "whisper-1"}
         await call.close()
-        stored = srv.runtime.secrets.get(secret)
-        assert stored is not None
-        stored.expires_at = 0
+        assert srv.runtime.secrets.get(secret) is not None
+        srv.runtime.secrets.clock = lambda: time.time() + 3600  # an hour later: expired
         r = await http.post(
             "/v1/realtime/calls", content=offer, headers={**auth(secret), "Content-Type": "application/sdp"}
         )
@@ -281,11 +281,9 @@ async def test_capacity_and_loading() -> None:
     async with engine(max_sessions=1) as srv, httpx.AsyncClient(base_url=srv.http) as http:
         first = await http.post("/v1/realtime/calls", content=offer, headers=headers)
         assert first.status_code == 201
-        check_error(
-            await http.post("/v1/realtime/calls", content=offer, headers=headers),
-            429,
-            "session_limit_reached",
-        )
+        busy = await http.post("/v1/realtime/calls", content=offer, headers=headers)
+        check_error(busy, 503, "session_limit_reached")
+        assert busy.headers["retry-after"] == "5"
         await srv.runtime.calls[first.headers["location"].rsplit("/", 1)[-1]].close()
         await released(srv.runtime)
         srv.runtime.models = None  # as while the engine is still loading

@@ -7,6 +7,10 @@ import importlib
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "turn": ("parley.bench.turn", "turn latency and barge-in through a real WebSocket (local engine)"),
+    "load": (
+        "parley.bench.load",
+        "many simulated users talking to one parley serve at once: latency, underruns, capacity",
+    ),
     "quality": (
         "parley.bench.quality",
         "answer quality and tool decisions of each local LLM, with the web page's session and serve's tools",

@@ -96,9 +96,9 @@ class Evidence:
     stt_s: float
 
 
-# (utterance, speech start, probe or recheck end, end of the probe whose transcript counts)
+# (utterance, speech start, probe or recheck end, end of the probe whose transcript counts, recheck?)
 # → (turn complete?, seconds until the decision is known)
-Decide = Callable[[Utterance, int, int, int], tuple[bool, float]]
+Decide = Callable[[Utterance, int, int, int, bool], tuple[bool, float]]
 
 
 @dataclass
@@ -173,7 +173,9 @@ def simulate(
                 # A recheck reuses the probe's transcript, as the session does: only the model runs again.
                 if isinstance(signal, Probe):
                     probe_end = signal.end
-                complete, latency = decide(utt, signal.start, signal.end, probe_end)
+                complete, latency = decide(
+                    utt, signal.start, signal.end, probe_end, isinstance(signal, Recheck)
+                )
                 pending.append((signal.end / CANONICAL_RATE + latency, complete, det.pause))
             elif isinstance(signal, SpeechStopped):
                 outcome.stops.append(signal.end / CANONICAL_RATE)
@@ -246,7 +248,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     def decider(eagerness: str, use_model: bool, use_text: bool) -> Decide:
         threshold = EAGERNESS[eagerness].threshold
 
-        def decide(utt: Utterance, start: int, end: int, probe_end: int) -> tuple[bool, float]:
+        def decide(
+            utt: Utterance, start: int, end: int, probe_end: int, long_pause: bool
+        ) -> tuple[bool, float]:
             ev = evidence(utt, start, end, transcribe=False)
             probability = ev.probability if use_model else None
             text, waits = None, [ev.model_s] * use_model
@@ -263,7 +267,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     waits.append(ev.model_s + SEMANTIC_TRANSCRIPT_WAIT_MS / 1000)
                 else:
                     waits.append(remaining)
-            return turn_complete(probability, text, threshold), max(waits, default=0.0)
+            return turn_complete(probability, text, threshold, long_pause=long_pause), max(waits, default=0.0)
 
         return decide
 

@@ -42,6 +42,11 @@ class ModelConfig:
     stt: str = field(default_factory=lambda: _env("PARLEY_STT", "whisper") or "whisper")
     stt_language: str | None = field(default_factory=lambda: _env("PARLEY_STT_LANGUAGE", "en"))
     stt_threads: int = field(default_factory=lambda: _env_int("PARLEY_STT_THREADS", 2))
+    # For stt == "openai": any OpenAI-compatible /v1/audio/transcriptions (another Parley engine,
+    # speaches, vLLM, OpenAI itself).
+    stt_base_url: str | None = field(default_factory=lambda: _env("PARLEY_STT_BASE_URL"))
+    stt_api_key: str | None = field(default_factory=lambda: _env("PARLEY_STT_API_KEY"))
+    stt_model: str | None = field(default_factory=lambda: _env("PARLEY_STT_MODEL"))
     llm: str = field(default_factory=lambda: _env("PARLEY_LLM", "llama") or "llama")
     # semantic_vad's end-of-turn model (smart-turn v3.2 from the pinned pipecat-ai wheel).
     turn: str = field(default_factory=lambda: _env("PARLEY_TURN", "smart-turn") or "smart-turn")
@@ -58,6 +63,12 @@ class ModelConfig:
     tts_voice_path: Path | None = field(
         default_factory=lambda: Path(p) if (p := _env("PARLEY_TTS_VOICE")) else None
     )
+    # For tts == "openai": any OpenAI-compatible /v1/audio/speech that streams response_format "pcm".
+    tts_base_url: str | None = field(default_factory=lambda: _env("PARLEY_TTS_BASE_URL"))
+    tts_api_key: str | None = field(default_factory=lambda: _env("PARLEY_TTS_API_KEY"))
+    tts_model: str | None = field(default_factory=lambda: _env("PARLEY_TTS_MODEL"))
+    # The server's voice name for every session; unset: the session's own voice (alloy, cedar…).
+    tts_remote_voice: str | None = field(default_factory=lambda: _env("PARLEY_TTS_REMOTE_VOICE"))
 
 
 @dataclass
@@ -74,12 +85,25 @@ class EngineConfig:
     )
     max_session_seconds: int = field(default_factory=lambda: _env_int("PARLEY_MAX_SESSION_SECONDS", 3600))
     max_sessions: int = field(default_factory=lambda: _env_int("PARLEY_MAX_SESSIONS", 16))
+    # Sent as Retry-After (and in the close reason) when a session is refused at capacity.
+    retry_after_seconds: int = field(default_factory=lambda: _env_int("PARLEY_RETRY_AFTER_S", 5))
     # A model stage (LLM, TTS) silent for longer fails its reply: status "failed", the stage named.
     stage_timeout_seconds: float = field(default_factory=lambda: float(_env("PARLEY_STAGE_TIMEOUT_S") or 60))
     max_input_buffer_seconds: int = field(
         default_factory=lambda: _env_int("PARLEY_MAX_INPUT_BUFFER_SECONDS", 600)
     )
     client_secret_default_ttl: int = 600
+
+    # Several nodes behind one load balancer (see deploy/README.md)
+    # ek_ secrets are HMAC-signed with this key: nodes sharing it accept each other's secrets
+    # without shared state. Unset: a random key per process (secrets work on this node only).
+    node_key: str | None = field(default_factory=lambda: _env("PARLEY_NODE_KEY"))
+    # This node's name in /readyz (default: the host name).
+    node_id: str | None = field(default_factory=lambda: _env("PARLEY_NODE_ID"))
+    # On SIGTERM, sessions get this long to end by themselves; then they are closed (1001).
+    drain_seconds: float = field(default_factory=lambda: float(_env("PARLEY_DRAIN_SECONDS") or 30))
+    # A TCP port answering HAProxy's agent-check with this node's weight (0 = off).
+    agent_port: int = field(default_factory=lambda: _env_int("PARLEY_AGENT_PORT", 0))
 
     # Turn detection tuning (not part of the protocol)
     vad_min_speech_ms: int = field(default_factory=lambda: _env_int("PARLEY_VAD_MIN_SPEECH_MS", 64))

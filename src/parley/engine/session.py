@@ -547,11 +547,13 @@ class RealtimeSession:
         spec = self._speculator.current
         stt = spec.stt if spec is not None and spec.start == recheck.start else None
         self._spawn(
-            self._semantic_decision(stt, self.buffer.slice(recheck.start, recheck.end), self._turns.pause)
+            self._semantic_decision(
+                stt, self.buffer.slice(recheck.start, recheck.end), self._turns.pause, long_pause=True
+            )
         )
 
     async def _semantic_decision(
-        self, stt: asyncio.Task[Transcript] | None, pcm: np.ndarray, pause: int
+        self, stt: asyncio.Task[Transcript] | None, pcm: np.ndarray, pause: int, *, long_pause: bool = False
     ) -> None:
         """End-of-turn model and transcript of the speech so far → this pause's wait.
 
@@ -576,7 +578,8 @@ class RealtimeSession:
                 transcript = stt.result().text
         if self._turns is None or self._turns.kind != "semantic_vad":
             return
-        self._turns.decide(turn_complete(probability, transcript, self._turns.eagerness.threshold), pause)
+        threshold = self._turns.eagerness.threshold
+        self._turns.decide(turn_complete(probability, transcript, threshold, long_pause=long_pause), pause)
 
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:
         item_id = self._speech_item_id or ids.item_id()

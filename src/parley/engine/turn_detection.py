@@ -153,6 +153,22 @@ _TRAILING_WORDS = {
 }
 
 
+# English questions may end on these ("What is it famous for?", "Where are you from?"):
+# with Whisper's question mark after them the thought is finished. Measured: without this,
+# "…, and what is it famous for?" waited out semantic_vad low's 8 s fallback every time.
+_QUESTION_END_PREPOSITIONS = {"for", "about", "from", "to", "of", "with", "in", "on", "at", "like"}
+
+
+def _asks_for_an_object(question: str) -> bool:
+    """Does the question's last clause open with the word its final preposition governs?
+
+    "…, and what is it famous for?" and "Where are you from?" do; Whisper also puts a question
+    mark on speech cut mid-phrase ("How long does it take to drive from?"), which does not.
+    """
+    clause = re.split(r"[,;.!?]\s+|\s+(?:and|but|or|so)\s+", question.strip().lower())[-1]
+    return bool(re.match(r"(?:(?:and|but|or|so)\s+)?(what|who|whom|which|where)\b", clause))
+
+
 def sounds_finished(text: str) -> bool:
     """A cheap semantic end-of-turn check on a transcript.
 
@@ -171,10 +187,16 @@ def trails_off(text: str) -> bool:
     if text.endswith(("...", "…", ",", "-", "—")):
         return True
     words = re.findall(r"[A-Za-z']+", text.lower())
-    return bool(words) and words[-1] in _TRAILING_WORDS
+    if not words:
+        return False
+    if text.endswith("?") and words[-1] in _QUESTION_END_PREPOSITIONS and _asks_for_an_object(text):
+        return False
+    return words[-1] in _TRAILING_WORDS
 
 
-def turn_complete(probability: float | None, transcript: str | None, threshold: float) -> bool:
+def turn_complete(
+    probability: float | None, transcript: str | None, threshold: float, *, long_pause: bool = False
+) -> bool:
     """The semantic end-of-turn decision for one pause.
 
     ``probability`` is the end-of-turn model's P(complete) (None when no model
@@ -182,10 +204,18 @@ def turn_complete(probability: float | None, transcript: str | None, threshold: 
     failed). The model hears what a transcript cannot (a rising or level
     pitch before a pause); the transcript catches the pauses the model misses
     after a word that cannot end an English sentence.
+
+    ``long_pause``: the second look, a recheck after seconds of silence. Someone
+    still mid-sentence has usually gone on by then, so a transcript that reads
+    as a finished sentence ends the turn even when the model doubts: measured on
+    Piper speech, "Who wrote Romeo and Juliet? And what is the story about?" stayed
+    at P = 0.84 after 2 s and waited out eagerness low's 8 s fallback.
     """
     if probability is None:
         return sounds_finished(transcript or "")
-    return probability >= threshold and not (transcript is not None and trails_off(transcript))
+    if transcript is not None and trails_off(transcript):
+        return False
+    return probability >= threshold or (long_pause and transcript is not None and sounds_finished(transcript))
 
 
 class TurnDetector:

@@ -7,7 +7,11 @@ Routes (OpenAI-compatible):
 * ``POST /v1/realtime/calls``           WebRTC SDP offer → answer (see transports/webrtc.py)
 * ``POST /v1/realtime/calls/{id}/hangup`` end a WebRTC call (engine key, as for the sideband)
 * ``POST /v1/chat/completions``         the engine's LLM as a text chat server (see chat.py)
+* ``POST /v1/audio/transcriptions``      OpenAI-compatible STT from the local models (audio_api.py)
+* ``POST /v1/audio/speech``              OpenAI-compatible TTS, streamed (audio_api.py)
 * ``GET  /healthz``                     liveness and model status
+* ``GET  /readyz``                      readiness and load for a load balancer (503 while
+  loading or draining)
 
 ``engine_router`` is what ``parley serve`` mounts in-process; ``create_engine_app``
 wraps it in an app whose lifespan loads the models.
@@ -27,6 +31,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from parley import __version__
+from parley.host.audio_api import audio_router
 from parley.host.chat import chat_completions
 from parley.host.runtime import EngineRuntime
 from parley.host.transports.websocket import realtime_websocket
@@ -66,6 +71,9 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
             return error_response(
                 403, "An ephemeral key cannot mint other keys; use the engine key.", "forbidden"
             )
+        # A secret is minted to open a session at once: refuse it now rather than at connect.
+        if (refusal := runtime.refusal()) is not None:
+            return refusal.response()
         raw = await request.body()
         try:
             body = json.loads(raw) if raw.strip() else {}
@@ -127,6 +135,17 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
             },
         }
 
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness for a load balancer's health check (HAProxy ``http-check``): 200 while this
+        node takes sessions (``full`` included: it refuses them itself, quickly), 503 while it
+        loads or drains. The body carries the load; the agent port (agent.py) turns it into a weight."""
+        load = runtime.load()
+        load["node"] = runtime.node_id
+        return JSONResponse(load, status_code=503 if load["status"] in ("draining", "loading") else 200)
+
+    router.include_router(audio_router(runtime))
+
     # WebRTC (aiortc, PyAV) adds /v1/realtime/calls; without those packages WebSockets still work.
     with contextlib.suppress(ModuleNotFoundError):
         from parley.host.transports.webrtc import calls_router
@@ -158,7 +177,7 @@ def create_engine_app(runtime: EngineRuntime) -> FastAPI:
         allow_origins=["*"],
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_HEADERS,
-        expose_headers=["Location"],
+        expose_headers=["Location", "Retry-After"],
     )
     app.include_router(engine_router(runtime))
     return app

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parley.engine.config import EngineConfig, ModelConfig
 from parley.engine.models.registry import backend_names
 from parley.httpapi import is_loopback
+
+if TYPE_CHECKING:
+    from parley.host.runtime import EngineRuntime
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +33,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-base-url", default=None, help="base URL of the OpenAI-compatible LLM server")
     parser.add_argument("--llm-model", default=None, help="model name on the OpenAI-compatible LLM server")
     parser.add_argument("--llm-api-key", default=None, help="API key of the OpenAI-compatible LLM server")
-    parser.add_argument("--max-sessions", type=int, default=None, help="concurrent session limit")
+    parser.add_argument(
+        "--stt",
+        choices=backend_names("stt"),
+        default=None,
+        help="STT backend: local Whisper (default) or an OpenAI-compatible /v1/audio/transcriptions",
+    )
+    parser.add_argument("--stt-base-url", default=None, help="base URL of the OpenAI-compatible STT server")
+    parser.add_argument(
+        "--tts",
+        choices=backend_names("tts"),
+        default=None,
+        help="TTS backend: local Piper (default) or an OpenAI-compatible /v1/audio/speech",
+    )
+    parser.add_argument("--tts-base-url", default=None, help="base URL of the OpenAI-compatible TTS server")
+    parser.add_argument(
+        "--max-sessions", type=int, default=None, help="concurrent session limit (env PARLEY_MAX_SESSIONS)"
+    )
+    parser.add_argument(
+        "--agent-port",
+        type=int,
+        default=None,
+        help="serve HAProxy's agent-check (this node's weight) on this port (env PARLEY_AGENT_PORT)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="on SIGTERM, how long running sessions may go on before they are closed (default 30)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -45,8 +76,20 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         config.models.llm_model = args.llm_model
     if args.llm_api_key:
         config.models.llm_api_key = args.llm_api_key
-    if args.max_sessions:
+    if args.stt:
+        config.models.stt = args.stt
+    if args.stt_base_url:
+        config.models.stt_base_url = args.stt_base_url
+    if args.tts:
+        config.models.tts = args.tts
+    if args.tts_base_url:
+        config.models.tts_base_url = args.tts_base_url
+    if args.max_sessions is not None:
         config.max_sessions = args.max_sessions
+    if args.agent_port is not None:
+        config.agent_port = args.agent_port
+    if args.drain_seconds is not None:
+        config.drain_seconds = args.drain_seconds
     return config
 
 
@@ -63,12 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: EngineConfig) -> int:
-    import uvicorn
     from rich.console import Console
 
     from parley.engine.models.registry import ModelUnavailable
-    from parley.host.app import create_engine_app
-    from parley.host.deadlines import deadline_http_protocol
     from parley.host.runtime import EngineRuntime
 
     console = Console(stderr=True)
@@ -81,8 +121,23 @@ async def _serve(config: EngineConfig) -> int:
         except ModelUnavailable as exc:
             console.print(f"[red]{exc}[/red]")
             return 1
+    await serve_engine(runtime, console)
+    return 0
+
+
+async def serve_engine(runtime: EngineRuntime, console: Any) -> None:
+    """Serve a started runtime until shut down: SIGTERM drains it first (drain.py), and the
+    HAProxy agent (agent.py) answers on ``config.agent_port`` when set."""
+    import uvicorn
+
+    from parley.host.agent import start_agent
+    from parley.host.app import create_engine_app
+    from parley.host.deadlines import deadline_http_protocol
+    from parley.host.drain import DrainingServer, runtime_drain
+
+    config = runtime.config
     app = create_engine_app(runtime)
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             app,
             host=config.host,
@@ -91,16 +146,23 @@ async def _serve(config: EngineConfig) -> int:
             http=deadline_http_protocol(),
             log_level="warning",
             ws_ping_interval=None,
-        )
+        ),
+        runtime_drain(runtime),
     )
+    agent = await start_agent(config.host, config.agent_port, runtime.load) if config.agent_port else None
     base = f"{config.host}:{config.port}"
     console.print(
         f"[bold green]Parley engine[/] ready: ws://{base}/v1/realtime · http://{base}/v1/realtime/calls"
         f" · LLM {runtime.models.llm.name if runtime.models else '?'}"
         f"{'' if config.api_key else ' · loopback only (no key)'}"
+        f"{f' · agent :{config.agent_port}' if agent else ''}"
     )
-    await server.serve()
-    return 0
+    try:
+        await server.serve()
+    finally:
+        if agent is not None:
+            agent.close()
+            await agent.wait_closed()
 
 
 async def prove_models(cfg: ModelConfig, console: Any) -> bool:

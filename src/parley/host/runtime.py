@@ -7,12 +7,14 @@ One runtime serves any number of sessions; ``parley engine`` owns one and
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from parley.engine.config import EngineConfig
+from parley.host import admission
 from parley.host.auth import Authenticator, SecretStore
 
 if TYPE_CHECKING:
@@ -31,9 +33,15 @@ class EngineRuntime:
     # WebRTC calls by ``rtc_…`` id (for sideband WebSockets); values are transport objects.
     calls: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    # Set on SIGTERM (see drain.py): new sessions are refused, running ones go on.
+    draining: bool = False
 
     def __post_init__(self) -> None:
+        if self.config.node_key and self.secrets.node_key is None:
+            # Nodes sharing the key accept each other's ek_ secrets (see auth.py).
+            self.secrets = SecretStore(self.config.node_key)
         self.auth = Authenticator(self.config.api_key, self.secrets)
+        self.node_id = self.config.node_id or socket.gethostname()
 
     async def start(self, progress: Callable[[str, str], None] | None = None) -> None:
         if self.models is None:
@@ -55,6 +63,38 @@ class EngineRuntime:
 
     def at_capacity(self) -> bool:
         return len(self.sessions) >= self.config.max_sessions
+
+    def refusal(self) -> admission.Refusal | None:
+        """Why a new session would be refused now, or None: O(1), before any work for it."""
+        if self.draining:
+            return admission.draining()
+        if self.models is None:
+            return admission.loading()
+        if self.at_capacity():
+            return admission.busy(
+                len(self.sessions), self.config.max_sessions, self.config.retry_after_seconds
+            )
+        return None
+
+    def load(self) -> dict[str, Any]:
+        """What /readyz and the load balancer's agent see."""
+        capacity = self.config.max_sessions
+        sessions = len(self.sessions)
+        if self.draining:
+            status = "draining"
+        elif self.models is None:
+            status = "loading"
+        elif sessions >= capacity:
+            status = "full"
+        else:
+            status = "ready"
+        return {
+            "status": status,
+            "sessions": sessions,
+            "calls": len(self.calls),
+            "capacity": capacity,
+            "free": max(0, capacity - sessions),
+        }
 
     def new_session(self, **kwargs: Any) -> RealtimeSession:
         from parley.engine.session import RealtimeSession

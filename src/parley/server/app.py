@@ -11,6 +11,8 @@ Routes:
 * ``GET  /api/health``             liveness, upstream, live relays and calls
 * ``GET  /api/scenarios``          the scenarios a session may choose; ``POST`` registers a client's own
 * ``GET  /api/realtime/calls/{id}/events``  a WebRTC call's ``parley.*`` events, as JSON lines
+* ``GET  /readyz``                 readiness and load for a load balancer (the embedded engine's,
+  or the relays' with a remote upstream); 503 while draining
 * with the embedded engine, its own ``/v1/realtime…`` routes too (``ek_`` secrets or the engine key only)
 """
 
@@ -32,7 +34,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from parley import __version__
+from parley.host import admission
 from parley.host.app import engine_router
+from parley.host.drain import Drain, close_sessions
 from parley.httpapi import bearer_token, deny, openai_error
 from parley.protocol.session_config import DEFAULT_INSTRUCTIONS, SERVER_VAD_DEFAULTS, VOICES, default_session
 from parley.scenarios import schema as scenario_schema
@@ -143,6 +147,14 @@ def create_app(
     sideband = SidebandTools(upstream, registry, config.sideband_max_seconds)
     relays = RelayStats()
     started = time.time()
+    local = upstream.runtime if isinstance(upstream, LocalUpstream) else None
+    state = {"draining": False}
+
+    def refusal() -> admission.Refusal | None:
+        """A new session is refused at once while draining, or when the embedded engine is full."""
+        if state["draining"]:
+            return admission.draining()
+        return local.refusal() if local is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -165,6 +177,7 @@ def create_app(
     app.state.scenarios = catalog
     app.state.relays = relays
     app.state.upstream = upstream
+    app.state.drain = _drain(config, state, relays, sideband, local)
 
     def check_token(request: Request) -> JSONResponse | None:
         given = request.headers.get(ACCESS_TOKEN_HEADER)
@@ -217,12 +230,37 @@ def create_app(
             "upstream": {"kind": upstream.kind, "label": upstream.label},
             "relays": {"active": relays.active, "total": relays.total},
             "sideband_calls": len(sideband.tasks),
+            "draining": state["draining"],
         }
+
+    def load() -> dict[str, Any]:
+        """What /readyz and HAProxy's agent see: the embedded engine's sessions, or the relays'."""
+        if local is not None:
+            return local.load()
+        free = max(0, config.max_relay_sessions - relays.active)
+        return {
+            "status": "draining" if state["draining"] else "full" if not free else "ready",
+            "sessions": relays.active,
+            "calls": len(sideband.tasks),
+            "capacity": config.max_relay_sessions,
+            "free": free,
+        }
+
+    app.state.load = load
+    if local is None:  # (the embedded engine's router brings its own /readyz)
+
+        @app.get("/readyz")
+        async def readyz() -> JSONResponse:
+            body = load()
+            return JSONResponse(body, status_code=503 if body["status"] == "draining" else 200)
 
     @app.post("/api/session")
     async def api_session(request: Request) -> JSONResponse:
         if (refused := check_token(request)) is not None:
             return refused
+        if (busy := refusal()) is not None:
+            log.warning("refused a session: %s", busy.close_reason)
+            return busy.response()
         client = request.client.host if request.client else "?"
         allowed, retry_after = limiter.allow(client)
         if not allowed:
@@ -257,7 +295,7 @@ def create_app(
                 start_scenario(session, scenario, registry)
             minted = await mint_secret(upstream, session, config.secret_ttl)
         except MintError as err:
-            return error(err.status, err.message, err.code, err.param, err.type)
+            return error(err.status, err.message, err.code, err.param, err.type, err.headers)
         if scenario is not None:
             now = time.monotonic()
             for key in [k for k, (t, _) in minted_scenarios.items() if t <= now]:
@@ -313,6 +351,9 @@ def create_app(
     async def api_calls(request: Request) -> Response:
         if (refused := check_token(request)) is not None:
             return refused
+        if (busy := refusal()) is not None:
+            log.warning("refused a call: %s", busy.close_reason)
+            return busy.response()
         secret = bearer_token(request.headers.get("authorization"))
         if not secret:
             return error(
@@ -341,7 +382,7 @@ def create_app(
             sdp = check_offer(raw, config.max_sdp_bytes)
             answer = await relay_offer(upstream, sdp, secret, _query(request, upstream))
         except CallError as err:
-            return error(err.status, err.message, err.code, type_=err.type)
+            return error(err.status, err.message, err.code, type_=err.type, headers=err.headers)
         chosen = minted_scenarios.pop(secret, None)
         sideband.start(answer.call_id, _query(request, upstream), chosen[1] if chosen else None)
         headers = {"Cache-Control": "no-store"}
@@ -366,13 +407,12 @@ def create_app(
                 "access_token_required" if not given else "invalid_access_token",
             )
             return
-        if relays.active >= config.max_relay_sessions:
-            await deny(
-                ws,
-                429,
-                f"The server is at its limit of {config.max_relay_sessions} relayed sessions.",
-                "session_limit_reached",
-            )
+        busy = refusal()
+        if busy is None and relays.active >= config.max_relay_sessions:
+            busy = admission.busy(relays.active, config.max_relay_sessions, config.engine.retry_after_seconds)
+        if busy is not None:
+            log.warning("refused a WebSocket session: %s", busy.close_reason)
+            await admission.refuse_websocket(ws, busy, "realtime" if "realtime" in offered else None)
             return
         client = ws.client.host if ws.client else "?"
         if per_client[client] >= config.max_sessions_per_client:
@@ -417,8 +457,34 @@ def create_app(
             allow_origins=config.allow_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Parley-Access-Token", "X-OpenAI-Agents-SDK"],
-            expose_headers=["Location"],
+            expose_headers=["Location", "Retry-After"],
         )
     app.add_middleware(OriginGuard, allowed=config.allow_origins)
     app.add_middleware(SecurityHeaders, extra_connect=[u for u in extra_connect if u])
     return app
+
+
+def _drain(
+    config: ServerConfig,
+    state: dict[str, bool],
+    relays: RelayStats,
+    sideband: SidebandTools,
+    local: Any,
+) -> Drain:
+    """What SIGTERM does to ``parley serve`` (see host/drain.py): stop admitting, wait for the
+    relayed sessions (and the embedded engine's calls) to end, then close what is left."""
+
+    def begin() -> None:
+        state["draining"] = True
+        if local is not None:
+            local.draining = True
+
+    def active() -> int:
+        return relays.active + (len(local.sessions) if local is not None else len(sideband.tasks))
+
+    async def close_all() -> None:
+        if local is not None:
+            await close_sessions(local, "server shutting down")
+        # Relays to a remote upstream end when uvicorn shuts down (1012, which clients retry).
+
+    return Drain(begin, active, close_all, config.engine.drain_seconds)

@@ -64,6 +64,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--llm-model", default=None, help="embedded engine: model name on that LLM server")
     parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="embedded engine: concurrent session limit (env PARLEY_MAX_SESSIONS)",
+    )
+    parser.add_argument(
+        "--agent-port",
+        type=int,
+        default=None,
+        help="serve HAProxy's agent-check (this node's weight) on this port (env PARLEY_AGENT_PORT)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="on SIGTERM, how long running sessions may go on before they are closed (default 30)",
+    )
+    parser.add_argument(
         "--scenario",
         default=None,
         metavar="NAME|FILE",
@@ -90,6 +108,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         config.engine.models.llm_base_url = args.llm_base_url
     if args.llm_model:
         config.engine.models.llm_model = args.llm_model
+    if args.max_sessions is not None:
+        config.engine.max_sessions = args.max_sessions
+    if args.drain_seconds is not None:
+        config.engine.drain_seconds = args.drain_seconds
+    if args.agent_port is not None:
+        config.engine.agent_port = args.agent_port
     if args.scenario:
         from parley.scenarios import resolve
 
@@ -139,14 +163,27 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def run_server(app: Any, config: ServerConfig, **overrides: Any) -> None:
-    """Serve ``app`` until uvicorn is told to stop (``overrides`` adjust :func:`uvicorn_config`)."""
-    server = uvicorn.Server(uvicorn_config(app, config, **overrides))
+    """Serve ``app`` until uvicorn is told to stop (``overrides`` adjust :func:`uvicorn_config`);
+    SIGTERM drains first (host/drain.py)."""
+    from parley.host.agent import start_agent
+    from parley.host.drain import DrainingServer
+
+    state = getattr(app, "state", None)
+    server = DrainingServer(uvicorn_config(app, config, **overrides), getattr(state, "drain", None))
+    load = getattr(state, "load", None)
+    port = config.engine.agent_port
+    agent = await start_agent(config.host, port, load) if port and load is not None else None
     # What exists by now (imports, the app, loaded models) lives as long as the process. Frozen,
     # the ~130k objects are no longer walked by every full collection: one took ~60 ms, during
     # which no relayed frame moved, and sessions coming and going trigger them.
     gc.collect()
     gc.freeze()
-    await server.serve()
+    try:
+        await server.serve()
+    finally:
+        if agent is not None:
+            agent.close()
+            await agent.wait_closed()
 
 
 def uvicorn_config(app: Any, config: ServerConfig, **overrides: Any) -> uvicorn.Config:

@@ -16,6 +16,7 @@ import httpx
 
 from parley.protocol.errors import ProtocolError
 from parley.protocol.session_config import apply_update, default_session
+from parley.server.busy import upstream_busy
 from parley.server.config import ServerConfig
 from parley.server.tools import ToolRegistry
 from parley.server.upstream import Upstream
@@ -46,6 +47,7 @@ class MintError(Exception):
         code: str,
         param: str | None = None,
         type_: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -53,6 +55,7 @@ class MintError(Exception):
         self.code = code
         self.param = param
         self.type = type_
+        self.headers = headers
 
 
 def _check_allowed(value: Any, allowed: dict[str, Any], path: str) -> None:
@@ -146,6 +149,8 @@ async def mint_secret(upstream: Upstream, session: dict[str, Any], ttl: int) -> 
     if response.status_code >= 400:
         error = (payload or {}).get("error") if isinstance(payload, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
+        if busy := upstream_busy(response, upstream.redact(message or ""), (error or {}).get("code")):
+            raise MintError(503, busy.message, busy.code, type_="server_error", headers=busy.headers)
         status = response.status_code if response.status_code < 500 else 502
         raise MintError(
             status,

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from parley.server.asgi_ws import WebSocketClosed, WebSocketRefused
+from parley.server.busy import upstream_busy
 from parley.server.call_events import CallEvents
 from parley.server.scenario import ScenarioFactory, ScenarioSession
 from parley.server.tools import ToolRegistry, ToolRunner
@@ -31,12 +32,20 @@ log = logging.getLogger(__name__)
 
 
 class CallError(Exception):
-    def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        type_: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.type = type_
+        self.headers = headers
 
 
 def check_offer(raw: bytes, max_bytes: int) -> str:
@@ -111,6 +120,8 @@ async def relay_offer(upstream: Upstream, sdp: str, secret: str, query: dict[str
     body = response.text
     if response.status_code >= 400:
         message, code = _error_message(response)
+        if busy := upstream_busy(response, upstream.redact(message or ""), code):
+            raise CallError(503, busy.message, busy.code, "server_error", busy.headers)
         status = response.status_code if response.status_code < 500 else 502
         raise CallError(
             status,

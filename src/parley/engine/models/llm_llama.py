@@ -58,6 +58,7 @@ from parley.engine.models.llm_tools import (
     describe_tools,
     new_call_id,
 )
+from parley.engine.models.model_turns import ModelTurns
 from parley.engine.models.priority import PRIORITY
 from parley.engine.models.tool_words import mentions
 
@@ -95,6 +96,9 @@ REPEAT_PENALTY = 1.1
 # ~0.3 s on two cores, large enough to keep batched evaluation efficient.
 PREFILL_STEP = 64
 _SAFETY_TOKENS = 8
+# A reply gives way to another session waiting for the model once it has written this many
+# tokens: past a short first clause, which its listener is waiting for too.
+GIVE_WAY_AFTER_TOKENS = 12
 # A model that decides tools itself may call one whose subject the user never mentioned only
 # when it is this sure it wants a call at all (probability of opening one at the first token).
 # Measured on Qwen2.5-0.5B with parley serve's tools (bench quality's questions, three sets of
@@ -114,6 +118,29 @@ class _Plan:
     auto_tools: bool  # mode "auto" with tools: watch for <tool_call>
     max_tokens: int
     question: str = ""  # the latest user message: what an unprompted call must be about
+    key: str | None = None  # the session's prompt-cache key: where its state goes while it gives way
+
+
+class _RepeatPenalty:
+    """llama.cpp's repeat penalty over the reply's own recent tokens, as a logits processor.
+
+    llama.cpp keeps that history inside its sampler, which starts empty at every ``generate``
+    call, so a reply that gave way and carried on would forget what it had said and could go
+    another way; here the history is the reply's, and survives the pause.
+    """
+
+    def __init__(self, generated: list[int], penalty: float = REPEAT_PENALTY, window: int = 64) -> None:
+        self.generated = generated
+        self.penalty = penalty
+        self.window = window
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if not self.generated:
+            return scores
+        seen = np.unique(np.asarray(self.generated[-self.window :]))
+        picked = scores[seen]
+        scores[seen] = np.where(picked > 0, picked / self.penalty, picked * self.penalty)
+        return scores
 
 
 class _FirstStep:
@@ -215,8 +242,9 @@ class LlamaLLM:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
         self._openers: np.ndarray | None = None  # see _call_openers
-        self._lock = threading.Lock()
-        self._waiting = 0  # generations queued for the lock: a prefill gives way to them
+        # One context, so one evaluation at a time; a reply past its first clause gives way to
+        # another session waiting for its first token (see model_turns), a prefill to anyone.
+        self._lock = ModelTurns()
         self._prefill_generation: dict[str | None, int] = {}  # by session: the newest prefill wins
         self._states = PromptStates(self._llm)
         self._grammars: dict[str, str] = {}
@@ -261,11 +289,7 @@ class LlamaLLM:
     def generate_sync(self, request: ChatRequest, stop: threading.Event | None = None) -> Iterator[ChatChunk]:
         """Blocking generator of the reply's chunks; used by :meth:`stream` and warm-up."""
         stop = stop or threading.Event()
-        self._waiting += 1
-        try:
-            self._lock.acquire()
-        finally:
-            self._waiting -= 1
+        self._lock.acquire()
         try:
             if stop.is_set():
                 return
@@ -308,7 +332,7 @@ class LlamaLLM:
             pos = self._states.restore_for(key, tokens)
             self._llm.n_tokens = pos  # drop whatever followed the common prefix
             last = len(tokens) - 1  # the final token is evaluated by the turn itself (fresh logits)
-            while pos < last and not self._waiting and self._prefill_generation.get(key) == generation:
+            while pos < last and not self._lock.waiting and self._prefill_generation.get(key) == generation:
                 PRIORITY.yield_to_urgent()
                 step = tokens[pos : min(last, pos + PREFILL_STEP)]
                 self._llm.eval(step)
@@ -368,7 +392,7 @@ class LlamaLLM:
             request.messages, tools, max_tokens, tool_shot=auto_tools and not self.decides_tools
         )
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens, question)
+        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens, question, request.cache_key)
 
     def _render(
         self,
@@ -419,36 +443,55 @@ class LlamaLLM:
         counts: dict[str, int],
         limit: int,
         first: _FirstStep | None = None,
+        key: str | None = None,
     ) -> Iterator[str]:
-        """Decoded text per generated token; sets counts['reason']."""
+        """Decoded text per generated token; sets counts['reason'].
+
+        Past its first clause, the reply gives way to anyone waiting for the model between two
+        tokens: its state is saved under ``key``, and put back when it carries on.
+        """
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         produced = 0
         counts["reason"] = "stop"  # type: ignore[assignment]
-        processors = [first] if first is not None else None
-        for token in self._llm.generate(
-            tokens,
-            temp=0.0,
-            top_k=1,
-            repeat_penalty=REPEAT_PENALTY,
-            reset=True,
-            logits_processor=processors,  # type: ignore[arg-type]
-        ):
-            if stop.is_set():
-                return
-            PRIORITY.yield_to_urgent()  # let the first clause's speech synthesis have the cores
-            if token == self._eos or self._is_eog(self._vocab, token):
-                text = decoder.decode(b"", final=True)
+        context = list(tokens)
+        generated: list[int] = []
+        processors = [p for p in (first, _RepeatPenalty(generated)) if p is not None]
+        while True:
+            tokens_in = self._llm.generate(
+                context,
+                temp=0.0,
+                top_k=1,
+                repeat_penalty=1.0,  # applied by _RepeatPenalty, whose history survives giving way
+                reset=True,  # a prefix of ``context`` already evaluated is kept, not redone
+                logits_processor=processors,  # type: ignore[arg-type]
+            )
+            for token in tokens_in:
+                if stop.is_set():
+                    return
+                PRIORITY.yield_to_urgent()  # let the first clause's speech synthesis have the cores
+                if token == self._eos or self._is_eog(self._vocab, token):
+                    text = decoder.decode(b"", final=True)
+                    if text:
+                        yield text
+                    return
+                produced += 1
+                counts["out"] += 1
+                context.append(token)
+                generated.append(token)
+                text = decoder.decode(self._llm.detokenize([token]))
                 if text:
                     yield text
+                if produced >= limit:
+                    counts["reason"] = "length"  # type: ignore[assignment]
+                    return
+                if key is not None and produced >= GIVE_WAY_AFTER_TOKENS and self._lock.waiting:
+                    break
+            else:
                 return
-            produced += 1
-            counts["out"] += 1
-            text = decoder.decode(self._llm.detokenize([token]))
-            if text:
-                yield text
-            if produced >= limit:
-                counts["reason"] = "length"  # type: ignore[assignment]
-                return
+            tokens_in.close()
+            self._states.save(key)
+            if self._lock.give_way():
+                self._states.restore_for(key, context)
 
     def _constrained(
         self, prompt: str, gbnf: str, stop: threading.Event, counts: dict[str, Any], limit: int
@@ -470,7 +513,7 @@ class LlamaLLM:
         pending = ""  # auto mode: held back while it could still become "<tool_call>"
         deciding = plan.auto_tools
         first = _FirstStep(self._call_openers()) if deciding and self.decides_tools else None
-        for text in self._tokens(tokens, stop, counts, plan.max_tokens, first):
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens, first, plan.key):
             if deciding:
                 pending += text
                 head = pending.lstrip()
@@ -480,16 +523,20 @@ class LlamaLLM:
                     if meant is None and len(head) < 80:
                         continue  # let the model say which tool it means
                     chosen = _named_tool(meant.group(1), plan.tools) if meant else None
-                    if first is not None and not self._call_stands(plan, chosen, first.p_call):
-                        log.debug(
-                            "llama: call to %s turned down (p_call %.2f); answering in words",
-                            meant and meant.group(1),
-                            first.p_call,
-                        )
-                        yield from self._words_only(plan, tokens, stop, counts)
-                        return
+                    among = plan.tools
+                    if first is not None:  # the model decides tools itself: check its decision
+                        among = self._call_candidates(plan, chosen, first.p_call)
+                        if not among:
+                            log.debug(
+                                "llama: call to %s turned down (p_call %.2f); answering in words",
+                                meant and meant.group(1),
+                                first.p_call,
+                            )
+                            yield from self._words_only(plan, tokens, stop, counts)
+                            return
+                        chosen = among[0] if len(among) == 1 else None
                     log.debug("llama: model chose a tool call (%s)", meant and meant.group(1))
-                    yield from self._tool_call(plan, plan.prompt, plan.tools, stop, counts, chosen=chosen)
+                    yield from self._tool_call(plan, plan.prompt, among, stop, counts, chosen=chosen)
                     return
                 if head and any(o.startswith(head) for o in _CALL_OPENINGS):
                     continue  # still ambiguous
@@ -504,13 +551,18 @@ class LlamaLLM:
         yield Finish(counts["reason"], counts["in"], counts["out"])
 
     @staticmethod
-    def _call_stands(plan: _Plan, chosen: ToolSpec | None, p_call: float) -> bool:
-        """Keep a call the model chose itself? Not to a tool that does not exist (a grammar would
-        otherwise pick some real one: "How many legs does a spider have?" → ``{"name": "spider"``
-        became get_current_time), and not, unless it was sure, to one the user never spoke of."""
-        if chosen is None:
-            return False
-        return p_call >= SURE_CALL or mentions(plan.question, chosen)
+    def _call_candidates(plan: _Plan, chosen: ToolSpec | None, p_call: float) -> list[ToolSpec]:
+        """The tools a call the model opened by itself may go to; none means: answer in words.
+
+        A real tool stands if the user spoke of it or the model was sure it wanted a call. A
+        made-up name ("readnotes") goes, by grammar, to one of the tools the user spoke of
+        (list_notes for "Read me my notes."); with none ("How many legs does a spider have?" →
+        ``{"name": "spider"``) there is no call: the grammar over every tool had turned that one
+        into get_current_time.
+        """
+        if chosen is not None:
+            return [chosen] if p_call >= SURE_CALL or mentions(plan.question, chosen) else []
+        return [t for t in plan.tools if mentions(plan.question, t)]
 
     def _words_only(
         self, plan: _Plan, tokens: list[int], stop: threading.Event, counts: dict[str, Any]
@@ -519,18 +571,18 @@ class LlamaLLM:
         evaluation is reused: same tokens)."""
         counts["out"] = 0
         forbid = _FirstStep(self._call_openers(), forbid=True)
-        for text in self._tokens(tokens, stop, counts, plan.max_tokens, forbid):
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens, forbid, plan.key):
             yield TextDelta(text)
         if not stop.is_set():
             yield Finish(counts["reason"], counts["in"], counts["out"])
 
     def _call_openers(self) -> np.ndarray:
-        """Mask over the vocabulary: tokens that start a call or a code block ('{', '<tool_call>', '`')."""
+        """Mask over the vocabulary: tokens that start a call, a tag or a code block ('{', '<', '`')."""
         if self._openers is None:
             mask = np.zeros(self._llm.n_vocab(), dtype=bool)
             for token in range(len(mask)):
                 piece = self._llm.detokenize([token], special=True).lstrip()
-                mask[token] = piece.startswith((b"{", b"`", TOOL_CALL_OPEN.encode()))
+                mask[token] = piece.startswith((b"{", b"`", b"<"))  # '<' also covers <tool_call>
             self._openers = mask
         return self._openers
 

@@ -254,6 +254,24 @@ def _load_piper(cfg: ModelConfig) -> tuple[Any, str, int]:
     return tts, str(onnx), onnx.stat().st_size
 
 
+def _load_openai_stt(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.stt_openai import OpenAICompatibleSTT
+
+    stt = OpenAICompatibleSTT(
+        base_url=cfg.stt_base_url, api_key=cfg.stt_api_key, model=cfg.stt_model, language=cfg.stt_language
+    )
+    return stt, f"{cfg.stt_base_url or 'https://api.openai.com/v1'} ({stt.model})", 0
+
+
+def _load_openai_tts(cfg: ModelConfig) -> tuple[Any, str, int]:
+    from parley.engine.models.tts_openai import OpenAICompatibleTTS
+
+    tts = OpenAICompatibleTTS(
+        base_url=cfg.tts_base_url, api_key=cfg.tts_api_key, model=cfg.tts_model, voice=cfg.tts_remote_voice
+    )
+    return tts, f"{cfg.tts_base_url or 'https://api.openai.com/v1'} ({tts.model})", 0
+
+
 def _load_smart_turn(cfg: ModelConfig) -> tuple[Any, str, int]:
     from parley.engine.models.turn_smart import SmartTurn, model_path
 
@@ -268,6 +286,39 @@ def _openai_unreachable(cfg: ModelConfig, exc: Exception) -> ModelUnavailable:
         "start the server, or set " + " / ".join(OPENAI_LLM.settings),
     )
 
+
+def _server_unreachable(
+    stage: str, url: str | None, settings: tuple[str, ...], exc: Exception
+) -> ModelUnavailable:
+    return ModelUnavailable(
+        stage,
+        f"no OpenAI-compatible server answering at {url or 'the default OpenAI URL'} ({exc})",
+        "start the server, or set " + " / ".join(settings),
+    )
+
+
+_STT_SETTINGS = ("PARLEY_STT_BASE_URL", "PARLEY_STT_API_KEY", "PARLEY_STT_MODEL", "PARLEY_STT_LANGUAGE")
+_TTS_SETTINGS = ("PARLEY_TTS_BASE_URL", "PARLEY_TTS_API_KEY", "PARLEY_TTS_MODEL", "PARLEY_TTS_REMOTE_VOICE")
+
+# The heavy stages on another server (an inference node: another Parley engine, speaches, vLLM…).
+OPENAI_STT = Backend(
+    "stt",
+    "openai",
+    _load_openai_stt,
+    settings=_STT_SETTINGS,
+    warms_up=True,
+    closes=True,
+    warmup_failure=lambda cfg, exc: _server_unreachable("stt", cfg.stt_base_url, _STT_SETTINGS, exc),
+)
+OPENAI_TTS = Backend(
+    "tts",
+    "openai",
+    _load_openai_tts,
+    settings=_TTS_SETTINGS,
+    warms_up=True,
+    closes=True,
+    warmup_failure=lambda cfg, exc: _server_unreachable("tts", cfg.tts_base_url, _TTS_SETTINGS, exc),
+)
 
 OPENAI_LLM = Backend(
     "llm",
@@ -308,6 +359,7 @@ BACKENDS: dict[tuple[str, str], Backend] = {
             warms_up=True,
         ),
         OPENAI_LLM,
+        OPENAI_STT,
         Backend(
             "tts",
             "piper",
@@ -317,6 +369,7 @@ BACKENDS: dict[tuple[str, str], Backend] = {
             warms_up=True,
             closes=True,
         ),
+        OPENAI_TTS,
         Backend("turn", "smart-turn", _load_smart_turn, warms_up=True),
     )
 }

@@ -274,6 +274,7 @@ def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -
                 "Location": f"/v1/realtime/calls/{call.id}",
                 "Access-Control-Allow-Origin": "*",
                 "Access-Control-Expose-Headers": "Location",
+                **({"X-Parley-Node": runtime.config.node_id} if runtime.config.node_id else {}),
             },
         )
 
@@ -306,17 +307,8 @@ async def _create_call(request: Request, runtime: EngineRuntime, options: WebRTC
     auth = runtime.auth.check(bearer_token(request.headers.get("authorization")), client)
     if not auth.ok:
         raise CallError(auth.status, auth.message, auth.code)
-    if runtime.models is None:
-        raise CallError(
-            503, "The engine is still loading its models.", "engine_loading", type_="server_error"
-        )
-    if runtime.at_capacity():
-        raise CallError(
-            429,
-            f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
-            "session_limit_reached",
-            type_="rate_limit_error",
-        )
+    if (refusal := runtime.refusal()) is not None:
+        raise CallError(503, refusal.message, refusal.code, type_="server_error", headers=refusal.headers)
 
     offer, form_session, form_metrics = await read_offer(request, options.max_body_bytes)
     check_offer(offer)
@@ -343,5 +335,5 @@ async def _create_call(request: Request, runtime: EngineRuntime, options: WebRTC
             400, f"The SDP offer could not be used: {exc or exc.__class__.__name__}", "invalid_offer", "sdp"
         ) from None
     if auth.secret is not None:
-        auth.secret.used = True  # only a call that started uses up its secret
+        runtime.secrets.consume(auth.secret)  # only a call that started uses up its secret
     return call

@@ -30,15 +30,21 @@ class CallError(Exception):
         code: str | None = None,
         param: str | None = None,
         type_: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
         return JSONResponse(
             openai_error(self.message, self.type, self.code, self.param),
             status_code=self.status,
-            headers={"Access-Control-Allow-Origin": "*"},
+            headers={
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Expose-Headers": "Retry-After",
+                **self.headers,
+            },
         )
 
 

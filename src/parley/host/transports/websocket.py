@@ -4,7 +4,9 @@ Handshake: authenticate (Authorization header or the browser subprotocol
 ``openai-insecure-api-key.<key>``), pick the ``realtime`` subprotocol when
 offered (Chromium fails the handshake otherwise), then pump frames both ways.
 A refused handshake gets an HTTP status with the OpenAI error body when the
-server supports WebSocket denial responses, else a policy-violation close.
+server supports WebSocket denial responses, else a policy-violation close. A
+session refused for capacity or a drain is accepted, told why in an ``error``
+event and closed with 1013 (see admission.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from parley.engine.session import RealtimeSession
+from parley.host.admission import refuse_websocket
 from parley.host.runtime import EngineRuntime
 from parley.httpapi import bearer_token, deny, subprotocol_token
 from parley.protocol import close_codes, ids
@@ -63,6 +66,13 @@ class WebSocketSink:
             await ws.send_text(json.dumps(event, separators=(",", ":")))
 
 
+def node_headers(runtime: EngineRuntime) -> list[tuple[bytes, bytes]]:
+    """``X-Parley-Node`` names the node that took a session, when ``PARLEY_NODE_ID`` is set
+    (behind a load balancer: which node a client landed on)."""
+    node = runtime.config.node_id
+    return [(b"x-parley-node", node.encode("latin-1", "replace"))] if node else []
+
+
 def _wants_extensions(ws: WebSocket) -> bool:
     return ws.query_params.get("parley_metrics", "").lower() in ("1", "true", "yes")
 
@@ -81,18 +91,14 @@ async def realtime_websocket(ws: WebSocket, runtime: EngineRuntime) -> None:
     if call_id:
         await _sideband(ws, runtime, call_id, auth.is_engine_key, subprotocol)
         return
-    if runtime.at_capacity():
-        await deny(
-            ws,
-            429,
-            f"The engine is at its limit of {runtime.config.max_sessions} concurrent sessions.",
-            "session_limit_reached",
-        )
+    if (refusal := runtime.refusal()) is not None:
+        # Accepted, then closed 1013 with the wait in the reason: what every client can read.
+        await refuse_websocket(ws, refusal, subprotocol)
         return
 
     if auth.secret is not None:
-        auth.secret.used = True
-    await ws.accept(subprotocol=subprotocol)
+        runtime.secrets.consume(auth.secret)
+    await ws.accept(subprotocol=subprotocol, headers=node_headers(runtime))
     sink = WebSocketSink(extensions=_wants_extensions(ws))
     closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 

@@ -1,5 +1,5 @@
 // The page's HTTP surface on `parley serve`: config, ephemeral secrets, SDP exchange.
-import { ParleyError } from "./realtime/errors.js";
+import { BUSY_CODES, ParleyError, busyError } from "./realtime/errors.js";
 
 const params = new URLSearchParams(location.search);
 
@@ -29,7 +29,8 @@ async function errorFrom(res, context) {
   } catch {
     /* not JSON */
   }
-  return { message, code, status: res.status };
+  const retry = Number(res.headers.get("Retry-After"));
+  return { message, code, status: res.status, retryAfter: Number.isFinite(retry) && retry > 0 ? retry : null };
 }
 
 function classify(status, code, message, { accessTokenRequired }) {
@@ -51,7 +52,8 @@ async function request(url, init, context, fallbackKind, cfg = {}) {
     throw new ParleyError("network", `Could not reach the Parley server (${context}).`, { cause });
   }
   if (!res.ok) {
-    const { message, code, status } = await errorFrom(res, context);
+    const { message, code, status, retryAfter } = await errorFrom(res, context);
+    if (status === 503 && (BUSY_CODES.has(code) || retryAfter)) throw busyError(message, { status, code, retryAfter });
     const kind = classify(status, code, message, cfg) || fallbackKind;
     throw new ParleyError(kind, message, { status, code });
   }

@@ -167,6 +167,7 @@ async function connect({ textOnly = false, reconnect = false } = {}) {
     console.warn("connect failed", err);
     showError(err);
     refreshControls();
+    if (err instanceof ParleyError && err.kind === "busy") retryWhenFree(err.retryAfter);
     return;
   }
   app.connectedAt = performance.now();
@@ -186,8 +187,21 @@ function disconnect() {
 
 function showError(err) {
   const kind = err instanceof ParleyError ? err.kind : "server";
-  setStatus("error", kind.startsWith("mic") ? "Microphone unavailable" : kind === "connection-lost" ? "Connection lost" : "Couldn't connect");
+  const label = kind.startsWith("mic") ? "Microphone unavailable" : kind === "connection-lost" ? "Connection lost" : kind === "busy" ? "Busy" : "Couldn't connect";
+  setStatus("error", label);
   banner.error(err);
+}
+
+// The server is full (or this node is shutting down): "busy, retry in N s", counted down, then
+// one more try; after a few in a row the banner's button is left to the user.
+function retryWhenFree(seconds) {
+  const wait = Math.max(1, Math.round(seconds || 5));
+  if (app.reconnects >= MAX_AUTO_RECONNECTS) {
+    banner.countdown(0, () => {}, () => `Busy. Try again in a while.`);
+    return;
+  }
+  app.reconnects++;
+  banner.countdown(wait, () => connect({ reconnect: true }), (left) => `Busy, retry in ${left} s…`);
 }
 
 function createClient() {

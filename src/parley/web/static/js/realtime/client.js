@@ -8,7 +8,7 @@
 //   * push-to-talk: clear on press, commit + response.create on release.
 import { Emitter } from "../util/emitter.js";
 import { fetchConfig, followCallEvents, mintSecret } from "../api.js";
-import { ParleyError } from "./errors.js";
+import { BUSY_CODES, ParleyError, busyError } from "./errors.js";
 import { WebRtcTransport } from "./webrtc.js";
 import { WebSocketTransport } from "./websocket.js";
 import { ActivityDetector } from "../audio/activity.js";
@@ -254,8 +254,13 @@ export class RealtimeClient extends Emitter {
       case "error": {
         const err = ev.error || {};
         if (this.state === "connecting" && this.updateWaiters.length) {
-          const kind = AUTH_HINT.test(`${err.code || ""} ${err.message || ""}`) ? "auth" : "server";
-          this.updateWaiters.shift().reject(new ParleyError(kind, err.message || "The session was refused.", { code: err.code }));
+          const waiter = this.updateWaiters.shift();
+          // A full or draining server: an error event, then close 1013 "busy, retry in N s".
+          if (BUSY_CODES.has(err.code)) waiter.reject(busyError(err.message || "Busy.", { code: err.code }));
+          else {
+            const kind = AUTH_HINT.test(`${err.code || ""} ${err.message || ""}`) ? "auth" : "server";
+            waiter.reject(new ParleyError(kind, err.message || "The session was refused.", { code: err.code }));
+          }
         }
         break;
       }

@@ -2,14 +2,29 @@
 // what to do about it, and the actions the banner offers.
 
 export class ParleyError extends Error {
-  constructor(kind, message, { status = null, code = null, cause = null } = {}) {
+  constructor(kind, message, { status = null, code = null, cause = null, retryAfter = null } = {}) {
     super(message);
     this.name = "ParleyError";
     this.kind = kind;
     this.status = status;
     this.code = code;
     this.cause = cause;
+    this.retryAfter = retryAfter; // seconds, when the server said when to come back
   }
+}
+
+// A server at capacity (or shutting down) refuses a new session at once and says when to come back:
+// HTTP 503 with Retry-After, or an error event before a WebSocket close 1013 "busy, retry in N s".
+export const BUSY_CODES = new Set(["session_limit_reached", "server_draining", "upstream_busy"]);
+
+export function retryAfterFrom(text) {
+  const m = /retry in (\d+) s/i.exec(text || "");
+  return m ? Number(m[1]) : null;
+}
+
+export function busyError(message, { status = null, code = null, retryAfter = null } = {}) {
+  const wait = retryAfter ?? retryAfterFrom(message) ?? 5;
+  return new ParleyError("busy", message, { status, code, retryAfter: wait });
 }
 
 const TEXT = {
@@ -46,6 +61,11 @@ const TEXT = {
   "rate-limit": {
     title: "Too many sessions right now",
     hint: "Wait a moment and try again.",
+    actions: ["retry"],
+  },
+  busy: {
+    title: "The server is busy",
+    hint: "Every session slot is taken. Parley tries again by itself.",
     actions: ["retry"],
   },
   upstream: {

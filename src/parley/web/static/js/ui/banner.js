@@ -42,13 +42,13 @@ export class Banner {
     this.el.hidden = false;
   }
 
-  // "Reconnecting in N s…" on the banner's hint line.
-  countdown(seconds, onDone) {
+  // "Reconnecting in N s…" (or another `label`) on the banner's hint line, then `onDone`.
+  countdown(seconds, onDone, label = (left) => `Reconnecting automatically in ${left} s…`) {
     clearInterval(this.timer);
     let left = seconds;
     const hint = $("#banner-hint");
     const tick = () => {
-      hint.textContent = `Reconnecting automatically in ${left} s…`;
+      hint.textContent = label(left);
       if (left-- <= 0) {
         clearInterval(this.timer);
         onDone();

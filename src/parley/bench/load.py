@@ -1,0 +1,362 @@
+"""``parley bench load``: how many spoken conversations one engine holds at once.
+
+For each number of users N, a fresh ``parley serve`` (its embedded engine on the default
+models, the web page's session, serve's tools: what users get) takes N simulated users at
+once. Each user speaks synthesised questions in real time over its own WebSocket, listens
+to the whole reply as a speaker would, thinks for a moment and asks again; now and then
+it interrupts a reply and asks something else. Measured per N:
+
+* true end of speech → first reply audio (p50/p95), the first turn of each fresh session
+  also on its own;
+* playback underruns: the reply is played from its first audio delta at real-time pace;
+  whenever the next delta arrives after the audio before it has run out, the listener hears
+  a gap (counted when over one 20 ms frame; total ms);
+* sessions refused or failed, turns that got no reply, protocol errors;
+* the server's CPU use (share of all cores) and peak RSS.
+
+The capacity reported is the largest N whose p95 meets ``--target-ms`` with no underruns
+and no failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parley.bench import profiles
+from parley.bench.speech import silence, synthesize
+from parley.bench.stats import summary
+from parley.bench.turn import INTERRUPTIONS, QUESTIONS, Microphone, _free_port, _peak_rss_mb, engine_process
+from parley.protocol.audio_formats import CANONICAL_RATE
+
+DEFAULT_OUT = Path("bench/results/load.json")
+GAP_MS = 20.0  # a gap shorter than one frame is jitter no listener hears
+BYTES_PER_SECOND = CANONICAL_RATE * 2
+
+
+@dataclass
+class Playback:
+    """A listener's speaker: plays a reply from its first delta, in real time, and notes gaps."""
+
+    started: float | None = None
+    runs_out: float = 0.0  # wall time at which the audio received so far has been played
+    underruns: int = 0
+    underrun_ms: float = 0.0
+
+    def receive(self, now: float, nbytes: int) -> None:
+        seconds = nbytes / BYTES_PER_SECOND
+        if self.started is None:
+            self.started, self.runs_out = now, now
+        gap_ms = (now - self.runs_out) * 1000
+        if gap_ms > GAP_MS:
+            self.underruns += 1
+            self.underrun_ms += gap_ms
+        self.runs_out = max(self.runs_out, now) + seconds
+
+
+@dataclass
+class UserResult:
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    refused: bool = False
+    failed: str | None = None
+    errors: list[str] = field(default_factory=list)
+    no_reply: int = 0
+
+
+class _Events:
+    """A session's server events with arrival times, and waiting for one."""
+
+    def __init__(self, ws: Any, result: UserResult) -> None:
+        self.ws = ws
+        self.items: list[tuple[float, dict[str, Any]]] = []
+        self.arrived = asyncio.Event()
+        self.result = result
+        self.playback: dict[str, Playback] = {}  # response id → its playback
+
+    async def read(self) -> None:
+        async for raw in self.ws:
+            now = time.perf_counter()
+            event = json.loads(raw)
+            if event["type"] == "response.output_audio.delta":
+                # Base64: 4 characters carry 3 bytes.
+                nbytes = len(event["delta"]) * 3 // 4 - event["delta"][-2:].count("=")
+                self.playback.setdefault(event["response_id"], Playback()).receive(now, nbytes)
+            elif event["type"] == "error":
+                self.result.errors.append(event["error"].get("message", ""))
+            self.items.append((now, event))
+            self.arrived.set()
+
+    async def wait_for(self, where: Any, start: int, timeout: float) -> tuple[int, float, dict[str, Any]]:
+        i = start
+        async with asyncio.timeout(timeout):
+            while True:
+                while i < len(self.items):
+                    t, e = self.items[i]
+                    if where(e):
+                        return i, t, e
+                    i += 1
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def run_user(
+    url: str,
+    user: int,
+    turns: int,
+    questions: list[np.ndarray],
+    interruptions: list[np.ndarray],
+    rng: random.Random,
+    interrupt_share: float,
+    reply_timeout: float,
+) -> UserResult:
+    import websockets
+
+    result = UserResult()
+    try:
+        ws = await websockets.connect(url, max_size=None, open_timeout=30)
+    except websockets.InvalidStatus as exc:
+        result.refused = exc.response.status_code in (429, 503)
+        result.failed = f"HTTP {exc.response.status_code}"
+        return result
+    except (OSError, TimeoutError) as exc:
+        result.failed = f"connect: {exc}"
+        return result
+    events = _Events(ws, result)
+    reader = asyncio.create_task(events.read())
+    mic = Microphone(ws)
+    mic_task: asyncio.Task[None] | None = None
+    try:
+        _, _, first = await events.wait_for(lambda e: e["type"] in ("session.created", "error"), 0, 30)
+        if first["type"] == "error":
+            result.refused, result.failed = True, first["error"].get("message", "refused")
+            return result
+        session = profiles.session("ui", 500, tools=False)  # serve adds and runs its own tools
+        await ws.send(json.dumps({"type": "session.update", "session": session}))
+        await events.wait_for(lambda e: e["type"] == "session.updated", 0, 30)
+        mic_task = asyncio.create_task(mic.run())
+        seen: set[str] = set()
+        interrupted = False  # an interruption was just spoken: its reply is the next turn
+        label = ""
+        for n in range(turns):
+            if not interrupted:
+                await asyncio.sleep(rng.uniform(1.0, 3.0))  # thinking before the next question
+                label = f"q{n}"
+                mic.say(np.concatenate([questions[(user * 7 + n) % len(questions)], silence(0.1)]), label)
+            interrupted = False
+            await _spoken(mic, label, end=True)
+            speech_end = mic.sent_voice[label][1]
+            try:
+                _, t_audio, delta = await events.wait_for(
+                    lambda e: e["type"] == "response.output_audio.delta" and e["response_id"] not in seen,
+                    0,
+                    reply_timeout,
+                )
+            except TimeoutError:
+                result.no_reply += 1
+                continue
+            response_id = delta["response_id"]
+            seen.add(response_id)
+            turn: dict[str, Any] = {
+                "user": user,
+                "first_turn": n == 0,
+                "latency_ms": (t_audio - speech_end) * 1000,
+                "interrupted": False,
+            }
+            result.turns.append(turn)
+            interrupt = n + 1 < turns and rng.random() < interrupt_share
+            if interrupt:
+                # Barge in about a second into the reply; what follows it is not heard.
+                await asyncio.sleep(1.0)
+                label = f"i{n}"
+                mic.say(interruptions[(user + n) % len(interruptions)], label)
+                interrupted = turn["interrupted"] = True
+                await _spoken(mic, label, end=False)
+                onset = mic.sent_voice[label][0]
+                play = events.playback[response_id]
+                turn["underruns"] = play.underruns
+                turn["underrun_ms"] = play.underrun_ms
+                turn["heard_s"] = onset - (play.started or onset)
+                continue
+            await events.wait_for(
+                lambda e, rid=response_id: e["type"] == "response.done" and e["response"]["id"] == rid,
+                0,
+                reply_timeout * 4,
+            )
+            play = events.playback[response_id]
+            turn["underruns"] = play.underruns
+            turn["underrun_ms"] = play.underrun_ms
+            turn["reply_s"] = play.runs_out - (play.started or play.runs_out)
+            await asyncio.sleep(max(0.0, play.runs_out - time.perf_counter()))  # listen to the end
+    except Exception as exc:  # a failed user is a result, not the benchmark's crash
+        result.failed = f"{type(exc).__name__}: {exc}"
+    finally:
+        for task in (mic_task, reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return result
+
+
+async def _spoken(mic: Microphone, label: str, *, end: bool) -> None:
+    """Until the microphone has sent the onset (or the end) of ``label``'s speech."""
+    # The microphone marks these on its own 20 ms schedule; polling on that schedule is exact.
+    while mic.sent_voice.get(label, (None, None))[1 if end else 0] is None or (end and not mic.idle):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+async def one_level(
+    users: int, args: argparse.Namespace, questions: list[np.ndarray], interruptions: list[np.ndarray]
+) -> dict[str, Any]:
+    port = _free_port()
+    extra = ["--llm-model", args.llm_model] if args.llm_model else []
+    async with engine_process(port, extra, command="serve") as proc:
+        url = f"ws://127.0.0.1:{port}/api/v1/realtime"
+        cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
+        rng = random.Random(args.seed + users)
+
+        # Users arrive over the first seconds, not all in the same 20 ms.
+        async def arrive(u: int) -> UserResult:
+            await asyncio.sleep(u * args.stagger)
+            return await run_user(
+                url,
+                u,
+                args.turns,
+                questions,
+                interruptions,
+                random.Random(rng.random()),
+                args.interrupt_share,
+                args.reply_timeout,
+            )
+
+        results = await asyncio.gather(*(arrive(u) for u in range(users)))
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - wall0) / (os.cpu_count() or 1)
+        rss = _peak_rss_mb(proc.pid)
+    turns = [t for r in results for t in r.turns]
+    lat = [t["latency_ms"] for t in turns]
+    level = {
+        "users": users,
+        "latency_ms": summary(lat),
+        "first_turn_latency_ms": summary(t["latency_ms"] for t in turns if t["first_turn"]),
+        "later_turn_latency_ms": summary(t["latency_ms"] for t in turns if not t["first_turn"]),
+        "turns": len(turns),
+        "interrupted_turns": sum(1 for t in turns if t["interrupted"]),
+        "underruns": sum(t.get("underruns", 0) for t in turns),
+        "underrun_ms": round(sum(t.get("underrun_ms", 0.0) for t in turns), 1),
+        "turns_with_underruns": sum(1 for t in turns if t.get("underruns")),
+        "no_reply": sum(r.no_reply for r in results),
+        "refused": sum(1 for r in results if r.refused),
+        "failed": [r.failed for r in results if r.failed and not r.refused],
+        "errors": [e for r in results for e in r.errors],
+        "cpu_share": round(cpu, 3),
+        "peak_rss_mb": rss,
+        "turn_rows": turns,
+    }
+    p95 = level["latency_ms"]["p95"]
+    level["meets_target"] = bool(
+        p95 is not None
+        and p95 <= args.target_ms
+        and level["underruns"] == 0
+        and not level["failed"]
+        and not level["refused"]
+        and level["no_reply"] == 0
+    )
+    return level
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+
+    console = Console()
+    with console.status("synthesising the users' questions"):
+        questions = [synthesize(q) for q in QUESTIONS]
+        interruptions = [synthesize(q) for q in INTERRUPTIONS]
+    levels = []
+    for users in args.users:
+        with console.status(f"{users} users × {args.turns} turns"):
+            level = await one_level(users, args, questions, interruptions)
+        levels.append(level)
+        _print_level(console, level)
+    capacity = max((lv["users"] for lv in levels if lv["meets_target"]), default=0)
+    report = {
+        "benchmark": "load",
+        "profile": "ui (parley serve, embedded engine, the page's session and serve's tools)",
+        "turn_detection": profiles.session("ui", 500)["audio"]["input"]["turn_detection"],
+        "llm_model": args.llm_model or "default",
+        "turns_per_user": args.turns,
+        "interrupt_share": args.interrupt_share,
+        "target_p95_ms": args.target_ms,
+        "capacity_users": capacity,
+        "levels": levels,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    console.print(
+        f"capacity: {capacity} concurrent spoken conversations (p95 ≤ {args.target_ms:.0f} ms, no underruns)"
+    )
+    console.print(f"wrote {args.out}")
+    return report
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _print_level(console: Any, lv: dict[str, Any]) -> None:
+    lat, first = lv["latency_ms"], lv["first_turn_latency_ms"]
+    console.print(
+        f"[bold]{lv['users']} users[/]: end of speech → first audio p50 {_ms(lat['p50'])} ms, "
+        f"p95 {_ms(lat['p95'])} ms (first turns {_ms(first['p50'])}/{_ms(first['p95'])}) over {lv['turns']} turns · "
+        f"underruns {lv['underruns']} ({lv['underrun_ms']:.0f} ms in {lv['turns_with_underruns']} turns) · "
+        f"no reply {lv['no_reply']} · refused {lv['refused']} · failed {len(lv['failed'])} · "
+        f"errors {len(lv['errors'])} · CPU {lv['cpu_share'] * 100:.0f} % · RSS {lv['peak_rss_mb'] or 0:.0f} MB · "
+        + ("[green]meets target[/]" if lv["meets_target"] else "[red]misses target[/]")
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--users",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 2, 3, 4],
+        help="comma-separated numbers of concurrent users, one fresh server each (default 1,2,3,4)",
+    )
+    parser.add_argument("--turns", type=int, default=4, help="questions per user (default 4)")
+    parser.add_argument(
+        "--interrupt-share",
+        type=float,
+        default=0.25,
+        help="share of replies the user interrupts (default 0.25)",
+    )
+    parser.add_argument("--stagger", type=float, default=0.7, help="seconds between users' arrivals")
+    parser.add_argument("--target-ms", type=float, default=1200.0, help="p95 end of speech → first audio")
+    parser.add_argument("--reply-timeout", type=float, default=30.0, help="seconds to wait for a reply")
+    parser.add_argument("--llm-model", default=None, help="local LLM (default: the engine's)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(bench(args))
+    return 0
