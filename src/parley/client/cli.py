@@ -44,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "WebRTC calls get an ek_ secret from its /api/session)",
     )
     srv.add_argument(
+        "--scenario",
+        default=None,
+        metavar="NAME|FILE",
+        help="run an agent scenario (handoffs, supervisor, guardrails) on the `parley serve` server "
+        "(--serve): a name it offers (assistant, customer_service, chat_supervisor) or a scenario file",
+    )
+    srv.add_argument(
         "--access-token",
         default=None,
         help="the `parley serve` access token, if it requires one (env PARLEY_ACCESS_TOKEN)",
@@ -144,11 +151,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _scenario_id(serve: str, spec: str, headers: dict[str, str]) -> str:
+    """A scenario name the server offers, or a local file sent to it (``POST /api/scenarios``)."""
+    from pathlib import Path
+
+    import httpx
+
+    from parley.scenarios import ScenarioError, load_file
+
+    path = Path(spec)
+    if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
+        return spec  # a name: the server says if it does not know it
+    try:
+        load_file(path)  # the same checks here, with the file's own name in the message
+    except ScenarioError as exc:
+        raise SystemExit(f"parley talk: {exc}") from None
+    try:
+        r = httpx.post(f"{serve}/api/scenarios", content=path.read_bytes(), headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"parley talk: cannot reach {serve}: {exc}") from None
+    if r.status_code != 200:
+        raise SystemExit(f"parley talk: the server refused {path}: {r.text}")
+    return str(r.json()["id"])
+
+
 def _resolve_target(args: argparse.Namespace) -> tuple[str, str, dict]:
+    if args.scenario and not args.serve:
+        raise SystemExit(
+            "parley talk: --scenario runs on a `parley serve` server; add --serve URL "
+            "(e.g. --serve http://127.0.0.1:8000)"
+        )
     if args.serve:
         serve = args.serve.rstrip("/")
         token = args.access_token or os.environ.get("PARLEY_ACCESS_TOKEN")
         headers = {"x-parley-access-token": token} if token else {}
+        scenario = _scenario_id(serve, args.scenario, headers) if args.scenario else None
         if args.transport == "webrtc":
             return (
                 serve + "/api",
@@ -157,10 +194,15 @@ def _resolve_target(args: argparse.Namespace) -> tuple[str, str, dict]:
                     "calls_url": serve + "/api/realtime/calls",
                     "mint_url": serve + "/api/session",
                     "headers": headers,
+                    "mint_body": {"scenario": scenario} if scenario else {},
                 },
             )
         # The relay holds the upstream key; it only needs its own access token.
-        return serve + "/api/v1", "relay", {"headers": headers}
+        return (
+            serve + "/api/v1",
+            "relay",
+            {"headers": headers, "query": {"scenario": scenario} if scenario else {}},
+        )
     url, key = _resolve_direct(args)
     return url, key, {}
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -70,9 +70,11 @@ class WebRTCTransport:
         calls_url: str | None = None,
         mint_url: str | None = None,
         headers: dict[str, str] | None = None,
+        mint_body: dict[str, Any] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = calls_url or self.base_url + "/realtime/calls"
+        self.mint_body = dict(mint_body or {})  # e.g. {"scenario": …} for `parley serve`
         # Through `parley serve` a fresh ek_ secret is minted for every call (they live ~60 s),
         # so a reconnection minutes later still gets in.
         self.mint_url = mint_url
@@ -116,7 +118,7 @@ class WebRTCTransport:
             async with httpx.AsyncClient(timeout=self.open_timeout) as http:
                 key = self.api_key
                 if self.mint_url:
-                    m = await http.post(self.mint_url, json={}, headers=self.headers)
+                    m = await http.post(self.mint_url, json=self.mint_body, headers=self.headers)
                     if m.status_code != 200:
                         await self.close()
                         raise describe_http_status(m.status_code, self.mint_url, m.text)

@@ -45,9 +45,11 @@ class WebSocketTransport:
         *,
         open_timeout: float = 10.0,
         headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = http_to_ws(self.base_url) + f"/realtime?model={model}"
+        self.query = dict(query or {})  # e.g. the scenario a `parley serve` relay should run
         self.api_key, self.model = api_key, model
         self.open_timeout = open_timeout
         self.headers = dict(headers or {})  # e.g. a `parley serve` access token
@@ -68,6 +70,7 @@ class WebSocketTransport:
         )
         manager = self._manager = client.realtime.connect(
             model=self.model,
+            extra_query=self.query,
             # websockets' own connect() options, which the SDK passes through untyped.
             websocket_connection_options={  # type: ignore[typeddict-unknown-key]
                 "open_timeout": self.open_timeout,

@@ -6,6 +6,7 @@ Routes (OpenAI-compatible):
 * ``POST /v1/realtime/client_secrets``  mint ``ek_…`` secrets with a stored session config
 * ``POST /v1/realtime/calls``           WebRTC SDP offer → answer (see transports/webrtc.py)
 * ``POST /v1/realtime/calls/{id}/hangup`` end a WebRTC call (engine key, as for the sideband)
+* ``POST /v1/chat/completions``         the engine's LLM as a text chat server (see chat.py)
 * ``POST /v1/audio/transcriptions``      OpenAI-compatible STT from the local models (audio_api.py)
 * ``POST /v1/audio/speech``              OpenAI-compatible TTS, streamed (audio_api.py)
 * ``GET  /healthz``                     liveness and model status
@@ -31,6 +32,7 @@ from fastapi.responses import JSONResponse
 
 from parley import __version__
 from parley.host.audio_api import audio_router
+from parley.host.chat import chat_completions
 from parley.host.runtime import EngineRuntime
 from parley.host.transports.websocket import realtime_websocket
 from parley.httpapi import bearer_token, openai_error
@@ -111,6 +113,10 @@ def engine_router(runtime: EngineRuntime) -> APIRouter:
         return JSONResponse(
             {"value": secret.value, "expires_at": int(secret.expires_at), "session": wire_session(effective)}
         )
+
+    @router.post("/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        return await chat_completions(request, runtime)
 
     @router.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -126,6 +126,26 @@ def _declared_only(model: Any, raw: Any) -> Any:
     return raw
 
 
+def _without_references(event: dict[str, Any]) -> dict[str, Any]:
+    """``response.create`` minus its ``item_reference`` inputs, for the type check: openai-python
+    declares them only in its ``…WithReferences`` params (TypedDicts, no model to validate)."""
+    response = event.get("response")
+    if not isinstance(response, dict) or not isinstance(response.get("input"), list):
+        return event
+    entries = response["input"]
+    kept = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("type") == "item_reference":
+            if not isinstance(entry.get("id"), str):
+                param = f"response.input[{i}].id"
+                raise ProtocolError(
+                    "missing_required_parameter", f"Missing required parameter: '{param}'.", param
+                )
+            continue
+        kept.append(entry)
+    return {**event, "response": {**response, "input": kept}}
+
+
 def parse_client_event(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     """Return the event as a dict; raise :class:`ProtocolError` when it is not a valid client event."""
     try:
@@ -157,8 +177,9 @@ def _parse(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("invalid_type", "Invalid type for 'event_id': expected a string.", "event_id")
     if kind == "conversation.item.create":
         _check_item_discriminators(event.get("item"), "item")
+    checked = _without_references(event) if kind == "response.create" else event
     try:
-        classes[kind].model_validate(event)
+        classes[kind].model_validate(checked)
     except pydantic.ValidationError as exc:
         raise _from_validation_error(kind, event, exc) from None
     return event

@@ -9,6 +9,8 @@ Routes:
 * ``WS   /api/realtime/ws``        relay a WebSocket session upstream (see ws_relay.py); alias
   ``/api/v1/realtime`` for SDKs that append ``/realtime`` to a base URL
 * ``GET  /api/health``             liveness, upstream, live relays and calls
+* ``GET  /api/scenarios``          the scenarios a session may choose; ``POST`` registers a client's own
+* ``GET  /api/realtime/calls/{id}/events``  a WebRTC call's ``parley.*`` events, as JSON lines
 * ``GET  /readyz``                 readiness and load for a load balancer (the embedded engine's,
   or the relays' with a remote upstream); 503 while draining
 * with the embedded engine, its own ``/v1/realtime…`` routes too (``ek_`` secrets or the engine key only)
@@ -28,7 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from parley import __version__
@@ -37,8 +39,11 @@ from parley.host.app import engine_router
 from parley.host.drain import Drain, close_sessions
 from parley.httpapi import bearer_token, deny, openai_error
 from parley.protocol.session_config import DEFAULT_INSTRUCTIONS, SERVER_VAD_DEFAULTS, VOICES, default_session
+from parley.scenarios import schema as scenario_schema
+from parley.scenarios.schema import ScenarioError
 from parley.server.config import ServerConfig
 from parley.server.mint import MintError, build_session, mint_secret, parse_json
+from parley.server.scenario import ScenarioCatalog, ScenarioFactory, start_scenario
 from parley.server.sdp_relay import CallError, SidebandTools, check_offer, relay_offer
 from parley.server.security import (
     ACCESS_TOKEN_HEADER,
@@ -48,6 +53,7 @@ from parley.server.security import (
     subprotocol_access_token,
     token_matches,
 )
+from parley.server.supervisor import DEFAULT_OPENAI_MODEL, ChatEndpoint
 from parley.server.tools import ToolRegistry, default_registry
 from parley.server.upstream import LocalUpstream, Upstream
 from parley.server.ws_relay import RelayStats, relay_websocket
@@ -77,6 +83,29 @@ def error(
     return JSONResponse(openai_error(message, type_, code, param), status_code=status, headers=headers)
 
 
+def build_catalog(config: ServerConfig, registry: ToolRegistry) -> ScenarioCatalog:
+    """The shipped scenarios plus ``config.scenario_files`` (a file's scenario wins over a shipped
+    one of the same name); raises :class:`ScenarioError` naming the file at fault."""
+    tools = set(registry.tools)
+    scenarios: dict[str, Any] = {}
+    for name, shipped in scenario_schema.builtin().items():
+        try:
+            shipped.check_tools(tools)
+        except ScenarioError:
+            continue  # a server without the tools it names (a custom registry) does not offer it
+        scenarios[name] = shipped
+    for spec in config.scenario_files:
+        scenario = scenario_schema.resolve(spec)
+        scenarios[scenario.name] = scenario
+    return ScenarioCatalog(scenarios, tools, config.default_scenario)
+
+
+def chat_endpoint(upstream: Upstream) -> ChatEndpoint:
+    """The upstream's own chat-completions server: the supervisor's default."""
+    model = {"local": "local", "openai": DEFAULT_OPENAI_MODEL}.get(upstream.kind, "default")
+    return ChatEndpoint(upstream.http, upstream.auth_headers(), model)
+
+
 def _query(request: Request | WebSocket, upstream: Upstream) -> dict[str, str]:
     """What the page may pass on to the upstream's query string."""
     q: dict[str, str] = {}
@@ -99,8 +128,20 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return body
 
 
-def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry | None = None) -> FastAPI:
+def create_app(
+    config: ServerConfig,
+    upstream: Upstream,
+    registry: ToolRegistry | None = None,
+    catalog: ScenarioCatalog | None = None,
+) -> FastAPI:
     registry = default_registry() if registry is None else registry
+    catalog = build_catalog(config, registry) if catalog is None else catalog
+    chat = chat_endpoint(upstream)
+    minted_scenarios: dict[str, tuple[float, ScenarioFactory]] = {}  # ek_ secret → its call's scenario
+
+    def factory(scenario: Any) -> ScenarioFactory | None:
+        return ScenarioFactory(scenario, registry, chat) if scenario is not None else None
+
     limiter = RateLimiter(config.mint_rate_per_minute, config.mint_burst)
     per_client: Counter[str] = Counter()  # open relayed sessions by client address
     sideband = SidebandTools(upstream, registry, config.sideband_max_seconds)
@@ -133,6 +174,7 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
         openapi_url=None,
     )
     app.state.sideband = sideband
+    app.state.scenarios = catalog
     app.state.relays = relays
     app.state.upstream = upstream
     app.state.drain = _drain(config, state, relays, sideband, local)
@@ -173,6 +215,8 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
                 "transcription": {"model": transcription_model},
             },
             "tools": registry.describe(),
+            "scenarios": catalog.summaries(),
+            "default_scenario": catalog.default,
             "access_token_required": config.access_token_required,
             "features": {"stage_metrics": upstream.kind == "local"},
         }
@@ -233,11 +277,75 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
                 413, f"The request body is larger than {config.max_request_bytes} bytes.", "request_too_large"
             )
         try:
-            session = build_session(parse_json(raw), config, registry)
+            body = parse_json(raw)
+            scenario = None
+            if isinstance(body, dict) and "scenario" in body:
+                body = dict(body)
+                wanted = body.pop("scenario")
+                if wanted is not None and not isinstance(wanted, str):
+                    raise MintError(400, "'scenario' must be a scenario name.", "invalid_value", "scenario")
+                try:
+                    scenario = catalog.choose(wanted)
+                except ScenarioError as exc:
+                    raise MintError(400, str(exc), "unknown_scenario", "scenario") from None
+            elif catalog.default:
+                scenario = catalog.choose(None)
+            session = build_session(body, config, registry if scenario is None else ToolRegistry())
+            if scenario is not None:
+                start_scenario(session, scenario, registry)
             minted = await mint_secret(upstream, session, config.secret_ttl)
         except MintError as err:
             return error(err.status, err.message, err.code, err.param, err.type, err.headers)
+        if scenario is not None:
+            now = time.monotonic()
+            for key in [k for k, (t, _) in minted_scenarios.items() if t <= now]:
+                del minted_scenarios[key]
+            made = factory(scenario)
+            assert made is not None
+            minted_scenarios[minted["value"]] = (now + config.secret_ttl + 5, made)
+            minted["scenario"] = scenario.summary()
         return JSONResponse(minted, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/scenarios")
+    async def list_scenarios() -> dict[str, Any]:
+        return {"scenarios": catalog.summaries(), "default": catalog.default}
+
+    @app.post("/api/scenarios")
+    async def register_scenario(request: Request) -> JSONResponse:
+        """A client's own scenario (YAML or JSON body): an id to pass as ``scenario``."""
+        if (refused := check_token(request)) is not None:
+            return refused
+        client = request.client.host if request.client else "?"
+        allowed, retry_after = limiter.allow(client)
+        if not allowed:
+            return error(429, f"Too many requests; try again in {retry_after:.0f} s.", "rate_limit_exceeded")
+        raw = await _read_body(request, config.max_request_bytes)
+        if raw is None:
+            return error(413, "The scenario is too large.", "request_too_large")
+        try:
+            scenario = scenario_schema.parse_text(raw.decode("utf-8", "replace"), "the scenario sent")
+            if any(len(a.instructions) > config.max_instructions_chars for a in scenario.agents):
+                raise ScenarioError(
+                    f"the scenario sent: instructions are limited to {config.max_instructions_chars} characters"
+                )
+            ident = catalog.register(scenario)
+        except ScenarioError as exc:
+            return error(400, str(exc), "invalid_scenario")
+        return JSONResponse(
+            {"id": ident, "scenario": scenario.summary()}, headers={"Cache-Control": "no-store"}
+        )
+
+    @app.get("/api/realtime/calls/{call_id}/events")
+    async def call_events(call_id: str, request: Request) -> Response:
+        if (refused := check_token(request)) is not None:
+            return refused
+        if not sideband.events.known(call_id):
+            return error(404, f"No call {call_id!r} with server events here.", "call_not_found")
+        return StreamingResponse(
+            sideband.events.stream(call_id),
+            media_type="application/x-ndjson",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @app.post("/api/realtime/calls")
     async def api_calls(request: Request) -> Response:
@@ -275,7 +383,8 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
             answer = await relay_offer(upstream, sdp, secret, _query(request, upstream))
         except CallError as err:
             return error(err.status, err.message, err.code, type_=err.type, headers=err.headers)
-        sideband.start(answer.call_id, _query(request, upstream))
+        chosen = minted_scenarios.pop(secret, None)
+        sideband.start(answer.call_id, _query(request, upstream), chosen[1] if chosen else None)
         headers = {"Cache-Control": "no-store"}
         if answer.call_id:
             headers["Location"] = f"/api/realtime/calls/{answer.call_id}"
@@ -315,11 +424,17 @@ def create_app(config: ServerConfig, upstream: Upstream, registry: ToolRegistry 
                 "session_limit_reached",
             )
             return
+        try:
+            scenario = catalog.choose(ws.query_params.get("scenario"))
+        except ScenarioError as exc:
+            await deny(ws, 400, str(exc), "unknown_scenario")
+            return
+        extensions = ws.query_params.get("parley_events", "").lower() in ("1", "true")
         # The server picks the model: a page must not switch the server's account to another one.
         query = {"model": config.model, **_query(ws, upstream)}
         per_client[client] += 1
         try:
-            await relay_websocket(ws, upstream, registry, query, relays)
+            await relay_websocket(ws, upstream, registry, query, relays, factory(scenario), extensions)
         finally:
             per_client[client] -= 1
             if not per_client[client]:

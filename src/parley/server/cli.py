@@ -81,6 +81,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="on SIGTERM, how long running sessions may go on before they are closed (default 30)",
     )
+    parser.add_argument(
+        "--scenario",
+        default=None,
+        metavar="NAME|FILE",
+        help="run this agent scenario for every session that does not choose one: a shipped one "
+        "(assistant, customer_service, chat_supervisor) or a YAML/JSON file (added to the picker)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -107,7 +114,20 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         config.engine.drain_seconds = args.drain_seconds
     if args.agent_port is not None:
         config.engine.agent_port = args.agent_port
+    if args.scenario:
+        from parley.scenarios import resolve
+
+        scenario = resolve(args.scenario)  # ScenarioError (a ValueError) names the file and field
+        if scenario.name not in _shipped() or args.scenario.endswith((".yaml", ".yml", ".json")):
+            config.scenario_files.append(args.scenario)
+        config.default_scenario = scenario.name
     return config
+
+
+def _shipped() -> set[str]:
+    from parley.scenarios import builtin
+
+    return set(builtin())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,10 +227,18 @@ async def _serve(config: ServerConfig) -> int:
             except ModelUnavailable as exc:
                 console.print(f"[red]{exc}[/red]")
                 return 1
-    app = create_app(config, upstream)
+    from parley.scenarios import ScenarioError
+
+    try:
+        app = create_app(config, upstream)
+    except ScenarioError as exc:
+        console.print(f"[red]parley serve: {exc}[/red]")
+        return 2
     shown_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{config.port}/"
     console.print(f"[bold green]Parley[/] upstream: {upstream.label} · model {config.model}")
+    if config.default_scenario:
+        console.print(f"Scenario for every session: {config.default_scenario}")
     token_hint = " (append ?token=$PARLEY_ACCESS_TOKEN)" if config.access_token else ""
     console.print(f"Open [bold]{url}[/]{token_hint}")
     if os.environ.get("OPENAI_API_KEY") and config.upstream_kind == "local":

@@ -59,6 +59,10 @@ class ServerConfig:
     # How long a sideband tool runner may outlive silence from its call (a backstop; calls end it).
     sideband_max_seconds: int = 3600
 
+    # Scenarios: files loaded besides the shipped ones, and the one sessions get unless they choose.
+    scenario_files: list[str] = field(default_factory=list)
+    default_scenario: str | None = None  # a name (shipped or from scenario_files)
+
     @property
     def upstream_kind(self) -> UpstreamKind:
         if self.upstream_url is None:

@@ -23,6 +23,8 @@ import httpx
 
 from parley.server.asgi_ws import WebSocketClosed, WebSocketRefused
 from parley.server.busy import upstream_busy
+from parley.server.call_events import CallEvents
+from parley.server.scenario import ScenarioFactory, ScenarioSession
 from parley.server.tools import ToolRegistry, ToolRunner
 from parley.server.upstream import Upstream, UpstreamUnreachable
 
@@ -142,7 +144,8 @@ async def relay_offer(upstream: Upstream, sdp: str, secret: str, query: dict[str
 
 
 class SidebandTools:
-    """One sideband socket per live WebRTC call, running the server tools for it."""
+    """One sideband socket per live WebRTC call, running the server tools (and the call's
+    scenario, if it has one) for it."""
 
     def __init__(self, upstream: Upstream, registry: ToolRegistry, max_seconds: int) -> None:
         self.upstream = upstream
@@ -150,30 +153,53 @@ class SidebandTools:
         self.max_seconds = max_seconds
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.runners: dict[str, ToolRunner] = {}
+        self.scenarios: dict[str, ScenarioSession] = {}
+        self.events = CallEvents()
 
-    def start(self, call_id: str, query: dict[str, str] | None = None) -> None:
-        if not self.registry or not call_id or call_id in self.tasks:
+    def start(
+        self, call_id: str, query: dict[str, str] | None = None, scenario: ScenarioFactory | None = None
+    ) -> None:
+        if not (self.registry or scenario) or not call_id or call_id in self.tasks:
             return
-        task = asyncio.create_task(self._run(call_id, query or {}))
+        self.events.open(call_id)
+        task = asyncio.create_task(self._run(call_id, query or {}, scenario))
         self.tasks[call_id] = task
-        task.add_done_callback(lambda _t: self.tasks.pop(call_id, None))
 
-    async def _run(self, call_id: str, query: dict[str, str]) -> None:
+        def ended(_t: asyncio.Task[None]) -> None:
+            self.tasks.pop(call_id, None)
+            self.events.close(call_id)
+
+        task.add_done_callback(ended)
+
+    async def _run(self, call_id: str, query: dict[str, str], scenario: ScenarioFactory | None) -> None:
         try:
             ws = await self.upstream.connect({**query, "call_id": call_id})
         except (WebSocketRefused, WebSocketClosed, UpstreamUnreachable, TimeoutError) as exc:
             log.warning("no sideband for call %s: %s", call_id, self.upstream.redact(str(exc)))
             return
-        runner = ToolRunner(self.registry, ws.send, ensure_tools=True)
+
+        async def notify(event: dict[str, Any]) -> None:
+            await self.events.publish(call_id, event)
+
+        session = scenario(ws.send, notify, "webrtc") if scenario is not None else None
+        runner = ToolRunner(session.tools if session else self.registry, ws.send, ensure_tools=True)
         self.runners[call_id] = runner
+        if session is not None:
+            self.scenarios[call_id] = session
+            await notify(session.agent_event())
         try:
             async with asyncio.timeout(self.max_seconds):
                 while True:
                     text = await ws.recv()
-                    if runner.interesting(text):
+                    wanted = runner.interesting(text)
+                    if session is not None:
+                        wanted = session.peek(text) == "observe" or wanted
+                    if wanted:
                         with contextlib.suppress(ValueError):
                             event: Any = json.loads(text)
                             if isinstance(event, dict):
+                                if session is not None:
+                                    session.observe(event)
                                 runner.observe(event)
         except WebSocketClosed:
             pass  # the call ended
@@ -181,7 +207,10 @@ class SidebandTools:
             log.info("sideband for call %s reached its time limit", call_id)
         finally:
             self.runners.pop(call_id, None)
+            self.scenarios.pop(call_id, None)
             await runner.close()
+            if session is not None:
+                await session.close()
             await ws.close(1000, "sideband done")
 
     async def stop(self) -> None:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EVENT_PREFIX = "parley_server_tool_"  # event ids of the server's own client events
 TOOL_TIMEOUT_S = 10.0
 MAX_NOTES, MAX_NOTE_CHARS = 100, 500
+FILLER_TIMEOUT_S = 15.0
 MAX_TOOL_ROUNDS = 3  # consecutive tool-call responses before the follow-up must answer in words
 
 
@@ -53,6 +54,11 @@ class ServerTool:
     description: str
     parameters: dict[str, Any]
     fn: ToolFn
+    timeout: float = TOOL_TIMEOUT_S
+    #: Spoken (as an out-of-band response) while the call is still running once its turn ends.
+    filler: str = ""
+    #: Options for the ``response.create`` that follows the call's output (e.g. its ``input``).
+    follow_up: Callable[[], dict[str, Any]] | None = None
 
     def definition(self) -> dict[str, Any]:
         return {
@@ -90,7 +96,19 @@ class ToolRegistry:
 
     def missing_from(self, tools: Any) -> bool:
         names = {t.get("name") for t in tools if isinstance(t, dict)} if isinstance(tools, list) else set()
-        return not set(self.tools) <= names
+        return not {t.get("name") for t in self.definitions()} <= names
+
+    def drift(self, session: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``session.update`` fields that put back what the server owns in ``session`` (a
+        ``session.updated`` seen by a sideband), or None when nothing is missing."""
+        tools = session.get("tools")
+        return {"tools": self.merge(tools)} if self.missing_from(tools) else None
+
+    def rewrite(self, session: dict[str, Any]) -> dict[str, Any]:
+        """A client's ``session.update`` on its way up: the server tools stay in ``tools``."""
+        if isinstance(session.get("tools"), list):
+            session["tools"] = self.merge(session["tools"])
+        return session
 
     async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
         """The tool's result as the JSON string sent back as ``function_call_output``."""
@@ -101,11 +119,11 @@ class ToolRegistry:
                 raise ToolError("arguments must be a JSON object")
             result = tool.fn(args, ctx)
             if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, TOOL_TIMEOUT_S)
+                result = await asyncio.wait_for(result, tool.timeout)
         except (ToolError, ValueError, TypeError, ArithmeticError, zoneinfo.ZoneInfoNotFoundError) as exc:
             result = {"error": str(exc) or type(exc).__name__}
         except TimeoutError:
-            result = {"error": f"the tool took longer than {TOOL_TIMEOUT_S:.0f} s"}
+            result = {"error": f"the tool took longer than {tool.timeout:.0f} s"}
         except Exception as exc:
             log.exception("server tool %s failed", name)
             result = {"error": f"internal error in {name}: {type(exc).__name__}"}
@@ -276,6 +294,7 @@ _TYPE_FIRST = '{"type":"'
 @dataclass
 class _PendingResponse:
     calls: list[tuple[str, asyncio.Task[str]]] = field(default_factory=list)  # (call_id, result)
+    names: list[str] = field(default_factory=list)  # the tool of each call
     done: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -306,6 +325,7 @@ class ToolRunner:
         self._tool_restores = 0
         self._forced_choice = False  # the session's tool_choice is "required" or one function
         self._rounds = 0  # consecutive responses that ended in server-tool calls
+        self._filler: asyncio.Future[None] | None = None  # the filler response being spoken
         self.calls_run = 0
 
     @staticmethod
@@ -331,6 +351,10 @@ class ToolRunner:
                 self._start_call(str(event.get("response_id")), item)
         elif kind == "response.done":
             response = event.get("response") or {}
+            if (response.get("metadata") or {}).get("parley") == "filler":
+                if self._filler is not None and not self._filler.done():
+                    self._filler.set_result(None)
+                return True
             pending = self._pending.get(str(response.get("id")))
             if pending is None:
                 self._rounds = 0
@@ -344,16 +368,11 @@ class ToolRunner:
         elif kind in ("session.updated", "session.created"):
             session = event.get("session") or {}
             self._forced_choice = session.get("tool_choice", "auto") not in ("auto", "none")
-            tools = session.get("tools")
-            if self.ensure_tools and self.registry.missing_from(tools) and self._tool_restores < 5:
+            restore = self.registry.drift(session) if self.ensure_tools else None
+            if restore and self._tool_restores < 5:
                 self._tool_restores += 1
                 self._spawn(
-                    self._send(
-                        {
-                            "type": "session.update",
-                            "session": {"type": "realtime", "tools": self.registry.merge(tools)},
-                        }
-                    )
+                    self._send({"type": "session.update", "session": {"type": "realtime", **restore}})
                 )
         return True
 
@@ -366,6 +385,7 @@ class ToolRunner:
             self.registry.run(item["name"], str(item.get("arguments") or ""), self.ctx)
         )
         pending.calls.append((str(item.get("call_id")), task))
+        pending.names.append(str(item["name"]))
         self.calls_run += 1
 
     async def _answer(self, response_id: str, pending: _PendingResponse) -> None:
@@ -373,6 +393,8 @@ class ToolRunner:
             # Outputs only after response.done: a response.create while the call's
             # response is still active would be refused.
             status = await pending.done
+            if status == "completed":
+                await self._fill(pending)
             for call_id, task in pending.calls:
                 output = await task
                 await self._send(
@@ -384,11 +406,44 @@ class ToolRunner:
             # A cancelled turn (barge-in) gets its outputs but no new response: the user spoke.
             if status == "completed":
                 self._rounds += 1
-                await self._send({"type": "response.create", **self._follow_up()})
+                follow_up = self._follow_up()
+                for name in pending.names:
+                    tool = self.registry.tools.get(name)
+                    if tool is not None and tool.follow_up is not None:
+                        options = tool.follow_up()
+                        follow_up["response"] = {**follow_up.get("response", {}), **options}
+                await self._send({"type": "response.create", **follow_up})
         finally:
             self._pending.pop(response_id, None)
             for _, task in pending.calls:
                 task.cancel()
+
+    async def _fill(self, pending: _PendingResponse) -> None:
+        """While a slow call (the supervisor) still runs, say its filler, out of band (so it stays
+        out of the conversation) and wait for it to end before the call's output is spoken."""
+        fillers = [
+            self.registry.tools[name].filler
+            for name, (_, task) in zip(pending.names, pending.calls, strict=True)
+            if not task.done() and name in self.registry.tools and self.registry.tools[name].filler
+        ]
+        if not fillers:
+            return
+        self._filler = asyncio.get_running_loop().create_future()
+        await self._send(
+            {
+                "type": "response.create",
+                "response": {
+                    "conversation": "none",
+                    "input": [],
+                    "instructions": f"Say exactly this sentence and nothing else: {fillers[0]}",
+                    "tool_choice": "none",
+                    "metadata": {"parley": "filler"},
+                },
+            }
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._filler, FILLER_TIMEOUT_S)
+        self._filler = None
 
     def _follow_up(self) -> dict[str, Any]:
         """Response options after a tool round, so a forced tool choice cannot loop forever.

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -22,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from parley.httpapi import deny
 from parley.server.asgi_ws import WebSocketClosed, WebSocketRefused
 from parley.server.frames import FRAMES_EXTENSION, FrameEndpoint, RemoteSocket
+from parley.server.scenario import ScenarioFactory, ScenarioSession
 from parley.server.tools import ToolRegistry, ToolRunner
 from parley.server.upstream import Upstream, UpstreamSocket, UpstreamUnreachable
 
@@ -80,8 +83,11 @@ async def connect_upstream(ws: WebSocket, upstream: Upstream, query: dict[str, s
     return None
 
 
-async def _inject_tools_on_open(upstream_ws: UpstreamSocket, registry: ToolRegistry) -> str:
-    """Give the new session the server tools before the page sees it.
+async def _inject_on_open(
+    upstream_ws: UpstreamSocket, update: Callable[[dict[str, Any]], dict[str, Any]]
+) -> str:
+    """Give the new session what the server adds (its tools; a scenario's first agent) before the
+    page sees it.
 
     Returns the ``session.created`` text to forward, with the session as it is
     after our update, so the page's first view already lists the tools.
@@ -91,13 +97,12 @@ async def _inject_tools_on_open(upstream_ws: UpstreamSocket, registry: ToolRegis
         created = json.loads(created_text)
         if created.get("type") != "session.created":
             return created_text
-        tools = (created.get("session") or {}).get("tools")
         await upstream_ws.send(
             json.dumps(
                 {
                     "type": "session.update",
                     "event_id": "parley_server_tools_init",
-                    "session": {"type": "realtime", "tools": registry.merge(tools)},
+                    "session": update(created.get("session") or {}),
                 }
             )
         )
@@ -122,10 +127,32 @@ def rewrite_session_update(text: str, registry: ToolRegistry) -> str:
     if not isinstance(event, dict) or event.get("type") != "session.update":
         return text
     session = event.get("session")
-    if not isinstance(session, dict) or "tools" not in session or not isinstance(session["tools"], list):
+    if not isinstance(session, dict):
         return text
-    session["tools"] = registry.merge(session["tools"])
+    rewritten = registry.rewrite(copy.deepcopy(session))
+    if rewritten == session:
+        return text  # untouched frames pass byte for byte
+    event["session"] = rewritten
     return json.dumps(event, separators=(",", ":"))
+
+
+class _Notifier:
+    """Sends ``parley.*`` events to a client that opted in (``?parley_events=1``); the relay
+    points it at whichever way it writes to the client."""
+
+    def __init__(self, ws: WebSocket, enabled: bool) -> None:
+        self.enabled = enabled
+        self.send_now: Callable[[str], None] | None = None
+        self.ws = ws
+
+    async def __call__(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        text = json.dumps(event, separators=(",", ":"))
+        if self.send_now is not None:
+            self.send_now(text)
+        else:
+            await self.ws.send_text(text)
 
 
 async def relay_websocket(
@@ -134,11 +161,19 @@ async def relay_websocket(
     registry: ToolRegistry,
     query: dict[str, str],
     stats: RelayStats | None = None,
+    scenario: ScenarioFactory | None = None,
+    extensions: bool = False,
 ) -> None:
+    """Relay one session; with ``scenario`` its agents, supervisor and guardrails run here, and
+    ``extensions`` (the client opted in) lets ``parley.*`` events through to the client."""
     upstream_ws = await connect_upstream(ws, upstream, query)
     if upstream_ws is None:
         return
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    notifier = _Notifier(ws, extensions)
+    session = scenario(upstream_ws.send, notifier, "websocket") if scenario is not None else None
+    if session is not None:
+        registry = session.tools
     runner = ToolRunner(registry, upstream_ws.send) if registry else None
     closed_by: dict[str, Any] = {}
     if stats:
@@ -147,22 +182,33 @@ async def relay_websocket(
     try:
         first: str | None = None
         if registry:
+            update: Callable[[dict[str, Any]], dict[str, Any]] = (
+                session.initial_update
+                if session is not None
+                else lambda created: {"type": "realtime", "tools": registry.merge(created.get("tools"))}
+            )
             try:
-                first = await _inject_tools_on_open(upstream_ws, registry)
+                first = await _inject_on_open(upstream_ws, update)
             except (WebSocketClosed, TimeoutError, ValueError) as exc:
                 await deny(ws, 502, f"The realtime upstream did not open a session: {exc}", "upstream_error")
                 return
         await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
         if first is not None:
-            if runner is not None:
-                with contextlib.suppress(ValueError):
-                    runner.observe(json.loads(first))
+            with contextlib.suppress(ValueError):
+                event = json.loads(first)
+                if runner is not None:
+                    runner.observe(event)
+                if session is not None:
+                    session.observe(event)
             await ws.send_text(first)
+        if session is not None:
+            await notifier(session.agent_event())
         browser_frames = ws.scope.get("extensions", {}).get(FRAMES_EXTENSION)
         if browser_frames is not None and isinstance(upstream_ws, RemoteSocket):
-            await _relay_frames(ws, browser_frames, upstream_ws, registry, runner, closed_by)
+            notifier.send_now = browser_frames.send_now
+            await _relay_frames(ws, browser_frames, upstream_ws, registry, runner, session, closed_by)
         else:
-            await _relay_pumps(ws, upstream_ws, registry, runner, closed_by)
+            await _relay_pumps(ws, upstream_ws, registry, runner, session, closed_by)
         if "upstream" in closed_by:
             code, reason = closed_by["upstream"]
             if ws.application_state != WebSocketState.DISCONNECTED:
@@ -177,6 +223,8 @@ async def relay_websocket(
     finally:
         if runner is not None:
             await runner.close()
+        if session is not None:
+            await session.close()
         await upstream_ws.close(1001, "relay closed")
         if ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
@@ -192,16 +240,28 @@ def _to_upstream(text: str, registry: ToolRegistry) -> str:
     return text
 
 
-def _to_browser(text: str, runner: ToolRunner | None) -> bool:
+def _to_browser(text: str, runner: ToolRunner | None, session: ScenarioSession | None = None) -> bool:
     """Whether an upstream event goes on to the page; tool calls and their results are acted on here."""
-    if runner is not None and runner.interesting(text):
-        try:
-            event = json.loads(text)
-        except ValueError:
-            return True
-        if isinstance(event, dict) and not runner.observe(event):
+    wanted = runner is not None and runner.interesting(text)
+    if session is not None:
+        verdict = session.peek(text)
+        if verdict == "drop":
             return False
-    return True
+        wanted = wanted or verdict == "observe"
+    if not wanted:
+        return True
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return True
+    if not isinstance(event, dict):
+        return True
+    forward = True
+    if session is not None and not session.observe(event):
+        forward = False
+    if runner is not None and not runner.observe(event):
+        forward = False
+    return forward
 
 
 async def _relay_frames(
@@ -210,6 +270,7 @@ async def _relay_frames(
     upstream_ws: RemoteSocket,
     registry: ToolRegistry,
     runner: ToolRunner | None,
+    session: ScenarioSession | None,
     closed_by: dict[str, Any],
 ) -> None:
     """Relay with each frame forwarded inside the read callback of the socket it came from.
@@ -236,7 +297,7 @@ async def _relay_frames(
 
     def down(text: str) -> None:
         try:
-            if _to_browser(text, runner):
+            if _to_browser(text, runner, session):
                 browser.send_now(text)
         except WebSocketClosed:
             end("browser", 1001)
@@ -291,11 +352,12 @@ async def _relay_pumps(
     upstream_ws: UpstreamSocket,
     registry: ToolRegistry,
     runner: ToolRunner | None,
+    session: ScenarioSession | None,
     closed_by: dict[str, Any],
 ) -> None:
     """Relay with a pump task per direction, for upstreams and servers without frame endpoints
     (the in-process engine, or an ASGI server other than ``parley serve``'s uvicorn)."""
-    down = asyncio.create_task(_downstream(ws, upstream_ws, runner, closed_by))
+    down = asyncio.create_task(_downstream(ws, upstream_ws, runner, session, closed_by))
     up = asyncio.create_task(_upstream(ws, upstream_ws, registry, closed_by))
     try:
         await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
@@ -308,13 +370,17 @@ async def _relay_pumps(
 
 
 async def _downstream(
-    ws: WebSocket, upstream_ws: UpstreamSocket, runner: ToolRunner | None, closed_by: dict[str, Any]
+    ws: WebSocket,
+    upstream_ws: UpstreamSocket,
+    runner: ToolRunner | None,
+    session: ScenarioSession | None,
+    closed_by: dict[str, Any],
 ) -> None:
     """Upstream → browser."""
     try:
         while True:
             text = await upstream_ws.recv()
-            if _to_browser(text, runner):
+            if _to_browser(text, runner, session):
                 await ws.send_text(text)
     except WebSocketClosed as exc:
         closed_by["upstream"] = (exc.code, exc.reason)

@@ -66,10 +66,12 @@ export async function fetchConfig() {
 }
 
 // Mint an ephemeral `ek_…` secret carrying the session config.
-export async function mintSecret(session, cfg) {
+// `scenario` (a name from /api/config, or "none") makes the server run that scenario for the call.
+export async function mintSecret(session, cfg, scenario = undefined) {
+  const body = scenario === undefined ? { session } : { session, scenario };
   const res = await request(
     "/api/session",
-    { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify({ session }) },
+    { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) },
     "Creating a session",
     "server",
     cfg,
@@ -95,11 +97,13 @@ export async function exchangeSdp(offerSdp, secret, { metrics, ...cfg }) {
   return { sdp: await res.text(), callId };
 }
 
-export function websocketUrl({ model, metrics }) {
+export function websocketUrl({ model, metrics, scenario }) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const q = new URLSearchParams();
   if (model) q.set("model", model);
   if (metrics) q.set("parley_metrics", "1");
+  if (scenario !== undefined) q.set("scenario", scenario);
+  q.set("parley_events", "1"); // the server's own events (handoffs, guardrails): this page reads them
   const qs = q.toString();
   return `${scheme}://${location.host}/api/realtime/ws${qs ? `?${qs}` : ""}`;
 }
@@ -107,4 +111,38 @@ export function websocketUrl({ model, metrics }) {
 export function websocketProtocols() {
   const token = accessToken();
   return token ? ["realtime", `parley-access-token.${token}`] : ["realtime"];
+}
+
+// A WebRTC call's parley.* events (handoffs, guardrail trips): the server cannot add them to the
+// data channel, so it streams them as JSON lines. Runs until the call ends or `signal` aborts.
+export async function followCallEvents(callId, onEvent, signal) {
+  let res;
+  try {
+    res = await fetch(`/api/realtime/calls/${encodeURIComponent(callId)}/events`, { headers: headers(), signal });
+  } catch {
+    return;
+  }
+  if (!res.ok || !res.body) return;
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffered += value;
+      let nl;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl).trim();
+        buffered = buffered.slice(nl + 1);
+        if (!line) continue;
+        try {
+          onEvent(JSON.parse(line));
+        } catch {
+          /* a line that is not an event */
+        }
+      }
+    }
+  } catch {
+    /* aborted or the call ended */
+  }
 }

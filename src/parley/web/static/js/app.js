@@ -16,6 +16,7 @@ import { MetricsPanel } from "./ui/metrics.js";
 import { SettingsPanel, loadSettings } from "./ui/settings.js";
 import { Banner, toast } from "./ui/banner.js";
 import { setupTabs } from "./ui/tabs.js";
+import { ScenarioUi } from "./ui/scenario.js";
 
 const SESSION_KEYS = new Set(["voice", "speed", "instructions", "turn", "threshold", "silenceMs", "prefixMs", "eagerness", "interrupt", "transcription"]);
 const MIC_KEYS = new Set(["echoCancellation", "noiseSuppression", "autoGainControl"]);
@@ -122,6 +123,7 @@ function refreshControls() {
   if (state === "idle" && el.status.dataset.state !== "error") setStatus("idle", "Disconnected");
   if (state === "connecting") setStatus("connecting", "Connecting…");
   if (connected && app.client.transport) setStatus("connected", "Connected", app.client.transport.kind === "webrtc" ? "WebRTC" : "WebSocket");
+  if (app.scenario) app.scenario.setConnected(state !== "idle");
   idlePresence();
 }
 
@@ -154,6 +156,7 @@ async function connect({ textOnly = false, reconnect = false } = {}) {
       processing: { echoCancellation: s.echoCancellation, noiseSuppression: s.noiseSuppression, autoGainControl: s.autoGainControl },
       textOnly,
       cfg: app.cfg,
+      scenario: app.scenario.chosen,
     });
   } catch (err) {
     if (err instanceof ParleyError && err.kind === "cancelled") {
@@ -286,6 +289,12 @@ function onServerEvent(ev) {
       break;
     case "parley.metrics":
       app.turns.stageMetrics(ev);
+      break;
+    case "parley.agent":
+    case "parley.handoff":
+    case "parley.supervisor":
+    case "parley.guardrail":
+      app.scenario.handle(ev);
       break;
     case "error": {
       const err = ev.error || {};
@@ -476,6 +485,7 @@ async function loadConfig() {
   chip.textContent = [up.label || up.kind, app.cfg.model].filter(Boolean).join(" · ");
   chip.title = up.kind === "local" ? "Running on this machine with local models" : `Realtime upstream: ${up.label || up.kind}`;
   app.metrics.setStageMetrics(Boolean(app.cfg.features && app.cfg.features.stage_metrics));
+  app.scenario.load(app.cfg);
 }
 
 async function main() {
@@ -484,6 +494,7 @@ async function main() {
   app.transcript = new TranscriptView($("#transcript"), app.conversation, app.turns, {
     transcriptionOn: () => Boolean(app.session ? app.session.audio && app.session.audio.input.transcription : app.settings.transcription),
   });
+  app.scenario = new ScenarioUi({ select: $("#scenario-select"), chip: $("#agent-chip"), conversation: app.conversation });
   app.events = new EventsPanel($("#panel-events"), { onCount: (n) => ($("#events-count").textContent = n > 9999 ? `${Math.floor(n / 1000)}k` : String(n)) });
   app.metrics = new MetricsPanel($("#panel-metrics"), app.turns);
   setupTabs($(".tabs"));

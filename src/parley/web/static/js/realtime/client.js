@@ -7,7 +7,7 @@
 //     output_audio_buffer.clear (WebRTC) when the server does not stop the response itself;
 //   * push-to-talk: clear on press, commit + response.create on release.
 import { Emitter } from "../util/emitter.js";
-import { fetchConfig, mintSecret } from "../api.js";
+import { fetchConfig, followCallEvents, mintSecret } from "../api.js";
 import { BUSY_CODES, ParleyError, busyError } from "./errors.js";
 import { WebRtcTransport } from "./webrtc.js";
 import { WebSocketTransport } from "./websocket.js";
@@ -70,7 +70,7 @@ export class RealtimeClient extends Emitter {
 
   // ------------------------------------------------------------------ connect
 
-  async connect({ transport, session, processing, textOnly = false, cfg }) {
+  async connect({ transport, session, processing, textOnly = false, cfg, scenario = undefined }) {
     this.setState("connecting");
     const mark = (name) => (this.timeline[name] = performance.now());
     // Disconnect (Cancel) while connecting ends the attempt at its next step.
@@ -82,7 +82,8 @@ export class RealtimeClient extends Emitter {
     this.pushToTalk = session.audio.input.turn_detection === null;
     const metrics = Boolean(cfg.features && cfg.features.stage_metrics);
     // Mint the WebRTC secret while the microphone opens.
-    const minting = transport === "websocket" ? null : mintSecret(session, { accessTokenRequired: cfg.access_token_required });
+    const minting =
+      transport === "websocket" ? null : mintSecret(session, { accessTokenRequired: cfg.access_token_required }, scenario);
     minting?.catch(() => {}); // awaited below; avoid an unhandled rejection if the mic fails first
     try {
       await this.graph.resume();
@@ -94,7 +95,7 @@ export class RealtimeClient extends Emitter {
         this.graph.attachMic(this.mic);
         this.applyMute();
       }
-      if (transport === "websocket") await this.connectWebSocket({ session, cfg, metrics });
+      if (transport === "websocket") await this.connectWebSocket({ session, cfg, metrics, scenario });
       else await this.connectWebRtc({ minting, cfg, metrics });
       alive();
       mark("open");
@@ -132,9 +133,14 @@ export class RealtimeClient extends Emitter {
       this.startActivity();
     });
     await t.connect({ micStream: this.mic, secret, metrics, cfg: { accessTokenRequired: cfg.access_token_required } });
+    if (minted.scenario && t.callId) {
+      // The call's scenario runs on the server; its handoffs and guardrail trips come from there.
+      this.callEvents = new AbortController();
+      followCallEvents(t.callId, (ev) => this.onServerEvent(ev), this.callEvents.signal);
+    }
   }
 
-  async connectWebSocket({ session, cfg, metrics }) {
+  async connectWebSocket({ session, cfg, metrics, scenario }) {
     const t = (this.transport = new WebSocketTransport());
     t.on("message", (ev) => this.onServerEvent(ev));
     t.on("closed", (info) => this.onLost(info));
@@ -147,7 +153,7 @@ export class RealtimeClient extends Emitter {
     player.on("idle", () => this.setAssistantSpeaking(false));
     this.startActivity();
     try {
-      await t.connect({ model: cfg.model, metrics });
+      await t.connect({ model: cfg.model, metrics, scenario });
     } catch (err) {
       throw await this.diagnose(err, cfg);
     }
@@ -494,6 +500,10 @@ export class RealtimeClient extends Emitter {
   }
 
   teardown(reason, kind = "connection-lost") {
+    if (this.callEvents) {
+      this.callEvents.abort();
+      this.callEvents = null;
+    }
     for (const w of this.updateWaiters) w.reject(new ParleyError(kind, reason || "The connection closed."));
     this.updateWaiters = [];
     if (this.transport) {

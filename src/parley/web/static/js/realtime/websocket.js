@@ -14,11 +14,11 @@ export class WebSocketTransport extends Emitter {
     this.closing = false;
   }
 
-  connect({ model, metrics }) {
+  connect({ model, metrics, scenario }) {
     return new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = this.ws = new WebSocket(websocketUrl({ model, metrics }), websocketProtocols());
+        ws = this.ws = new WebSocket(websocketUrl({ model, metrics, scenario }), websocketProtocols());
       } catch (cause) {
         reject(new ParleyError("handshake", `The WebSocket could not be created: ${cause.message}`, { cause }));
         return;

@@ -84,6 +84,10 @@ export function summarize(ev) {
   if (typeof ev.text === "string") return `“${trim(ev.text)}”`;
   if (typeof ev.arguments === "string") return `${ev.name || ""} ${trim(ev.arguments)}`;
   if (t === "parley.metrics") return `first audio sent at ${ev.first_audio_sent_ms} ms`;
+  if (t === "parley.agent") return `agent ${ev.agent} (${ev.scenario}) voice=${ev.voice || "default"}`;
+  if (t === "parley.handoff") return `${ev.from_agent} → ${ev.to_agent} voice=${ev.voice || "default"}${ev.voice_kept ? " (kept)" : ""}`;
+  if (t === "parley.guardrail") return `${ev.rule}: “${ev.detail}” stopped ${ev.response_id || ""}`;
+  if (t === "parley.supervisor") return `${ev.status}${ev.answer ? ` “${trim(ev.answer, 60)}”` : ""}${ev.ms ? ` in ${ev.ms} ms` : ""}`;
   if (ev.audio_end_ms !== undefined) return `${ev.item_id || ""} audio_end_ms=${ev.audio_end_ms}`;
   if (ev.audio_start_ms !== undefined) return `${ev.item_id || ""} audio_start_ms=${ev.audio_start_ms}`;
   if (ev.item_id) return ev.item_id;
