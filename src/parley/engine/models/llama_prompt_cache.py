@@ -95,7 +95,8 @@ class PromptStates:
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, _SEQ)
         if not written:
             return
-        self._saved[key] = _Saved(self.cached_tokens(), bytes(buf[:written]))
+        # string_at copies the bytes in one go; bytes(buf[:n]) built a list of n ints (150 ms for 10 MB).
+        self._saved[key] = _Saved(self.cached_tokens(), ctypes.string_at(buf, written))
         self._saved.move_to_end(key)
         while self.size_bytes > self._budget and len(self._saved) > 1:
             self._saved.popitem(last=False)
