@@ -28,14 +28,14 @@ LEAD_S = 0.2
 class ScriptedTurnModel:
     sample_rate = 16000
 
-    def __init__(self, probability: float) -> None:
-        self.probability_value = probability
+    def __init__(self, probability: float, *later: float) -> None:
+        self.answers = [probability, *later]  # one per call; the last one repeats
         self.calls: list[float] = []  # seconds of audio heard per call
 
     async def probability(self, audio: np.ndarray) -> float:
         self.calls.append(len(audio) / self.sample_rate)
         await asyncio.sleep(0.02)
-        return self.probability_value
+        return self.answers[min(len(self.calls), len(self.answers)) - 1]
 
 
 @dataclass
@@ -52,14 +52,19 @@ class SlowStt(FakeStt):
 
 
 async def talk(
-    probability: float, transcript: str, silence_s: float, stt: FakeStt | None = None
+    probability: float | tuple[float, ...],
+    transcript: str,
+    silence_s: float,
+    stt: FakeStt | None = None,
+    eagerness: str = "high",
 ) -> tuple[EventLog, ScriptedTurnModel]:
-    models = TurnModels(stt=stt or FakeStt(transcript), turn=ScriptedTurnModel(probability))
+    answers = probability if isinstance(probability, tuple) else (probability,)
+    models = TurnModels(stt=stt or FakeStt(transcript), turn=ScriptedTurnModel(*answers))
     session = RealtimeSession(models, EngineConfig(validate_events=True))  # type: ignore[arg-type]
     log = EventLog()
     session.attach(log)
     session.open()
-    td = {"type": "semantic_vad", "eagerness": "high", "create_response": False}
+    td = {"type": "semantic_vad", "eagerness": eagerness, "create_response": False}
     session.receive(
         json.dumps(
             {
@@ -117,3 +122,13 @@ async def test_a_late_transcript_does_not_hold_the_decision() -> None:
     after = stopped_after_speech_ms(log)
     # Probe (200 ms) + model + the bounded wait for the transcript (600 ms), then the model decides.
     assert after is not None and after < 200 + 600 + EAGERNESS["high"].min_wait_ms + 300, after
+
+
+async def test_low_eagerness_looks_again_before_its_short_wait_runs_out() -> None:
+    low = EAGERNESS["low"]
+    assert low.early_look_ms is not None and low.early_look_ms < low.min_wait_ms
+    # Doubted at the first look, judged finished at the early look: ends after the short wait.
+    log, model = await talk((0.03, 0.95), "Who wrote Romeo and Juliet?", 1.6, eagerness="low")
+    after = stopped_after_speech_ms(log)
+    assert after is not None and low.min_wait_ms <= after < low.min_wait_ms + 300, after
+    assert len(model.calls) == 2

@@ -548,7 +548,7 @@ class RealtimeSession:
         stt = spec.stt if spec is not None and spec.start == recheck.start else None
         self._spawn(
             self._semantic_decision(
-                stt, self.buffer.slice(recheck.start, recheck.end), self._turns.pause, long_pause=True
+                stt, self.buffer.slice(recheck.start, recheck.end), self._turns.pause, long_pause=recheck.long
             )
         )
 

@@ -62,6 +62,7 @@ class Recheck:
 
     start: int
     end: int
+    long: bool = True  # seconds into the pause (not the early look): a finished sentence suffices
 
 
 @dataclass
@@ -86,13 +87,18 @@ class Eagerness:
     min_wait_ms: int  # silence before a finished turn ends
     max_wait_ms: int  # the long fallback: silence before an unfinished-sounding turn ends anyway
     recheck_ms: int  # silence at which a pause judged unfinished is judged once more
+    # An extra look before the short wait runs out: the model hears more of the pause. Low's
+    # first look at 200 ms doubted compound questions ("Who wrote Romeo and Juliet, and what is
+    # the story about?": P = 0.03) that it judged finished a second in (0.91); without it they
+    # waited for the look at 2 s.
+    early_look_ms: int | None = None
 
 
 # A lower threshold answers sooner and risks cutting in; the waits follow the
 # OpenAI Realtime description (low waits up to 8 s, high up to 2 s). ``auto`` is ``medium``.
 # Thresholds and waits were chosen by `parley bench turn-taking` (figures in the README).
 EAGERNESS = {
-    "low": Eagerness(threshold=0.9, min_wait_ms=900, max_wait_ms=8000, recheck_ms=2000),
+    "low": Eagerness(threshold=0.9, min_wait_ms=900, max_wait_ms=8000, recheck_ms=2000, early_look_ms=700),
     "medium": Eagerness(threshold=0.8, min_wait_ms=500, max_wait_ms=4000, recheck_ms=1200),
     "high": Eagerness(threshold=0.5, min_wait_ms=250, max_wait_ms=2000, recheck_ms=800),
 }
@@ -250,6 +256,7 @@ class TurnDetector:
         self._speech_start = 0
         self._probed = False
         self._rechecked = False
+        self._looked_early = False
         self.last_probability = 0.0
         self.pause = 0  # counts pauses: a semantic decision names the pause it is about
 
@@ -344,8 +351,18 @@ class TurnDetector:
         if not self._probed and self._silence_ms >= self.probe_ms:
             self._probed = True
             self._rechecked = False
+            self._looked_early = False
             self.pause += 1
             signals.append(Probe(start=self._speech_start, end=frame_end))
+        early = self.eagerness.early_look_ms if self.kind == "semantic_vad" else None
+        if (
+            early is not None
+            and not self._looked_early
+            and self._silence_ms >= early
+            and self.required_silence_ms > self._silence_ms
+        ):
+            self._looked_early = True
+            signals.append(Recheck(start=self._speech_start, end=frame_end, long=False))
         if (
             self.kind == "semantic_vad"
             and not self._rechecked
