@@ -202,7 +202,14 @@ def test_sounds_finished(text: str, finished: bool) -> None:
 def test_a_long_pause_trusts_a_finished_sentence_over_a_doubting_model() -> None:
     said = "Who wrote Romeo and Juliet? And what is the story about?"
     assert not turn_complete(0.84, said, 0.9)  # the first look: the model doubts, keep waiting
-    assert turn_complete(0.84, said, 0.9, long_pause=True)  # seconds later: the sentence is done
-    assert not turn_complete(0.84, "I was thinking about the", 0.9, long_pause=True)
-    assert not turn_complete(0.95, "Can you tell me, and", 0.9, long_pause=True)
-    assert not turn_complete(0.2, None, 0.9, long_pause=True)  # no transcript: the model decides
+    assert turn_complete(0.84, said, 0.9, sentence_suffices_at=0.0)  # seconds later: the sentence is done
+    assert not turn_complete(0.84, "I was thinking about the", 0.9, sentence_suffices_at=0.0)
+    assert not turn_complete(0.95, "Can you tell me, and", 0.9, sentence_suffices_at=0.0)
+    assert not turn_complete(0.2, None, 0.9, sentence_suffices_at=0.0)  # no transcript: the model decides
+
+
+def test_at_the_early_look_a_finished_sentence_needs_even_odds() -> None:
+    said = "What is the tallest mountain in the world, and where is it?"
+    assert turn_complete(0.54, said, 0.9, sentence_suffices_at=0.5)
+    assert not turn_complete(0.3, said, 0.9, sentence_suffices_at=0.5)
+    assert not turn_complete(0.54, "I would like to book a table for", 0.9, sentence_suffices_at=0.5)

@@ -96,9 +96,9 @@ class Evidence:
     stt_s: float
 
 
-# (utterance, speech start, probe or recheck end, end of the probe whose transcript counts, recheck?)
+# (utterance, speech start, probe or recheck end, end of the probe whose transcript counts, the look's sentence_suffices_at)
 # → (turn complete?, seconds until the decision is known)
-Decide = Callable[[Utterance, int, int, int, bool], tuple[bool, float]]
+Decide = Callable[[Utterance, int, int, int, float | None], tuple[bool, float]]
 
 
 @dataclass
@@ -249,7 +249,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         threshold = EAGERNESS[eagerness].threshold
 
         def decide(
-            utt: Utterance, start: int, end: int, probe_end: int, long_pause: bool
+            utt: Utterance, start: int, end: int, probe_end: int, sentence_suffices_at: float | None
         ) -> tuple[bool, float]:
             ev = evidence(utt, start, end, transcribe=False)
             probability = ev.probability if use_model else None
@@ -267,7 +267,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     waits.append(ev.model_s + SEMANTIC_TRANSCRIPT_WAIT_MS / 1000)
                 else:
                     waits.append(remaining)
-            return turn_complete(probability, text, threshold, long_pause=long_pause), max(waits, default=0.0)
+            return turn_complete(
+                probability, text, threshold, sentence_suffices_at=sentence_suffices_at
+            ), max(waits, default=0.0)
 
         return decide
 

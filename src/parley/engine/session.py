@@ -548,12 +548,20 @@ class RealtimeSession:
         stt = spec.stt if spec is not None and spec.start == recheck.start else None
         self._spawn(
             self._semantic_decision(
-                stt, self.buffer.slice(recheck.start, recheck.end), self._turns.pause, long_pause=recheck.long
+                stt,
+                self.buffer.slice(recheck.start, recheck.end),
+                self._turns.pause,
+                sentence_suffices_at=recheck.sentence_suffices_at,
             )
         )
 
     async def _semantic_decision(
-        self, stt: asyncio.Task[Transcript] | None, pcm: np.ndarray, pause: int, *, long_pause: bool = False
+        self,
+        stt: asyncio.Task[Transcript] | None,
+        pcm: np.ndarray,
+        pause: int,
+        *,
+        sentence_suffices_at: float | None = None,
     ) -> None:
         """End-of-turn model and transcript of the speech so far → this pause's wait.
 
@@ -579,7 +587,10 @@ class RealtimeSession:
         if self._turns is None or self._turns.kind != "semantic_vad":
             return
         threshold = self._turns.eagerness.threshold
-        self._turns.decide(turn_complete(probability, transcript, threshold, long_pause=long_pause), pause)
+        self._turns.decide(
+            turn_complete(probability, transcript, threshold, sentence_suffices_at=sentence_suffices_at),
+            pause,
+        )
 
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:
         item_id = self._speech_item_id or ids.item_id()

@@ -62,7 +62,9 @@ class Recheck:
 
     start: int
     end: int
-    long: bool = True  # seconds into the pause (not the early look): a finished sentence suffices
+    # A transcript that reads as a finished sentence ends the turn when the model gives it at
+    # least this: any, seconds into a pause; half, at low's early look.
+    sentence_suffices_at: float = 0.0
 
 
 @dataclass
@@ -103,6 +105,11 @@ EAGERNESS = {
     "high": Eagerness(threshold=0.5, min_wait_ms=250, max_wait_ms=2000, recheck_ms=800),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
+# At low's early look (700 ms) a finished-looking sentence also ends the turn if the model
+# gives it even odds: the questions it still doubted then ("…, and where is it?": 0.54 a second
+# in) otherwise waited for the look at 2 s. Low's short wait (900 ms) still outlasts the
+# 400–800 ms pauses people make inside a clause.
+EARLY_LOOK_SENTENCE_P = 0.5
 SEMANTIC_MAX_WAIT_MS = {name: e.max_wait_ms for name, e in EAGERNESS.items()}
 SEMANTIC_MIN_WAIT_MS = {name: e.min_wait_ms for name, e in EAGERNESS.items()}
 # The model call starts this far into a pause: smart-turn was trained on turns cut by a
@@ -201,7 +208,11 @@ def trails_off(text: str) -> bool:
 
 
 def turn_complete(
-    probability: float | None, transcript: str | None, threshold: float, *, long_pause: bool = False
+    probability: float | None,
+    transcript: str | None,
+    threshold: float,
+    *,
+    sentence_suffices_at: float | None = None,
 ) -> bool:
     """The semantic end-of-turn decision for one pause.
 
@@ -211,17 +222,24 @@ def turn_complete(
     pitch before a pause); the transcript catches the pauses the model misses
     after a word that cannot end an English sentence.
 
-    ``long_pause``: the second look, a recheck after seconds of silence. Someone
-    still mid-sentence has usually gone on by then, so a transcript that reads
-    as a finished sentence ends the turn even when the model doubts: measured on
-    Piper speech, "Who wrote Romeo and Juliet? And what is the story about?" stayed
-    at P = 0.84 after 2 s and waited out eagerness low's 8 s fallback.
+    ``sentence_suffices_at`` (a later look into the pause): a transcript that
+    reads as a finished sentence ends the turn when the model gives it at least
+    this. Someone still mid-sentence has usually gone on by then: measured on
+    Piper speech, "Who wrote Romeo and Juliet? And what is the story about?"
+    stayed at P = 0.84 after 2 s and waited out eagerness low's 8 s fallback.
     """
     if probability is None:
         return sounds_finished(transcript or "")
     if transcript is not None and trails_off(transcript):
         return False
-    return probability >= threshold or (long_pause and transcript is not None and sounds_finished(transcript))
+    if probability >= threshold:
+        return True
+    return (
+        sentence_suffices_at is not None
+        and probability >= sentence_suffices_at
+        and transcript is not None
+        and sounds_finished(transcript)
+    )
 
 
 class TurnDetector:
@@ -362,7 +380,9 @@ class TurnDetector:
             and self.required_silence_ms > self._silence_ms
         ):
             self._looked_early = True
-            signals.append(Recheck(start=self._speech_start, end=frame_end, long=False))
+            signals.append(
+                Recheck(start=self._speech_start, end=frame_end, sentence_suffices_at=EARLY_LOOK_SENTENCE_P)
+            )
         if (
             self.kind == "semantic_vad"
             and not self._rechecked
