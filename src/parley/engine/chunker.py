@@ -1,8 +1,9 @@
 """Clause chunker: streamed LLM text → pieces worth sending to TTS.
 
 The first piece is cut early (at the first comma or sentence end with a couple
-of words, or after a handful of words) because it sets the turn latency;
-later pieces are whole sentences, which Piper phrases better.
+of words, or after a handful of words) because it sets the turn latency; the
+second is cut at a comma too and stays short, so it is ready before the first
+has played; later pieces are whole sentences, which Piper phrases better.
 """
 
 from __future__ import annotations
@@ -59,10 +60,16 @@ def _words(text: str) -> int:
 
 class ClauseChunker:
     def __init__(
-        self, first_min_words: int = 2, first_max_words: int = 7, min_words: int = 4, max_words: int = 30
+        self,
+        first_min_words: int = 2,
+        first_max_words: int = 7,
+        min_words: int = 4,
+        max_words: int = 30,
+        second_max_words: int = 14,
     ) -> None:
         self.first_min_words = first_min_words
         self.first_max_words = first_max_words
+        self.second_max_words = second_max_words
         self.min_words = min_words
         self.max_words = max_words
         self._buffer = ""
@@ -82,23 +89,27 @@ class ClauseChunker:
 
     def _cut(self) -> str | None:
         first = self._emitted == 0
+        # The second piece is cut at a comma too and kept short: it must be synthesised while
+        # the first (a few words, ~1.5 s of audio) plays, and with several conversations on the
+        # engine a whole long sentence there left a gap (measured with `parley bench load`).
+        early = self._emitted < 2
         buf = self._buffer
         min_words = self.first_min_words if first else self.min_words
         # Punctuation counts as a boundary only once the next character is
         # known to be whitespace ("3.5" and "e.g." stay whole).
-        boundary = r"[,;:.!?]" if first else r"[.!?;:]"
+        boundary = r"[,;:.!?]" if early else r"[.!?;:]"
         for m in re.finditer(boundary + r"[\"')\]]*(?=\s)", buf):
             candidate = buf[: m.end()]
             if _words(candidate) >= min_words:
                 return self._take(m.end())
-        limit = self.first_max_words if first else self.max_words
+        limit = self.first_max_words if first else self.second_max_words if early else self.max_words
         # A word is complete once whitespace follows it (LLM tokens carry their
         # leading space, so the buffer itself rarely ends in whitespace).
         complete = len(re.findall(r"\S+(?=\s)", buf))
         if complete >= limit:
             # No punctuation in sight: cut after ``limit`` words, or earlier
             # before a word that starts a phrase ("…blue | on a clear day").
-            if first:
+            if early:
                 return self._take(self._phrase_cut(buf, limit))
             cut_at = self._nth_word_end(buf, limit)
             comma = buf.rfind(",", 0, cut_at)
