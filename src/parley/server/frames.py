@@ -343,10 +343,12 @@ class RemoteSocket:
             self.pause_reading()
 
     def _lost(self) -> None:
-        assert self.conn is not None
-        exc = self.conn.protocol.close_exc
-        frame = exc.rcvd or exc.sent
-        self._closed = (frame.code, frame.reason) if frame else (1006, "connection lost")
+        if self.conn is None:  # lost during the opening handshake (the upstream died or refused)
+            self._closed = (1006, "connection lost")
+        else:
+            exc = self.conn.protocol.close_exc
+            frame = exc.rcvd or exc.sent
+            self._closed = (frame.code, frame.reason) if frame else (1006, "connection lost")
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         if self._drained is not None:
