@@ -50,6 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-sessions", type=int, default=None, help="concurrent session limit (env PARLEY_MAX_SESSIONS)"
     )
+    add_node_options(parser)
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """Options of a node behind a load balancer, shared by ``parley engine`` and ``parley serve``."""
     parser.add_argument(
         "--agent-port",
         type=int,
@@ -62,6 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="on SIGTERM, how long running sessions may go on before they are closed (default 30)",
     )
+
+
+def apply_node_options(args: argparse.Namespace, config: EngineConfig) -> None:
+    if args.agent_port is not None:
+        config.agent_port = args.agent_port
+    if args.drain_seconds is not None:
+        config.drain_seconds = args.drain_seconds
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -86,10 +98,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         config.models.tts_base_url = args.tts_base_url
     if args.max_sessions is not None:
         config.max_sessions = args.max_sessions
-    if args.agent_port is not None:
-        config.agent_port = args.agent_port
-    if args.drain_seconds is not None:
-        config.drain_seconds = args.drain_seconds
+    apply_node_options(args, config)
     return config
 
 

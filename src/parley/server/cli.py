@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from parley.engine.models.registry import backend_names
+from parley.host import cli as engine_cli
 from parley.host.deadlines import deadline_http_protocol
 from parley.httpapi import is_loopback
 from parley.server.config import ServerConfig, resolve_upstream
@@ -69,18 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="embedded engine: concurrent session limit (env PARLEY_MAX_SESSIONS)",
     )
-    parser.add_argument(
-        "--agent-port",
-        type=int,
-        default=None,
-        help="serve HAProxy's agent-check (this node's weight) on this port (env PARLEY_AGENT_PORT)",
-    )
-    parser.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=None,
-        help="on SIGTERM, how long running sessions may go on before they are closed (default 30)",
-    )
+    engine_cli.add_node_options(parser)
     parser.add_argument(
         "--scenario",
         default=None,
@@ -110,10 +100,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         config.engine.models.llm_model = args.llm_model
     if args.max_sessions is not None:
         config.engine.max_sessions = args.max_sessions
-    if args.drain_seconds is not None:
-        config.engine.drain_seconds = args.drain_seconds
-    if args.agent_port is not None:
-        config.engine.agent_port = args.agent_port
+    engine_cli.apply_node_options(args, config.engine)
     if args.scenario:
         from parley.scenarios import resolve
 
