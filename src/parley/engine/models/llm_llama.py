@@ -165,7 +165,9 @@ class _FirstStep:
 
 
 _DONE = object()
-_CALL_OPENINGS = (TOOL_CALL_OPEN, '{"name"')
+# Qwen2.5-Coder-1.5B opens some calls with a doubled brace ('{{"name": "clearnotes", …}}}'),
+# which went out as spoken text before it was recognised here.
+_CALL_OPENINGS = (TOOL_CALL_OPEN, '{"name"', '{{"name"')
 _CALL_PREFIX = TOOL_CALL_OPEN + '{"name": '
 _NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"]{0,64})"')
 
