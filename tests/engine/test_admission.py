@@ -24,6 +24,7 @@ from parley.host.admission import retry_after_from_reason
 from parley.host.agent import agent_line, start_agent
 from parley.host.app import create_engine_app
 from parley.protocol.validation import validate_server_event
+from tests.support.events import user_message
 from tests.support.serve import UPSTREAM_KEY, fake_runtime, serve_local, serve_remote
 from tests.support.servers import free_port, serve_app
 from tests.webrtc.conftest import browser_like_offer
@@ -72,18 +73,7 @@ async def text_turn(ws: Any) -> str:
     await ws.send(
         json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
     )
-    await ws.send(
-        json.dumps(
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "Hi"}],
-                },
-            }
-        )
-    )
+    await ws.send(user_message("Hi"))
     await ws.send(json.dumps({"type": "response.create"}))
     done = await recv(ws, "response.done", timeout=10)
     assert done["response"]["status"] == "completed"

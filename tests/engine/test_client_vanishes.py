@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from parley.host.app import create_engine_app
+from tests.support.events import user_message
 from tests.support.serve import fake_runtime
 from tests.support.servers import serve_app
 
@@ -19,18 +20,7 @@ async def test_client_vanishing_mid_response_frees_the_session(caplog: pytest.Lo
     runtime = fake_runtime()
     async with serve_app(create_engine_app(runtime)) as srv:
         ws = await websockets.connect(f"{srv.ws}/v1/realtime")
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "conversation.item.create",
-                    "item": {
-                        "type": "message",
-                        "role": "user",
-                        "content": [{"type": "input_text", "text": "Hi"}],
-                    },
-                }
-            )
-        )
+        await ws.send(user_message("Hi"))
         await ws.send(json.dumps({"type": "response.create"}))
         async with asyncio.timeout(5):
             while json.loads(await ws.recv())["type"] != "response.output_audio.delta":

@@ -24,6 +24,7 @@ import pytest
 import websockets
 
 from tests.server.test_ws_relay import _settled, recv
+from tests.support.events import user_message
 from tests.support.serve import UPSTREAM_KEY, serve_remote
 from tests.support.servers import free_port
 
@@ -54,8 +55,7 @@ def engine_process(port: int) -> Iterator[subprocess.Popen[bytes]]:
 
 
 async def text_turn(ws: Any) -> dict[str, Any]:
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello?"}]}
-    await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+    await ws.send(user_message("Hello?"))
     await ws.send(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]}}))
     return await recv(ws, "response.done", within=10)
 

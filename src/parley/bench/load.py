@@ -66,6 +66,9 @@ class Playback:
             self.gaps.append((round(self.runs_out - self.started, 2), round(gap_ms)))
         self.runs_out = max(self.runs_out, now) + seconds
 
+    def report(self) -> dict[str, Any]:
+        return {"underruns": self.underruns, "underrun_ms": self.underrun_ms, "gaps": self.gaps}
+
 
 @dataclass
 class UserResult:
@@ -150,10 +153,12 @@ async def run_user(
         seen: set[str] = set()
         interrupted = False  # an interruption was just spoken: its reply is the next turn
         label = ""
+        asked = 0  # index of the first event since the utterance was queued: replies come after it
         for n in range(turns):
             if not interrupted:
                 await asyncio.sleep(rng.uniform(1.0, 3.0))  # thinking before the next question
                 label = f"q{n}"
+                asked = len(events.items)
                 mic.say(np.concatenate([questions[(user * 7 + n) % len(questions)], silence(0.1)]), label)
             interrupted = False
             await _spoken(mic, label, end=True)
@@ -161,7 +166,7 @@ async def run_user(
             try:
                 _, t_audio, delta = await events.wait_for(
                     lambda e: e["type"] == "response.output_audio.delta" and e["response_id"] not in seen,
-                    0,
+                    asked,
                     reply_timeout,
                 )
             except TimeoutError:
@@ -175,7 +180,7 @@ async def run_user(
                 "latency_ms": (t_audio - speech_end) * 1000,
                 "interrupted": False,
             }
-            stopped = [t for t, e in events.items if e["type"] == "input_audio_buffer.speech_stopped"]
+            stopped = [t for t, e in events.items[asked:] if e["type"] == "input_audio_buffer.speech_stopped"]
             if stopped and stopped[-1] <= t_audio:
                 turn["speech_stopped_ms"] = (stopped[-1] - speech_end) * 1000  # the end-of-turn wait
             result.turns.append(turn)
@@ -184,25 +189,21 @@ async def run_user(
                 # Barge in about a second into the reply; what follows it is not heard.
                 await asyncio.sleep(1.0)
                 label = f"i{n}"
+                asked = len(events.items)
                 mic.say(interruptions[(user + n) % len(interruptions)], label)
                 interrupted = turn["interrupted"] = True
                 await _spoken(mic, label, end=False)
                 onset = mic.sent_voice[label][0]
                 play = events.playback[response_id]
-                turn["underruns"] = play.underruns
-                turn["underrun_ms"] = play.underrun_ms
-                turn["heard_s"] = onset - (play.started or onset)
+                turn.update(play.report(), heard_s=onset - (play.started or onset))
                 continue
             await events.wait_for(
                 lambda e, rid=response_id: e["type"] == "response.done" and e["response"]["id"] == rid,
-                0,
+                asked,
                 reply_timeout * 4,
             )
             play = events.playback[response_id]
-            turn["underruns"] = play.underruns
-            turn["underrun_ms"] = play.underrun_ms
-            turn["reply_s"] = play.runs_out - (play.started or play.runs_out)
-            turn["gaps"] = play.gaps
+            turn.update(play.report(), reply_s=play.runs_out - (play.started or play.runs_out))
             turn.update(_stages(events, response_id))
             await asyncio.sleep(max(0.0, play.runs_out - time.perf_counter()))  # listen to the end
     except Exception as exc:  # a failed user is a result, not the benchmark's crash
