@@ -120,7 +120,7 @@ async def test_a_trailing_transcript_vetoes_the_model() -> None:
 async def test_a_late_transcript_does_not_hold_the_decision() -> None:
     log, _ = await talk(0.9, "", 1.5, stt=SlowStt("Can you tell me about the"))
     after = stopped_after_speech_ms(log)
-    # Probe (200 ms) + model + the bounded wait for the transcript (600 ms), then the model decides.
+    # The first look (200 ms) + model + the bounded wait for the transcript (600 ms), then the model decides.
     assert after is not None and after < 200 + 600 + EAGERNESS["high"].min_wait_ms + 300, after
 
 

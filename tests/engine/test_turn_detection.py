@@ -7,8 +7,8 @@ import pytest
 
 from parley.engine.turn_detection import (
     EAGERNESS,
+    Look,
     Probe,
-    Recheck,
     SpeechResumed,
     SpeechStarted,
     SpeechStopped,
@@ -94,49 +94,67 @@ def test_positions_count_from_where_the_detector_starts() -> None:
     assert det.position == 48_000 + 3 * FRAME
 
 
-def test_semantic_vad_waits_until_told_the_words_sound_finished() -> None:
-    config = {"type": "semantic_vad", "eagerness": "high"}  # waits up to 2 s, 250 ms once finished
-    det = detector(config, frames((0.9, 3), (0.0, 100)), min_speech_ms=40)
-    signals = run(det, 3 + 15)  # 300 ms of silence: a probe, no end
+def semantic(eagerness: str, probabilities: list[float]) -> TurnDetector:
+    return detector(
+        {"type": "semantic_vad", "eagerness": eagerness}, probabilities, min_speech_ms=40, probe_ms=100
+    )
+
+
+def test_semantic_vad_transcribes_early_then_looks_and_waits_until_told() -> None:
+    det = semantic("high", frames((0.9, 3), (0.0, 100)))  # waits up to 2 s, 250 ms once finished
+    signals = run(det, 3 + 5)  # 100 ms of silence: the probe (transcribe, start the reply)
     assert [type(s) for s in signals] == [SpeechStarted, Probe]
+    signals = run(det, 5)  # 200 ms: the first look (the end-of-turn model), no end yet
+    assert signals == [Look(start=0, end=13 * FRAME, sentence_suffices_at=None)]
+    assert run(det, 2) == []
     det.set_required_silence(det.min_wait_ms)
     [stopped] = run(det, 1)
-    assert isinstance(stopped, SpeechStopped) and stopped.end == 19 * FRAME
+    assert isinstance(stopped, SpeechStopped) and stopped.end == 16 * FRAME
 
 
 def test_semantic_decision_for_a_pause_that_is_over_is_dropped() -> None:
-    config = {"type": "semantic_vad", "eagerness": "high"}
-    det = detector(config, frames((0.9, 3), (0.0, 15), (0.9, 3), (0.0, 100)), min_speech_ms=40)
-    signals = run(det, 3 + 15)
-    assert isinstance(signals[-1], Probe)
+    det = semantic("high", frames((0.9, 3), (0.0, 15), (0.9, 3), (0.0, 100)))
+    signals = run(det, 3 + 10)
+    assert isinstance(signals[-1], Look)
     stale = det.pause
-    signals = run(det, 3)  # speech resumes before the model has answered
+    signals = run(det, 5 + 3)  # speech resumes before the model has answered
     assert [type(s) for s in signals] == [SpeechResumed]
     assert not det.decide(True, stale)  # about the pause that ended: ignored
-    run(det, 5)  # 100 ms into the new pause, no probe yet
+    run(det, 5)  # 100 ms into the new pause: a probe, no look yet
     assert not det.decide(True, stale)
     assert det.required_silence_ms == EAGERNESS["high"].max_wait_ms
-    signals = run(det, 10)
-    assert isinstance(signals[-1], Probe)
+    signals = run(det, 5)
+    assert isinstance(signals[-1], Look)
     assert det.decide(True, det.pause)
-    [stopped] = run(det, 1)
+    [stopped] = run(det, 3)
     assert isinstance(stopped, SpeechStopped)
 
 
 def test_a_pause_judged_unfinished_is_judged_again_then_ends_at_the_fallback() -> None:
     eager = EAGERNESS["high"]
-    det = detector(
-        {"type": "semantic_vad", "eagerness": "high"}, frames((0.9, 3), (0.0, 200)), min_speech_ms=40
-    )
+    det = semantic("high", frames((0.9, 3), (0.0, 200)))
     signals = run(det, 3 + 10)
-    assert isinstance(signals[-1], Probe)
+    assert [type(s) for s in signals] == [SpeechStarted, Probe, Look]
     assert det.decide(False, det.pause)
     n = eager.recheck_ms // 20
     signals = run(det, n - 10)
-    assert [type(s) for s in signals] == [Recheck]
-    assert det.decide(False, det.pause)  # the same pause: a recheck keeps its number
+    assert signals == [Look(start=0, end=(3 + n) * FRAME, sentence_suffices_at=0.0)]
+    assert det.decide(False, det.pause)  # the same pause: a later look keeps its number
     signals = run(det, (eager.max_wait_ms - eager.recheck_ms) // 20)
     assert [type(s) for s in signals] == [SpeechStopped]
+
+
+def test_low_eagerness_looks_three_times_in_an_unfinished_pause_and_once_in_a_finished_one() -> None:
+    low = EAGERNESS["low"]
+    assert low.early_look_ms is not None
+    det = semantic("low", frames((0.9, 3), (0.0, 200)))
+    looks = [s for s in run(det, 3 + low.recheck_ms // 20) if isinstance(s, Look)]
+    assert [s.sentence_suffices_at for s in looks] == [None, 0.5, 0.0]
+    det = semantic("low", frames((0.9, 3), (0.0, 200)))
+    run(det, 3 + 10)
+    assert det.decide(True, det.pause)
+    signals = run(det, low.min_wait_ms // 20)
+    assert [type(s) for s in signals] == [SpeechStopped]  # no look after the pause was judged finished
 
 
 @pytest.mark.parametrize(

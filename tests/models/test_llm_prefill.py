@@ -66,13 +66,34 @@ def test_sessions_with_different_prompts_do_not_evict_each_other(models: Any) ->
     restores = llm._states.restores
     warm = _first_token_s(llm, _request("sess_b", LONG_INSTRUCTIONS, "Who wrote Hamlet?"))
     assert llm._states.restores == restores + 1  # sess_b's prompt came back from its saved state
-    llm.forget("sess_b")
     llm.prefill_sync(_request("sess_c", other))
-    cold = _first_token_s(llm, _request("sess_b", LONG_INSTRUCTIONS, "Who wrote Hamlet?"))
-    # Without its saved state the whole system block is evaluated again: measurably slower.
+    # A prompt no session has had (it differs in its second word): the whole system block is
+    # evaluated, measurably slower.
+    cold = _first_token_s(
+        llm, _request("sess_new", LONG_INSTRUCTIONS.replace("Parley", "Polly"), "Who wrote Hamlet?")
+    )
     assert warm < cold, (warm, cold)
-    llm.forget("sess_b")
-    llm.forget("sess_c")
+    for key in ("sess_b", "sess_c", "sess_new"):
+        llm.forget(key)
+
+
+def test_a_new_session_starts_from_the_prompt_an_ended_session_shared(models: Any) -> None:
+    """The page's sessions share their system block: the next one does not evaluate it again."""
+    llm = models.llm
+    other = "You are a pirate who answers every question about the sea. " * 8
+    page = "Echo here: a calm museum guide who answers in one or two short spoken sentences. " * 5
+    before = llm.prefilled_tokens
+    llm.prefill_sync(_request("page_1", page))
+    whole = llm.prefilled_tokens - before
+    assert whole > 200
+    llm.forget("page_1")  # the session ended; its state stays as a donor
+    llm.prefill_sync(_request("pirate", other))  # the live cache now holds another prompt
+    restores, before = llm._states.restores, llm.prefilled_tokens
+    llm.prefill_sync(_request("page_2", page))
+    assert llm._states.restores == restores + 1
+    assert llm.prefilled_tokens - before < 10, (llm.prefilled_tokens - before, whole)
+    for key in ("page_2", "pirate"):
+        llm.forget(key)
 
 
 def test_a_newer_prefill_of_the_same_session_supersedes_the_older(models: Any) -> None:

@@ -221,3 +221,36 @@ async def test_openai_python_spoken_turn_and_server_tool_through_relay(serve: Se
             assert not [e for e in c.log.of("error")], c.log.of("error")
         finally:
             await c.close()
+
+
+async def test_serve_prepares_the_pages_prompt_before_the_first_session(models: Any) -> None:
+    """The first page after start-up does not wait for its instructions and tools to be evaluated."""
+    from parley.engine.config import EngineConfig
+    from parley.host.runtime import EngineRuntime
+    from parley.server.page_defaults import page_session
+    from tests.support.serve import serve_local
+
+    llm = models.llm
+    runtime = EngineRuntime(EngineConfig(validate_events=True), models=models)
+    async with serve_local(runtime) as srv:
+        async with asyncio.timeout(60):
+            while runtime.prepared == 0:  # serve evaluates the page's prompt at start-up
+                await asyncio.sleep(0.05)
+        before = llm.prefilled_tokens
+        # As the page does: mint a secret for its session (serve adds its tools), then connect.
+        async with httpx.AsyncClient(base_url=srv.http) as http:
+            r = await http.post("/api/session", json={"session": page_session()})
+            assert r.status_code == 200, r.text
+            secret = r.json()["value"]
+        client = AsyncOpenAI(api_key=secret, base_url=f"{srv.http}/v1", websocket_base_url=f"{srv.ws}/v1")
+        async with client.realtime.connect(model="gpt-realtime") as raw:
+            c = Conn(raw)
+            try:
+                created = await c.log.wait_for("session.created")
+                assert "get_current_time" in {t["name"] for t in created["session"]["tools"]}
+                [session] = runtime.sessions.values()
+                await asyncio.wait_for(session.prompt_ready(), 30)
+            finally:
+                await c.close()
+        # Only the few tokens that differ from the prepared prompt were evaluated, not hundreds.
+        assert llm.prefilled_tokens - before < 20, llm.prefilled_tokens - before

@@ -21,7 +21,7 @@ async def test_config_describes_upstream_tools_and_defaults() -> None:
         assert cfg["upstream"]["kind"] == "local" and cfg["upstream"]["label"]
         assert cfg["model"] == "gpt-realtime"
         assert "marin" in cfg["voices"]
-        assert set(cfg["defaults"]) == {"instructions", "voice", "speed", "turn_detection", "transcription"}
+        assert set(cfg["defaults"]) == {"voice", "speed", "transcription"}
         names = {t["name"] for t in cfg["tools"]}
         assert {"get_current_time", "calculate", "add_note", "list_notes"} <= names
         assert cfg["access_token_required"] is False

@@ -10,11 +10,11 @@ first part keeps the rising or level pitch of a sentence that goes on;
 ends with a sentence's falling pitch: a harder case).
 
 The audio goes through the real :class:`TurnDetector` with the real Silero
-VAD, frame by frame in audio time (not wall time). At each ``Probe`` the real
-end-of-turn model and Whisper are run on the speech so far; their measured
-wall time is added in audio time before the decision applies, as in the
-session (the model and the transcription run side by side, so the larger of
-the two counts when both are used).
+VAD, frame by frame in audio time (not wall time). At each ``Probe`` Whisper
+transcribes the speech so far; at each ``Look`` the real end-of-turn model is
+run on the speech so far. Their measured wall time is added in audio time
+before the decision applies, as in the session (the transcription started at
+the probe runs beside the model, so whichever finishes later counts).
 
 Figures per setting:
 
@@ -54,6 +54,7 @@ PAUSES_S = (0.4, 0.5, 0.6, 0.7, 0.8)
 LEAD_S = 0.5
 TAIL_S = 9.0  # longer than the longest fallback (low eagerness: 8 s)
 CHUNK = CANONICAL_RATE // 50  # 20 ms, what a browser sends
+PROBE_MS = 100  # the engine's default speculation probe (PARLEY_SPECULATION_PROBE_MS)
 
 # (sentence, number of words before the inserted pause). Every cut falls inside a clause.
 SENTENCES: tuple[tuple[str, int], ...] = (
@@ -96,7 +97,7 @@ class Evidence:
     stt_s: float
 
 
-# (utterance, speech start, probe or recheck end, end of the probe whose transcript counts, the look's sentence_suffices_at)
+# (utterance, speech start, the look's end, end of the probe whose transcript counts, the look's sentence_suffices_at)
 # → (turn complete?, seconds until the decision is known)
 Decide = Callable[[Utterance, int, int, int, float | None], tuple[bool, float]]
 
@@ -157,9 +158,9 @@ def simulate(
     decide: Decide | None,
 ) -> Outcome:
     """Feed ``utt`` in 20 ms chunks; apply each semantic decision ``latency`` seconds of audio later."""
-    from parley.engine.turn_detection import Probe, Recheck, SpeechStopped, TurnDetector
+    from parley.engine.turn_detection import Look, Probe, SpeechStopped, TurnDetector
 
-    det = TurnDetector(vad.stream(), vad.sample_rate, vad.frame_samples, config)
+    det = TurnDetector(vad.stream(), vad.sample_rate, vad.frame_samples, config, probe_ms=PROBE_MS)
     outcome = Outcome()
     pending: list[tuple[float, bool, int]] = []
     probe_end = 0
@@ -169,12 +170,11 @@ def simulate(
             pending.remove(item)
             det.decide(item[1], item[2])
         for signal in det.feed(utt.audio[at : at + CHUNK], 0):
-            if isinstance(signal, Probe | Recheck) and decide is not None:
-                # A recheck reuses the probe's transcript, as the session does: only the model runs again.
-                if isinstance(signal, Probe):
-                    probe_end = signal.end
+            if isinstance(signal, Probe):
+                probe_end = signal.end  # the transcription every look of this pause uses
+            elif isinstance(signal, Look) and decide is not None:
                 complete, latency = decide(
-                    utt, signal.start, signal.end, probe_end, isinstance(signal, Recheck)
+                    utt, signal.start, signal.end, probe_end, signal.sentence_suffices_at
                 )
                 pending.append((signal.end / CANONICAL_RATE + latency, complete, det.pause))
             elif isinstance(signal, SpeechStopped):
@@ -257,7 +257,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             if use_text:
                 said = evidence(utt, start, probe_end, transcribe=True)
                 text = said.transcript
-                # The transcription started at the probe and runs beside the model; a recheck
+                # The transcription started at the probe and runs beside the model; a later look
                 # waits for whatever of it is still to come.
                 stt_s = said.stt_s if args.stt_ms is None else args.stt_ms / 1000
                 remaining = stt_s - (end - probe_end) / CANONICAL_RATE
@@ -269,7 +269,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     waits.append(remaining)
             return turn_complete(
                 probability, text, threshold, sentence_suffices_at=sentence_suffices_at
-            ), max(waits, default=0.0)
+            ), max([0.0, *waits])
 
         return decide
 

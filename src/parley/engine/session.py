@@ -41,8 +41,8 @@ from parley.engine.response import McpHooks, MediaOutput, ResponseParams, Respon
 from parley.engine.speculation import Speculation, Speculator
 from parley.engine.turn_detection import (
     SEMANTIC_TRANSCRIPT_WAIT_MS,
+    Look,
     Probe,
-    Recheck,
     SpeechResumed,
     SpeechStarted,
     SpeechStopped,
@@ -148,6 +148,11 @@ class RealtimeSession:
         loop = asyncio.get_running_loop()
         self._expiry_timer = loop.call_later(self.config.max_session_seconds, self._expire)
         self._prefill()
+
+    async def prompt_ready(self) -> None:
+        """Wait until the model has evaluated this session's prompt (instructions, tools, items)."""
+        if self._prefill_task is not None:
+            await asyncio.shield(self._prefill_task)
 
     def receive(self, raw: str | bytes | dict[str, Any]) -> None:
         """Handle one client event; a bad one becomes an ``error`` event and changes nothing."""
@@ -400,8 +405,8 @@ class RealtimeSession:
                 self._on_speech_started(signal)
             elif isinstance(signal, Probe):
                 self._on_probe(signal)
-            elif isinstance(signal, Recheck):
-                self._on_recheck(signal)
+            elif isinstance(signal, Look):
+                self._on_look(signal)
             elif isinstance(signal, SpeechResumed):
                 self._speculator.drop()
             elif isinstance(signal, SpeechStopped):
@@ -530,8 +535,6 @@ class RealtimeSession:
             probe.start, probe.end, self.conversation.version, self._config_version, self._transcribe(audio)
         )
         td = self.session["audio"]["input"]["turn_detection"]
-        if td["type"] == "semantic_vad" and self._turns is not None:
-            self._spawn(self._semantic_decision(spec.stt, audio, self._turns.pause))
         if (
             self.config.speculative
             and td.get("create_response", True)
@@ -540,18 +543,18 @@ class RealtimeSession:
         ):
             self._speculator.generate(spec, self._speculative_generation(spec))
 
-    def _on_recheck(self, recheck: Recheck) -> None:
-        """Judge a long pause again with the audio so far; the probe's transcript still holds."""
+    def _on_look(self, look: Look) -> None:
+        """Judge the pause with the audio so far; the transcript is the probe's (from 100 ms in)."""
         if self._turns is None:
             return
         spec = self._speculator.current
-        stt = spec.stt if spec is not None and spec.start == recheck.start else None
+        stt = spec.stt if spec is not None and spec.start == look.start else None
         self._spawn(
             self._semantic_decision(
                 stt,
-                self.buffer.slice(recheck.start, recheck.end),
+                self.buffer.slice(look.start, look.end),
                 self._turns.pause,
-                sentence_suffices_at=recheck.sentence_suffices_at,
+                sentence_suffices_at=look.sentence_suffices_at,
             )
         )
 

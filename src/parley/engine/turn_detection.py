@@ -11,13 +11,15 @@ signals into protocol events. Decisions follow the session's
   below the threshold (with a little hysteresis so a wavering probability
   does not restart the silence clock).
 * ``semantic_vad``: the same speech start; the end of turn is decided from
-  how and what was said. After a short pause the detector emits a ``Probe``;
-  the session asks the end-of-turn model (smart-turn, which hears intonation
-  and rhythm) for P(turn complete), transcribes the speech so far, and calls
-  :meth:`decide`: a turn judged complete ends after the eagerness' short wait,
-  anything else after its long fallback wait. :func:`turn_complete` combines
-  the two: the model decides, and a transcript that trails off ("and…",
-  "so um…") vetoes. Without the model the transcript alone decides.
+  how and what was said. Early in a pause the detector emits a ``Probe`` (the
+  session transcribes the speech so far and starts the reply speculatively),
+  then ``Look`` signals at set points of the pause: at each the session asks the
+  end-of-turn model (smart-turn, which hears intonation and rhythm) for
+  P(turn complete) and calls :meth:`decide` with the transcript: a turn judged
+  complete ends after the eagerness' short wait, anything else after its long
+  fallback wait. :func:`turn_complete` combines the two: the model decides,
+  and a transcript that trails off ("and…", "so um…") vetoes. Without the
+  model the transcript alone decides.
 
 For latency, ``server_vad`` also emits a ``Probe`` part-way into the silence
 so the session can transcribe (and start answering) speculatively; the work
@@ -52,19 +54,23 @@ class Probe:
 
 
 @dataclass
-class Recheck:
-    """semantic_vad: a pause judged unfinished has outlasted a hesitation; ask the model again.
+class Look:
+    """semantic_vad: the pause has lasted a set time; judge whether the turn is complete.
 
-    The end-of-turn model hears the trailing silence too, and a second look a
-    second into the pause catches many finished turns that the first look (200 ms
-    in) doubted, long before the fallback wait. The pause number stays the same.
+    The first look comes ``SEMANTIC_LOOK_MS`` into every pause. Later ones come only
+    while the pause is still judged unfinished: the end-of-turn model hears the
+    trailing silence too, and a look a second or two in catches many finished turns
+    that the first look doubted, long before the fallback wait. Looks do not change
+    the pause number.
     """
 
     start: int
     end: int
     # A transcript that reads as a finished sentence ends the turn when the model gives it at
-    # least this: any, seconds into a pause; half, at low's early look.
-    sentence_suffices_at: float = 0.0
+    # least this (None: the model's threshold alone). Someone still mid-sentence has usually
+    # gone on by a later look, so it asks less there: half at low's early look, any at the
+    # recheck.
+    sentence_suffices_at: float | None = None
 
 
 @dataclass
@@ -78,7 +84,7 @@ class SpeechStopped:
     end: int  # absolute index where the turn is cut (includes trailing silence)
 
 
-Signal = SpeechStarted | Probe | Recheck | SpeechResumed | SpeechStopped
+Signal = SpeechStarted | Probe | Look | SpeechResumed | SpeechStopped
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,11 @@ class Eagerness:
     # the story about?": P = 0.03) that it judged finished a second in (0.91); without it they
     # waited for the look at 2 s.
     early_look_ms: int | None = None
+
+    def looks(self) -> tuple[tuple[int, float | None], ...]:
+        """(ms into the pause, ``sentence_suffices_at``) of each look, in order."""
+        early = () if self.early_look_ms is None else ((self.early_look_ms, EARLY_LOOK_SENTENCE_P),)
+        return ((SEMANTIC_LOOK_MS, None), *early, (self.recheck_ms, 0.0))
 
 
 # A lower threshold answers sooner and risks cutting in; the waits follow the
@@ -112,9 +123,11 @@ EAGERNESS["auto"] = EAGERNESS["medium"]
 EARLY_LOOK_SENTENCE_P = 0.5
 SEMANTIC_MAX_WAIT_MS = {name: e.max_wait_ms for name, e in EAGERNESS.items()}
 SEMANTIC_MIN_WAIT_MS = {name: e.min_wait_ms for name, e in EAGERNESS.items()}
-# The model call starts this far into a pause: smart-turn was trained on turns cut by a
-# VAD with a ~200 ms stop time, so it expects a little trailing silence.
-SEMANTIC_PROBE_MS = 200
+# The first model call comes this far into a pause: smart-turn was trained on turns cut by a
+# VAD with a ~200 ms stop time, so it expects a little trailing silence. The transcription
+# (and the speculative reply) starts sooner, at the session's speculation probe (100 ms):
+# Whisper takes ~250 ms, and the reply needs the transcript anyway.
+SEMANTIC_LOOK_MS = 200
 # How long a decision waits for the transcript once the model has answered. Whisper takes
 # ~0.3 s on an idle machine but seconds on a busy one; past this the model decides alone,
 # so a slow transcription never pushes a finished turn out to the fallback wait.
@@ -273,8 +286,7 @@ class TurnDetector:
         self._last_speech_end = 0
         self._speech_start = 0
         self._probed = False
-        self._rechecked = False
-        self._looked_early = False
+        self._looks_done = 0  # of this pause's looks (semantic_vad)
         self.last_probability = 0.0
         self.pause = 0  # counts pauses: a semantic decision names the pause it is about
 
@@ -287,8 +299,10 @@ class TurnDetector:
             self.max_wait_ms = self.eagerness.max_wait_ms
             self.min_wait_ms = self.eagerness.min_wait_ms
             self.required_silence_ms: float = self.max_wait_ms
-            self.probe_ms = SEMANTIC_PROBE_MS
+            self.probe_ms = min(self.server_probe_ms, SEMANTIC_LOOK_MS)
+            self.looks = self.eagerness.looks()
         else:
+            self.looks = ()
             self.required_silence_ms = int(config.get("silence_duration_ms", 500))
             # Probe early enough that STT (+ the first clause) is ready when the wait ends.
             self.probe_ms = min(self.server_probe_ms, self.required_silence_ms // 2)
@@ -368,29 +382,18 @@ class TurnDetector:
         signals: list[Signal] = []
         if not self._probed and self._silence_ms >= self.probe_ms:
             self._probed = True
-            self._rechecked = False
-            self._looked_early = False
+            self._looks_done = 0
             self.pause += 1
             signals.append(Probe(start=self._speech_start, end=frame_end))
-        early = self.eagerness.early_look_ms if self.kind == "semantic_vad" else None
-        if (
-            early is not None
-            and not self._looked_early
-            and self._silence_ms >= early
-            and self.required_silence_ms > self._silence_ms
-        ):
-            self._looked_early = True
-            signals.append(
-                Recheck(start=self._speech_start, end=frame_end, sentence_suffices_at=EARLY_LOOK_SENTENCE_P)
-            )
-        if (
-            self.kind == "semantic_vad"
-            and not self._rechecked
-            and self._silence_ms >= self.eagerness.recheck_ms
-            and self.required_silence_ms > self._silence_ms
-        ):
-            self._rechecked = True
-            signals.append(Recheck(start=self._speech_start, end=frame_end))
+        if self._looks_done < len(self.looks):
+            at_ms, suffices = self.looks[self._looks_done]
+            if self._silence_ms >= at_ms:
+                self._looks_done += 1
+                # Later looks are for a pause still judged unfinished (or not judged yet).
+                if self._looks_done == 1 or self.required_silence_ms >= self.max_wait_ms:
+                    signals.append(
+                        Look(start=self._speech_start, end=frame_end, sentence_suffices_at=suffices)
+                    )
         if self._silence_ms >= self.required_silence_ms:
             self.speaking = False
             self._run_ms = 0.0

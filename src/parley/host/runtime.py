@@ -35,6 +35,7 @@ class EngineRuntime:
     started_at: float = field(default_factory=time.time)
     # Set on SIGTERM (see drain.py): new sessions are refused, running ones go on.
     draining: bool = False
+    prepared: int = 0  # prompts evaluated ahead by prepare() (tests wait for it)
 
     def __post_init__(self) -> None:
         if self.config.node_key and self.secrets.node_key is None:
@@ -95,6 +96,27 @@ class EngineRuntime:
             "capacity": capacity,
             "free": max(0, capacity - sessions),
         }
+
+    async def prepare(self, session: dict[str, Any]) -> None:
+        """Evaluate the prompt of a session clients are known to open, before the first one does.
+
+        ``parley serve`` calls this with the web page's session: the model's saved state of it
+        then starts every page's session (see llama_prompt_cache), so even the first user
+        after start-up does not wait for the instructions and tool schemas to be evaluated.
+        Best effort: a failure is logged and the first session evaluates its own prompt.
+        """
+        from parley.engine.session import RealtimeSession
+
+        assert self.models is not None, "EngineRuntime.start() has not run"
+        preset = RealtimeSession(self.models, self.config, initial=session)
+        try:
+            preset.open()
+            await preset.prompt_ready()
+            self.prepared += 1
+        except Exception:
+            log.exception("preparing a session's prompt failed")
+        finally:
+            await preset.close()
 
     def new_session(self, **kwargs: Any) -> RealtimeSession:
         from parley.engine.session import RealtimeSession

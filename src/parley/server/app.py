@@ -18,6 +18,7 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import mimetypes
@@ -38,11 +39,12 @@ from parley.host import admission
 from parley.host.app import engine_router
 from parley.host.drain import Drain, close_sessions
 from parley.httpapi import bearer_token, deny, openai_error
-from parley.protocol.session_config import DEFAULT_INSTRUCTIONS, SERVER_VAD_DEFAULTS, VOICES, default_session
+from parley.protocol.session_config import VOICES, default_session
 from parley.scenarios import schema as scenario_schema
 from parley.scenarios.schema import ScenarioError
 from parley.server.config import ServerConfig
 from parley.server.mint import MintError, build_session, mint_secret, parse_json
+from parley.server.page_defaults import page_session
 from parley.server.scenario import ScenarioCatalog, ScenarioFactory, start_scenario
 from parley.server.sdp_relay import CallError, SidebandTools, check_offer, relay_offer
 from parley.server.security import (
@@ -159,9 +161,19 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
+        preparing = None
+        if local is not None:
+            # The page's prompt (its instructions and our tools) is evaluated while nobody is
+            # talking yet; a session that arrives meanwhile takes the model over at once.
+            page = page_session(registry.merge([]) if registry else None)
+            preparing = asyncio.create_task(local.prepare(page), name="prepare-page-prompt")
         try:
             yield
         finally:
+            if preparing is not None:
+                preparing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await preparing
             await sideband.stop()
             await upstream.stop()
 
@@ -207,11 +219,12 @@ def create_app(
             "upstream": {"kind": upstream.kind, "label": upstream.label},
             "model": config.model,
             "voices": list(VOICES),
+            # The page keeps its own instructions and turn detection (defaults.js: written for a
+            # spoken conversation, and the setting `parley bench turn-taking` chose); these are
+            # what depends on the upstream.
             "defaults": {
-                "instructions": DEFAULT_INSTRUCTIONS,
                 "voice": defaults["audio"]["output"]["voice"],
                 "speed": defaults["audio"]["output"]["speed"],
-                "turn_detection": dict(SERVER_VAD_DEFAULTS),
                 "transcription": {"model": transcription_model},
             },
             "tools": registry.describe(),

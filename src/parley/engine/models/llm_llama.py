@@ -249,6 +249,7 @@ class LlamaLLM:
         self._lock = ModelTurns()
         self._prefill_generation: dict[str | None, int] = {}  # by session: the newest prefill wins
         self._states = PromptStates(self._llm)
+        self.prefilled_tokens = 0  # evaluated by prefill, all sessions together (tests read it)
         self._grammars: dict[str, str] = {}
         self._grammar = GrammarDecoder(self._llm)
 
@@ -339,6 +340,7 @@ class LlamaLLM:
                 step = tokens[pos : min(last, pos + PREFILL_STEP)]
                 self._llm.eval(step)
                 pos += len(step)
+                self.prefilled_tokens += len(step)
             self._states.save(request.cache_key)
             return pos
 
