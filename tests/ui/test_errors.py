@@ -5,6 +5,10 @@ a server that refuses the SDP offer, a call ended by the server, a missing acces
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
 import pytest
 
 from tests.support.serve import Serve, fake_runtime, serve_local, serve_remote
@@ -110,13 +114,23 @@ async def test_access_token_required(open_page: OpenPage) -> None:
 async def test_cancel_while_connecting_is_quiet(open_page: OpenPage) -> None:
     async with serve_local(fake_runtime()) as srv:
         page = await open_page(srv.http)
+
+        async def slow_answer(route: Any) -> None:  # hold the call in "connecting" for the test
+            await asyncio.sleep(3)
+            with contextlib.suppress(Exception):  # the page may have given up on it by now
+                await route.continue_()
+
+        await page.page.route("**/api/realtime/calls", slow_answer)
         await page.page.click("#connect-btn")
-        assert await page.page.get_attribute("#status-pill", "data-state") == "connecting"
+        await page.until(
+            "() => document.querySelector('#status-pill').dataset.state === 'connecting'", what="connecting"
+        )
         await page.page.click("#connect-btn")  # now "Cancel"
         await page.until("() => document.querySelector('#status-pill').dataset.state === 'idle'", what="idle")
         await page.page.wait_for_timeout(500)
         assert await page.page.is_hidden("#banner")
         assert await page.js("parley.client.mic") is None  # the microphone was released
+        await page.page.unroute("**/api/realtime/calls")
         await page.connect()  # and connecting again works
 
 

@@ -54,6 +54,13 @@ async def test_settings_change_produces_session_updated(serve: Serve, open_page:
     sent = (await page.events("session.update", direction="out"))[-1]
     assert sent["session"] == {"type": "realtime", "audio": {"output": {"speed": 1.25}}}  # only what changed
 
+    # The page starts on semantic_vad (low); the silence setting belongs to server_vad.
+    assert (await page.js("parley.session.audio.input.turn_detection"))["type"] == "semantic_vad"
+    before = await page.now()
+    await page.page.check("#set-turn-server_vad")
+    updated = await page.wait_event("session.updated", after=before)
+    assert updated["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+
     before = await page.now()
     await page.page.fill("#set-silence", "700")
     await page.page.press("#set-silence", "Tab")
