@@ -234,7 +234,7 @@ async def test_serve_prepares_the_pages_prompt_before_the_first_session(models: 
     runtime = EngineRuntime(EngineConfig(validate_events=True), models=models)
     async with serve_local(runtime) as srv:
         async with asyncio.timeout(60):
-            while runtime.prepared == 0:  # serve evaluates the page's prompt at start-up
+            while runtime.prepared == 0:  # serve evaluates the page's prompt at start-up  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         before = llm.prefilled_tokens
         # As the page does: mint a secret for its session (serve adds its tools), then connect.

@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +251,7 @@ class LlamaLLM:
         self._prefill_generation: dict[str | None, int] = {}  # by session: the newest prefill wins
         self._states = PromptStates(self._llm)
         self.prefilled_tokens = 0  # evaluated by prefill, all sessions together (tests read it)
+        self._ended: deque[str] = deque()  # sessions over, for the next holder of the model (forget)
         self._grammars: dict[str, str] = {}
         self._grammar = GrammarDecoder(self._llm)
 
@@ -294,6 +296,7 @@ class LlamaLLM:
         stop = stop or threading.Event()
         self._lock.acquire()
         try:
+            self._settle()
             if stop.is_set():
                 return
             plan = self._plan(request)
@@ -327,28 +330,53 @@ class LlamaLLM:
         # A newer prefill of the same session (its prompt changed again) makes this one moot:
         # a session.update right after connecting must not cost two full prompt evaluations.
         generation = self._prefill_generation[key] = self._prefill_generation.get(key, 0) + 1
-        with self._lock:
-            if self._prefill_generation.get(key) != generation:
+
+        def current() -> bool:
+            return self._prefill_generation.get(key) == generation
+
+        self._lock.acquire(background=True)
+        try:
+            self._settle()
+            if not current():
                 return 0
             plan = self._plan(request)
             tokens = self._tokenize(plan.prompt)
             pos = self._states.restore_for(key, tokens)
             self._llm.n_tokens = pos  # drop whatever followed the common prefix
             last = len(tokens) - 1  # the final token is evaluated by the turn itself (fresh logits)
-            while pos < last and not self._lock.waiting and self._prefill_generation.get(key) == generation:
+            while pos < last and current():
+                if self._lock.waiting:  # a reply wants the model: it goes first, then we go on
+                    self._states.save(key)
+                    self._lock.give_way(background=True)
+                    self._settle()
+                    if not current():
+                        return pos
+                    pos = self._states.restore_for(key, tokens)
+                    self._llm.n_tokens = pos
+                    continue
                 PRIORITY.yield_to_urgent()
                 step = tokens[pos : min(last, pos + PREFILL_STEP)]
                 self._llm.eval(step)
                 pos += len(step)
                 self.prefilled_tokens += len(step)
-            self._states.save(request.cache_key)
+            self._states.save(key)
             return pos
+        finally:
+            self._lock.release()
 
     def forget(self, key: str) -> None:
-        """The session has ended: drop its saved prompt state."""
+        """The session has ended: its saved prompt state becomes a donor (see llama_prompt_cache).
+
+        Called from the event loop, so it never waits for the model: whoever holds the model
+        next does the bookkeeping.
+        """
         self._prefill_generation.pop(key, None)  # an unfinished prefill of it stops
-        with self._lock:
-            self._states.forget(key)
+        self._ended.append(key)
+
+    def _settle(self) -> None:
+        """With the model held: apply the ends of sessions reported since."""
+        while self._ended:
+            self._states.forget(self._ended.popleft())
 
     def warmup(self) -> None:
         # A full-length chat turn: a 4-token warm-up leaves the first real
