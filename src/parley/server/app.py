@@ -244,6 +244,8 @@ def create_app(
             "relays": {"active": relays.active, "total": relays.total},
             "sideband_calls": len(sideband.tasks),
             "draining": state["draining"],
+            # The page's prompt evaluated ahead (embedded engine): until then a first session pays for it.
+            "page_prompt_ready": local is not None and local.prepared > 0,
         }
 
     def load() -> dict[str, Any]:
