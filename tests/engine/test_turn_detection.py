@@ -15,6 +15,7 @@ from parley.engine.turn_detection import (
     TurnDetector,
     sounds_finished,
     turn_complete,
+    turn_sure,
 )
 
 FRAME = 480  # 20 ms at 24 kHz: the detector runs at the canonical rate, so nothing is resampled
@@ -231,3 +232,26 @@ def test_at_the_early_look_a_finished_sentence_needs_even_odds() -> None:
     assert turn_complete(0.54, said, 0.9, sentence_suffices_at=0.5)
     assert not turn_complete(0.3, said, 0.9, sentence_suffices_at=0.5)
     assert not turn_complete(0.54, "I would like to book a table for", 0.9, sentence_suffices_at=0.5)
+
+
+def test_a_turn_the_model_is_sure_of_ends_sooner_under_low_eagerness() -> None:
+    low = EAGERNESS["low"]
+    assert low.sure_wait_ms is not None and low.sure_threshold is not None
+    assert low.sure_wait_ms < low.min_wait_ms
+    finished = "What should I pack for a week of hiking?"
+    assert turn_sure(0.98, finished, low)
+    assert not turn_sure(0.95, finished, low)  # the model is not sure enough
+    assert not turn_sure(0.99, "Can you tell me about the", low)  # the words trail off
+    assert not turn_sure(0.99, None, low)  # no transcript (yet)
+    assert not turn_sure(0.99, finished, EAGERNESS["medium"])  # only where the eagerness says so
+
+    det = semantic("low", frames((0.9, 3), (0.0, 200)))
+    run(det, 3 + 10)
+    assert det.decide(True, det.pause, sure=True)
+    assert det.required_silence_ms == low.sure_wait_ms
+    signals = run(det, low.sure_wait_ms // 20 - 10)
+    assert [type(s) for s in signals] == [SpeechStopped]
+    det = semantic("low", frames((0.9, 3), (0.0, 200)))
+    run(det, 3 + 10)
+    assert det.decide(True, det.pause, sure=False)
+    assert det.required_silence_ms == low.min_wait_ms

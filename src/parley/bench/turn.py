@@ -304,7 +304,11 @@ async def engine_process(  # type: ignore[no-untyped-def]
                     r = await http.get(f"http://127.0.0.1:{port}{health}")
                     # serve: also once the page's prompt is evaluated (a few seconds after start-up,
                     # well before a person who has just opened the page speaks).
-                    if r.status_code == 200 and r.json().get("status") == "ok" and r.json().get("page_prompt_ready", True):
+                    if (
+                        r.status_code == 200
+                        and r.json().get("status") == "ok"
+                        and r.json().get("page_prompt_ready", True)
+                    ):
                         break
                 if time.monotonic() > deadline:
                     raise TimeoutError("engine did not become ready")

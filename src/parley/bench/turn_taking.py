@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -97,9 +98,9 @@ class Evidence:
     stt_s: float
 
 
-# (utterance, speech start, the look's end, end of the probe whose transcript counts, the look's sentence_suffices_at)
-# → (turn complete?, seconds until the decision is known)
-Decide = Callable[[Utterance, int, int, int, float | None], tuple[bool, float]]
+# (utterance, speech start, the look's end, end of the probe whose transcript counts, the look)
+# → (turn complete?, sure of it?, seconds until the decision is known)
+Decide = Callable[[Utterance, int, int, int, Any], tuple[bool, bool, float]]
 
 
 @dataclass
@@ -162,21 +163,19 @@ def simulate(
 
     det = TurnDetector(vad.stream(), vad.sample_rate, vad.frame_samples, config, probe_ms=PROBE_MS)
     outcome = Outcome()
-    pending: list[tuple[float, bool, int]] = []
+    pending: list[tuple[float, bool, bool, int]] = []
     probe_end = 0
     for at in range(0, len(utt.audio) - CHUNK + 1, CHUNK):
         now = at / CANONICAL_RATE
         for item in [p for p in pending if p[0] <= now]:
             pending.remove(item)
-            det.decide(item[1], item[2])
+            det.decide(item[1], item[3], sure=item[2])
         for signal in det.feed(utt.audio[at : at + CHUNK], 0):
             if isinstance(signal, Probe):
                 probe_end = signal.end  # the transcription every look of this pause uses
             elif isinstance(signal, Look) and decide is not None:
-                complete, latency = decide(
-                    utt, signal.start, signal.end, probe_end, signal.sentence_suffices_at
-                )
-                pending.append((signal.end / CANONICAL_RATE + latency, complete, det.pause))
+                complete, sure, latency = decide(utt, signal.start, signal.end, probe_end, signal)
+                pending.append((signal.end / CANONICAL_RATE + latency, complete, sure, det.pause))
             elif isinstance(signal, SpeechStopped):
                 outcome.stops.append(signal.end / CANONICAL_RATE)
     return outcome
@@ -220,7 +219,12 @@ async def _load(stages: tuple[str, ...]) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    from parley.engine.turn_detection import EAGERNESS, SEMANTIC_TRANSCRIPT_WAIT_MS, turn_complete
+    from parley.engine.turn_detection import (
+        EAGERNESS,
+        SEMANTIC_TRANSCRIPT_WAIT_MS,
+        turn_complete,
+        turn_sure,
+    )
 
     models = asyncio.run(_load(("vad", "stt", "tts", "turn")))
     vad, stt, tts, turn = models["vad"], models["stt"], models["tts"], models["turn"]
@@ -249,8 +253,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         threshold = EAGERNESS[eagerness].threshold
 
         def decide(
-            utt: Utterance, start: int, end: int, probe_end: int, sentence_suffices_at: float | None
-        ) -> tuple[bool, float]:
+            utt: Utterance, start: int, end: int, probe_end: int, look: Any
+        ) -> tuple[bool, bool, float]:
             ev = evidence(utt, start, end, transcribe=False)
             probability = ev.probability if use_model else None
             text, waits = None, [ev.model_s] * use_model
@@ -267,9 +271,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     waits.append(ev.model_s + SEMANTIC_TRANSCRIPT_WAIT_MS / 1000)
                 else:
                     waits.append(remaining)
-            return turn_complete(
-                probability, text, threshold, sentence_suffices_at=sentence_suffices_at
-            ), max([0.0, *waits])
+            complete = turn_complete(
+                probability, text, threshold, sentence_suffices_at=look.sentence_suffices_at
+            )
+            sure = look.first and turn_sure(probability, text, EAGERNESS[eagerness])
+            return complete, sure, max([0.0, *waits])
 
         return decide
 
@@ -293,6 +299,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     EAGERNESS[eagerness].max_wait_ms / 1000,
                 )
             )
+    # What-ifs for eagerness low's wait on sure turns (as if the table said so).
+    shipped_low = EAGERNESS["low"]
+    for wait in args.sure_waits:
+        name = f"low-sure{wait}"
+        EAGERNESS[name] = dataclasses.replace(shipped_low, sure_wait_ms=wait)
+        settings.append(
+            (
+                f"semantic_vad low, sure turns {wait} ms (model+transcript)",
+                {"type": "semantic_vad", "eagerness": name},
+                decider(name, True, True),
+                shipped_low.max_wait_ms / 1000,
+            )
+        )
     for name, config, decide, fallback in settings:
         outcomes = [simulate(u, vad, config, decide) for u in corpus]
         row = score(name, corpus, outcomes, fallback)
@@ -358,6 +377,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="count this transcription time instead of the measured one (which a busy machine inflates)",
+    )
+    parser.add_argument(
+        "--sure-waits",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also score eagerness low with these waits (ms) for turns the model is sure of",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
 

@@ -48,6 +48,7 @@ from parley.engine.turn_detection import (
     SpeechStopped,
     TurnDetector,
     turn_complete,
+    turn_sure,
 )
 from parley.engine.turn_metrics import TurnMetrics
 from parley.protocol import close_codes, ids
@@ -555,6 +556,7 @@ class RealtimeSession:
                 self.buffer.slice(look.start, look.end),
                 self._turns.pause,
                 sentence_suffices_at=look.sentence_suffices_at,
+                first=look.first,
             )
         )
 
@@ -565,6 +567,7 @@ class RealtimeSession:
         pause: int,
         *,
         sentence_suffices_at: float | None = None,
+        first: bool = False,
     ) -> None:
         """End-of-turn model and transcript of the speech so far → this pause's wait.
 
@@ -589,10 +592,13 @@ class RealtimeSession:
                 transcript = stt.result().text
         if self._turns is None or self._turns.kind != "semantic_vad":
             return
-        threshold = self._turns.eagerness.threshold
+        eagerness = self._turns.eagerness
         self._turns.decide(
-            turn_complete(probability, transcript, threshold, sentence_suffices_at=sentence_suffices_at),
+            turn_complete(
+                probability, transcript, eagerness.threshold, sentence_suffices_at=sentence_suffices_at
+            ),
             pause,
+            sure=first and turn_sure(probability, transcript, eagerness),
         )
 
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:

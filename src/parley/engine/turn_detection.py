@@ -71,6 +71,9 @@ class Look:
     # gone on by a later look, so it asks less there: half at low's early look, any at the
     # recheck.
     sentence_suffices_at: float | None = None
+    # The first look of the pause: only there may a sure verdict shorten the wait (later looks
+    # hear more silence, which alone raises the model's P, and come when a short wait is over).
+    first: bool = False
 
 
 @dataclass
@@ -100,6 +103,11 @@ class Eagerness:
     # the story about?": P = 0.03) that it judged finished a second in (0.91); without it they
     # waited for the look at 2 s.
     early_look_ms: int | None = None
+    # A turn the model is sure of (P ≥ ``sure_threshold``) whose transcript reads as a finished
+    # sentence ends after ``sure_wait_ms`` instead of ``min_wait_ms``: the reply, started 100 ms
+    # into the pause, is ready by then, and such turns are most of them.
+    sure_threshold: float | None = None
+    sure_wait_ms: int | None = None
 
     def looks(self) -> tuple[tuple[int, float | None], ...]:
         """(ms into the pause, ``sentence_suffices_at``) of each look, in order."""
@@ -111,7 +119,15 @@ class Eagerness:
 # OpenAI Realtime description (low waits up to 8 s, high up to 2 s). ``auto`` is ``medium``.
 # Thresholds and waits were chosen by `parley bench turn-taking` (figures in the README).
 EAGERNESS = {
-    "low": Eagerness(threshold=0.9, min_wait_ms=900, max_wait_ms=8000, recheck_ms=2000, early_look_ms=700),
+    "low": Eagerness(
+        threshold=0.9,
+        min_wait_ms=900,
+        max_wait_ms=8000,
+        recheck_ms=2000,
+        early_look_ms=700,
+        sure_threshold=0.98,
+        sure_wait_ms=600,
+    ),
     "medium": Eagerness(threshold=0.8, min_wait_ms=500, max_wait_ms=4000, recheck_ms=1200),
     "high": Eagerness(threshold=0.5, min_wait_ms=250, max_wait_ms=2000, recheck_ms=800),
 }
@@ -255,6 +271,17 @@ def turn_complete(
     )
 
 
+def turn_sure(probability: float | None, transcript: str | None, eagerness: Eagerness) -> bool:
+    """The model is sure the turn is complete and the transcript reads as a finished sentence."""
+    return (
+        eagerness.sure_threshold is not None
+        and probability is not None
+        and probability >= eagerness.sure_threshold
+        and transcript is not None
+        and sounds_finished(transcript)
+    )
+
+
 class TurnDetector:
     """Per-session VAD state machine. Feed audio, get signals."""
 
@@ -311,15 +338,19 @@ class TurnDetector:
         """Semantic decision for the current pause (cleared when speech resumes)."""
         self.required_silence_ms = ms
 
-    def decide(self, complete: bool, pause: int) -> bool:
+    def decide(self, complete: bool, pause: int, *, sure: bool = False) -> bool:
         """Apply a semantic decision made for pause number ``pause``; False when it came too late.
 
-        A decision arrives a model call after its ``Probe``; if speech resumed (or the
+        A decision arrives a model call after its ``Look``; if speech resumed (or the
         turn ended) in the meantime it is about a pause that is over, and is dropped.
+        ``sure`` (see :func:`turn_sure`) shortens the wait where the eagerness allows it.
         """
         if not self.speaking or pause != self.pause:
             return False
-        self.set_required_silence(self.min_wait_ms if complete else self.max_wait_ms)
+        wait = self.min_wait_ms if complete else self.max_wait_ms
+        if complete and sure and self.eagerness.sure_wait_ms is not None:
+            wait = min(wait, self.eagerness.sure_wait_ms)
+        self.set_required_silence(wait)
         return True
 
     def reset(self) -> None:
