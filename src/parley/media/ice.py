@@ -79,9 +79,10 @@ def patient_consent_checks() -> None:
     without retransmitting, and closes the ICE connection after six misses in a
     row. An answer that is merely late counts as a miss: every datagram of a call
     (RTP, data channel, STUN) shares one UDP socket, and asyncio reads one
-    datagram per socket per loop iteration, so under a sustained data-channel
-    flood on a busy loop answers waited 0.5–1 s in the socket queue and live
-    calls were closed (``parley bench fuzz``; aioice issue #58). Here a check
+    datagram per socket per loop iteration, so under sustained data-channel
+    floods on a busy loop, answers came back 0.5–4 s late through the socket
+    queues and live calls were closed (``parley bench fuzz``; aioice issue #58).
+    The loop itself was not stalled (lag under 0.3 s). Here a check
     retransmits as RFC 5389 says and its answer counts whenever it comes; the
     connection closes only after ``CONSENT_EXPIRY_S`` without any answer, so a
     peer that vanished is still noticed within about 30 s. ``query_consent``
