@@ -20,6 +20,7 @@ import pytest
 import websockets
 
 from parley.bench.webrtc_peer import RealtimePeer
+from parley.media import ice
 from parley.protocol.validation import validate_server_event
 from tests.support.audio import tone
 from tests.support.fakes import FakeLlm, FakeModels
@@ -308,8 +309,9 @@ async def _vanish(peer: RealtimePeer) -> None:
 )
 async def test_calls_end_and_release_everything(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if how == "peer vanished":
-        # ICE consent checks take ~30 s to give up by default; the path is the same at 0.1 s.
+        # ICE consent expires after 30 s without an answer; the path is the same at 1 s (checks every 0.1 s).
         monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
+        monkeypatch.setattr(ice, "CONSENT_EXPIRY_S", 1.0)
     await asyncio.sleep(0.2)  # let earlier tests' teardown settle before counting tasks
     tasks_before = {t for t in asyncio.all_tasks() if not t.done()}
     rt = fake_runtime(max_session_seconds=1) if how == "session expired" else fake_runtime()

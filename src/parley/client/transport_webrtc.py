@@ -93,9 +93,10 @@ class WebRTCTransport:
         import httpx
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from parley.media.ice import allow_loopback_candidates
+        from parley.media.ice import allow_loopback_candidates, patient_consent_checks
 
         allow_loopback_candidates()
+        patient_consent_checks()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         mic = self._mic = MicTrack()
         pc.addTrack(mic)

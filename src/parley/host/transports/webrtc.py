@@ -253,6 +253,7 @@ def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -
     options = options or WebRTCOptions.from_runtime(runtime)
     if options.loopback_candidates:
         ice.allow_loopback_candidates()
+    ice.patient_consent_checks()  # a busy engine must not close a live call (see ice.py)
     router = APIRouter()
 
     @router.options("/v1/realtime/calls")
