@@ -132,3 +132,16 @@ async def test_low_eagerness_looks_again_before_its_short_wait_runs_out() -> Non
     after = stopped_after_speech_ms(log)
     assert after is not None and low.min_wait_ms <= after < low.min_wait_ms + 300, after
     assert len(model.calls) == 2
+
+
+async def test_low_eagerness_ends_a_turn_it_is_sure_of_after_its_shorter_wait() -> None:
+    low = EAGERNESS["low"]
+    assert low.sure_wait_ms is not None and low.sure_threshold is not None
+    log, model = await talk(0.99, "What is the capital of France?", 1.4, eagerness="low")
+    after = stopped_after_speech_ms(log)
+    assert after is not None and low.sure_wait_ms <= after < low.min_wait_ms, after
+    assert len(model.calls) == 1
+    # Finished words the model is not sure of: the usual short wait.
+    log, _ = await talk(0.93, "What is the capital of France?", 1.6, eagerness="low")
+    after = stopped_after_speech_ms(log)
+    assert after is not None and low.min_wait_ms <= after < low.min_wait_ms + 300, after

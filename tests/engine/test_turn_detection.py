@@ -106,7 +106,7 @@ def test_semantic_vad_transcribes_early_then_looks_and_waits_until_told() -> Non
     signals = run(det, 3 + 5)  # 100 ms of silence: the probe (transcribe, start the reply)
     assert [type(s) for s in signals] == [SpeechStarted, Probe]
     signals = run(det, 5)  # 200 ms: the first look (the end-of-turn model), no end yet
-    assert signals == [Look(start=0, end=13 * FRAME, sentence_suffices_at=None)]
+    assert signals == [Look(start=0, end=13 * FRAME, sentence_suffices_at=None, first=True)]
     assert run(det, 2) == []
     det.set_required_silence(det.min_wait_ms)
     [stopped] = run(det, 1)

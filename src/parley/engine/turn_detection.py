@@ -423,7 +423,12 @@ class TurnDetector:
                 # Later looks are for a pause still judged unfinished (or not judged yet).
                 if self._looks_done == 1 or self.required_silence_ms >= self.max_wait_ms:
                     signals.append(
-                        Look(start=self._speech_start, end=frame_end, sentence_suffices_at=suffices)
+                        Look(
+                            start=self._speech_start,
+                            end=frame_end,
+                            sentence_suffices_at=suffices,
+                            first=self._looks_done == 1,
+                        )
                     )
         if self._silence_ms >= self.required_silence_ms:
             self.speaking = False
