@@ -30,9 +30,11 @@ class Playback:
     underruns: int = 0
     underrun_ms: float = 0.0
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the reply, gap ms)
+    received_s: float = 0.0  # audio received so far
 
     def receive(self, now: float, nbytes: int) -> None:
         seconds = nbytes / BYTES_PER_SECOND
+        self.received_s += seconds
         if self.started is None:
             self.started, self.runs_out = now, now
         gap_ms = (now - self.runs_out) * 1000
@@ -41,6 +43,16 @@ class Playback:
             self.underrun_ms += gap_ms
             self.gaps.append((round(self.runs_out - self.started, 2), round(gap_ms)))
         self.runs_out = max(self.runs_out, now) + seconds
+
+    def heard_ms(self, now: float) -> int:
+        """Milliseconds of the reply handed to the speaker by ``now`` (what ``truncate`` names)."""
+        if self.started is None:
+            return 0
+        # The gaps counted so far all lie before now (each is noticed when late audio arrives).
+        return int(1000 * max(0.0, min(self.received_s, now - self.started - self.underrun_ms / 1000)))
+
+    def audible(self, now: float) -> bool:
+        return self.started is not None and self.runs_out > now
 
     def report(self) -> dict[str, Any]:
         return {"underruns": self.underruns, "underrun_ms": self.underrun_ms, "gaps": self.gaps}
