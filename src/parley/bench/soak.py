@@ -85,6 +85,13 @@ async def _session_loop(
         await link.close()
 
 
+def _slopes(samples: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
+    return {
+        key: round(slope_per_minute([t for t, _ in samples], [s[key] for _, s in samples]), 3)
+        for key in ("rss_mb", "fds", "threads", "tasks")
+    }
+
+
 def _kind_report(tally: KindTally, window: float, ran: float) -> dict[str, Any]:
     first = [ms for t, ms in tally.turns if t < window]
     last = [ms for t, ms in tally.turns if t >= ran - window]
@@ -152,6 +159,7 @@ async def soak(
         await asyncio.sleep(0.02)
     url = f"ws://127.0.0.1:{port}/v1/realtime"
     baseline = sample()
+    baseline_threads = [t.name for t in threading.enumerate()]
     stop = asyncio.Event()
     text, talk = KindTally(), KindTally()
     samples: list[tuple[float, dict[str, float]]] = []
@@ -200,6 +208,7 @@ async def soak(
         if settled or time.perf_counter() > settle:
             break
         await asyncio.sleep(0.2)
+    after_threads = [t.name for t in threading.enumerate()]
     open_sessions = len(runtime.sessions)
     server.should_exit = True
     with contextlib.suppress(Exception):
@@ -207,10 +216,10 @@ async def soak(
 
     warm = ran / 10
     kept = [(t, s) for t, s in samples if t >= warm] or samples
-    slopes = {
-        key: round(slope_per_minute([t for t, _ in kept], [s[key] for _, s in kept]), 3)
-        for key in ("rss_mb", "fds", "threads", "tasks")
-    }
+    slopes = _slopes(kept)
+    # Growth that levels off (allocator arenas, caches filling up to their bound) shows here as
+    # a smaller slope than over the whole run; a leak keeps its slope.
+    late = _slopes([(t, s) for t, s in samples if t >= ran / 2])
     window = min(300.0, ran / 3)
     kinds = {"text": _kind_report(text, window, ran)}
     if spoken:
@@ -234,15 +243,23 @@ async def soak(
         "failed_turns": sum(k["failed_turns"] for k in kinds.values()),
         "failures": (text.failures + talk.failures)[:10],
         "slopes_per_minute": slopes,
+        "slopes_per_minute_last_half": late,
         "baseline": baseline,
         "peak": {k: max(s[k] for _, s in samples) for k in baseline} if samples else {},
         "after_close": after,
+        # threads started during the run and still there: a pool that grew under load, or a leak
+        "threads_new_after_close": sorted(set(after_threads) - set(baseline_threads)),
         "open_sessions_after": open_sessions,
         "window_s": window,
         # the text sessions' latency, as before spoken sessions joined (kinds has both)
         "first_window_turn_ms": kinds["text"]["first_window_turn_ms"],
         "last_window_turn_ms": kinds["text"]["last_window_turn_ms"],
         "kinds": kinds,
+        "samples": [
+            [round(t, 1), *(round(s[k], 1) for k in ("rss_mb", "fds", "threads", "tasks"))]
+            for t, s in samples
+        ],
+        "samples_columns": ["s", "rss_mb", "fds", "threads", "tasks"],
     }
 
 
@@ -287,7 +304,13 @@ def run(args: argparse.Namespace) -> int:
         f"{report['turns']} turns, {report['failed_turns']} failed"
     )
     print(f"  slopes per minute (after warm-up): {report['slopes_per_minute']}")
-    print(f"  baseline {report['baseline']} · after every session closed {report['after_close']}")
+    print(f"  slopes per minute (last half): {report['slopes_per_minute_last_half']}")
+    new = (
+        f" (new threads: {', '.join(report['threads_new_after_close'])})"
+        if report["threads_new_after_close"]
+        else ""
+    )
+    print(f"  baseline {report['baseline']} · after every session closed {report['after_close']}{new}")
     for kind, k in report["kinds"].items():
         if not k["sessions_opened"]:
             continue
