@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -83,6 +84,16 @@ async def _session_loop(
             else:
                 tally.turns.append((started - t0, (time.perf_counter() - started) * 1000))
         await link.close()
+
+
+def _rss_after_malloc_trim() -> float | None:
+    """RSS once glibc has returned the heap it keeps after frees (None off glibc): what is
+    left above the baseline then is memory still in use, or held by the models' own arenas."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return None
+    return rss_mb()
 
 
 def _slopes(samples: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
@@ -209,6 +220,7 @@ async def soak(
             break
         await asyncio.sleep(0.2)
     after_threads = [t.name for t in threading.enumerate()]
+    trimmed = _rss_after_malloc_trim()
     open_sessions = len(runtime.sessions)
     server.should_exit = True
     with contextlib.suppress(Exception):
@@ -247,6 +259,7 @@ async def soak(
         "baseline": baseline,
         "peak": {k: max(s[k] for _, s in samples) for k in baseline} if samples else {},
         "after_close": after,
+        "rss_mb_after_malloc_trim": trimmed,
         # threads started during the run and still there: a pool that grew under load, or a leak
         "threads_new_after_close": sorted(set(after_threads) - set(baseline_threads)),
         "open_sessions_after": open_sessions,
@@ -311,6 +324,8 @@ def run(args: argparse.Namespace) -> int:
         else ""
     )
     print(f"  baseline {report['baseline']} · after every session closed {report['after_close']}{new}")
+    if report["rss_mb_after_malloc_trim"] is not None:
+        print(f"  RSS after malloc_trim(0): {report['rss_mb_after_malloc_trim']:.0f} MB")
     for kind, k in report["kinds"].items():
         if not k["sessions_opened"]:
             continue
