@@ -86,6 +86,14 @@ async def _session_loop(
         await link.close()
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """(this process's CPU seconds, the whole machine's busy CPU seconds) so far."""
+    mine = os.times()
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return mine.user + mine.system, (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_after_malloc_trim() -> float | None:
     """RSS once glibc has returned the heap it keeps after frees (None off glibc): what is
     left above the baseline then is memory still in use, or held by the models' own arenas."""
@@ -175,6 +183,7 @@ async def soak(
     text, talk = KindTally(), KindTally()
     samples: list[tuple[float, dict[str, float]]] = []
     t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     loops = [
         asyncio.create_task(_session_loop(url, stop, per_session, text, t0, rounds))
         for _ in range(sessions - spoken)
@@ -203,6 +212,7 @@ async def soak(
         if not running:
             break
     ran = time.perf_counter() - t0
+    cpu1 = _cpu_seconds()
     stop.set()
     # A spoken turn in flight can take many seconds more: the user hangs up instead (its
     # session is closed mid-turn; not counted). Text loops finish their current turn.
@@ -243,6 +253,7 @@ async def soak(
             "barge_ins_after_reply_finished": sum(1 for b in barges if b["finished_before_speech_started"]),
             "barge_ins_truncated": sum(1 for b in barges if b["truncated"]),
             "barge_in_rows": barges,
+            "turn_rows": talk.rows,
         }
     return {
         "engine": "real models" if real else "fake models",
@@ -251,6 +262,12 @@ async def soak(
         "turn_detection": page_session()["audio"]["input"]["turn_detection"] if spoken else None,
         "minutes": minutes,
         "ran_s": round(ran, 1),
+        # shares of all cores during the run: the soak's process (engine and clients), and the
+        # rest of the machine (other work on a shared machine slows the turns too)
+        "cpu_share": round((cpu1[0] - cpu0[0]) / ran / (os.cpu_count() or 1), 3),
+        "cpu_share_other_processes": round(
+            max(0.0, (cpu1[1] - cpu0[1]) - (cpu1[0] - cpu0[0])) / ran / (os.cpu_count() or 1), 3
+        ),
         "turns": sum(k["turns"] for k in kinds.values()),
         "failed_turns": sum(k["failed_turns"] for k in kinds.values()),
         "failures": (text.failures + talk.failures)[:10],
@@ -315,6 +332,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"parley bench soak — {report['sessions']} sessions{spoken}, {report['minutes']} min, {report['engine']}: "
         f"{report['turns']} turns, {report['failed_turns']} failed"
+    )
+    print(
+        f"  CPU (share of all cores): this process {report['cpu_share'] * 100:.0f} %, "
+        f"other processes {report['cpu_share_other_processes'] * 100:.0f} %"
     )
     print(f"  slopes per minute (after warm-up): {report['slopes_per_minute']}")
     print(f"  slopes per minute (last half): {report['slopes_per_minute_last_half']}")

@@ -42,6 +42,7 @@ class KindTally:
     turns: list[tuple[float, float]] = field(default_factory=list)  # (s into the run, latency ms)
     failures: list[str] = field(default_factory=list)
     barge_ins: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # spoken: one per turn, for the JSON
     sessions: int = 0
 
 
@@ -49,8 +50,8 @@ class KindTally:
 class Voice:
     """The few utterances spoken sessions use, synthesised once per run."""
 
-    questions: list[np.ndarray]
-    interruptions: list[np.ndarray]
+    questions: list[tuple[str, np.ndarray]]  # (text, 24 kHz PCM)
+    interruptions: list[tuple[str, np.ndarray]]
 
     @classmethod
     def synthesise(cls) -> Voice:
@@ -58,8 +59,11 @@ class Voice:
         # still generating them 2-3 s after their first audio, so a barge-in finds them in
         # progress), and interruptions that ask for something else.
         return cls(
-            [np.concatenate([synthesize(QUESTIONS[i]), silence(0.1)]) for i in (2, 3, 4, 7)],
-            [synthesize(INTERRUPTIONS[i]) for i in (0, 3)],
+            [
+                (q, np.concatenate([synthesize(q), silence(0.1)]))
+                for q in (QUESTIONS[i] for i in (2, 3, 4, 7))
+            ],
+            [(q, synthesize(q)) for q in (INTERRUPTIONS[0], INTERRUPTIONS[3])],
         )
 
 
@@ -106,6 +110,7 @@ async def spoken_session(
             mic_task = asyncio.create_task(mic.run())
             seen: set[str] = set()
             pending: str | None = None  # an interruption already spoken: its reply is the next turn
+            said: dict[str, str] = {}  # label → the words
             for n in range(per_session):
                 if stop.is_set():
                     break
@@ -113,7 +118,8 @@ async def spoken_session(
                 if label is None:
                     await asyncio.sleep(rng.uniform(*THINK_S))
                     label = f"q{n}"
-                    mic.say(rng.choice(voice.questions), label)
+                    said[label], pcm = rng.choice(voice.questions)
+                    mic.say(pcm, label)
                 pending = None
                 await until_spoken(mic, label, end=True)
                 speech_end = mic.sent_voice[label][1]
@@ -130,15 +136,31 @@ async def spoken_session(
                 response_id = delta["response_id"]
                 seen.add(response_id)
                 latency = (t_audio - speech_end) * 1000
+                stopped = [
+                    t
+                    for t, e in events.items[after:]
+                    if e["type"] == "input_audio_buffer.speech_stopped" and t <= t_audio
+                ]
+                row = {
+                    "t_s": round(speech_end - t0, 1),
+                    "said": said[label],
+                    "latency_ms": round(latency),
+                    # the end-of-turn decision's share of the latency (semantic_vad: 600-900 ms, or
+                    # its 8 s fallback when the end-of-turn model stays unsure)
+                    "end_of_turn_ms": round((stopped[-1] - speech_end) * 1000) if stopped else None,
+                    "barged_in": False,
+                }
                 if n + 1 < per_session and rng.random() < barge_in_share:
                     await asyncio.sleep(rng.uniform(*BARGE_AFTER_S))
                     pending = f"i{n}"
                     mark = len(events.items)
-                    mic.say(rng.choice(voice.interruptions), pending)
+                    said[pending], pcm = rng.choice(voice.interruptions)
+                    mic.say(pcm, pending)
                     barge = await _barge_in(ws, events, mic, pending, delta, mark, after, reply_timeout)
                     tally.barge_ins.append(barge)
                     tally.failures.extend(f"spoken: barge-in: {problem}" for problem in barge["problems"])
                     tally.turns.append((speech_end - t0, latency))
+                    tally.rows.append(row | {"barged_in": True})
                     continue
                 _, _, done = await events.wait_for(_is_done(response_id), after, reply_timeout * 4)
                 status = done["response"]["status"]
@@ -148,6 +170,7 @@ async def spoken_session(
                     )
                     continue
                 tally.turns.append((speech_end - t0, latency))
+                tally.rows.append(row)
                 play = events.playback[response_id]
                 await asyncio.sleep(max(0.0, play.runs_out - time.perf_counter()))  # listen to the end
         finally:
