@@ -4,8 +4,9 @@ Each session connects, sends the web page's session (``page_session()``: semanti
 eagerness low, the page's instructions and voice, no tools: the engine alone runs none),
 and asks a few synthesised questions, streamed in real time as 20 ms PCM chunks. It waits
 for the spoken reply and listens to it at real-time pace; now and then it speaks over the
-reply instead (a barge-in: the engine must cancel it, ``response.done`` with status
-``cancelled``), and the interruption's own reply is the next turn. Between questions it
+reply instead (a barge-in: the engine must cancel a reply it is still generating,
+``response.done`` with status ``cancelled``; the client truncates the reply to what it
+played, as the clients do), and the interruption's own reply is the next turn. Between questions it
 thinks for a moment; after ``per_session`` turns it leaves, and a fresh session connects.
 
 A turn's latency is the user's true end of speech → the reply's first audio delta.
