@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from parley.bench.load import BYTES_PER_SECOND, Playback, run_user
+from parley.bench.load import run_user
 from parley.bench.speech import synthesize
+from parley.bench.spoken_user import BYTES_PER_SECOND, Playback
 from tests.support.serve import Serve
 
 

@@ -36,38 +36,11 @@ import numpy as np
 
 from parley.bench import profiles
 from parley.bench.speech import silence, synthesize
+from parley.bench.spoken_user import Events, until_spoken
 from parley.bench.stats import summary
 from parley.bench.turn import INTERRUPTIONS, QUESTIONS, Microphone, _free_port, _peak_rss_mb, engine_process
-from parley.protocol.audio_formats import CANONICAL_RATE
 
 DEFAULT_OUT = Path("bench/results/load.json")
-GAP_MS = 20.0  # a gap shorter than one frame is jitter no listener hears
-BYTES_PER_SECOND = CANONICAL_RATE * 2
-
-
-@dataclass
-class Playback:
-    """A listener's speaker: plays a reply from its first delta, in real time, and notes gaps."""
-
-    started: float | None = None
-    runs_out: float = 0.0  # wall time at which the audio received so far has been played
-    underruns: int = 0
-    underrun_ms: float = 0.0
-    gaps: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the reply, gap ms)
-
-    def receive(self, now: float, nbytes: int) -> None:
-        seconds = nbytes / BYTES_PER_SECOND
-        if self.started is None:
-            self.started, self.runs_out = now, now
-        gap_ms = (now - self.runs_out) * 1000
-        if gap_ms > GAP_MS:
-            self.underruns += 1
-            self.underrun_ms += gap_ms
-            self.gaps.append((round(self.runs_out - self.started, 2), round(gap_ms)))
-        self.runs_out = max(self.runs_out, now) + seconds
-
-    def report(self) -> dict[str, Any]:
-        return {"underruns": self.underruns, "underrun_ms": self.underrun_ms, "gaps": self.gaps}
 
 
 @dataclass
@@ -77,42 +50,6 @@ class UserResult:
     failed: str | None = None
     errors: list[str] = field(default_factory=list)
     no_reply: int = 0
-
-
-class _Events:
-    """A session's server events with arrival times, and waiting for one."""
-
-    def __init__(self, ws: Any, result: UserResult) -> None:
-        self.ws = ws
-        self.items: list[tuple[float, dict[str, Any]]] = []
-        self.arrived = asyncio.Event()
-        self.result = result
-        self.playback: dict[str, Playback] = {}  # response id → its playback
-
-    async def read(self) -> None:
-        async for raw in self.ws:
-            now = time.perf_counter()
-            event = json.loads(raw)
-            if event["type"] == "response.output_audio.delta":
-                # Base64: 4 characters carry 3 bytes.
-                nbytes = len(event["delta"]) * 3 // 4 - event["delta"][-2:].count("=")
-                self.playback.setdefault(event["response_id"], Playback()).receive(now, nbytes)
-            elif event["type"] == "error":
-                self.result.errors.append(event["error"].get("message", ""))
-            self.items.append((now, event))
-            self.arrived.set()
-
-    async def wait_for(self, where: Any, start: int, timeout: float) -> tuple[int, float, dict[str, Any]]:
-        i = start
-        async with asyncio.timeout(timeout):
-            while True:
-                while i < len(self.items):
-                    t, e = self.items[i]
-                    if where(e):
-                        return i, t, e
-                    i += 1
-                self.arrived.clear()
-                await self.arrived.wait()
 
 
 async def run_user(
@@ -137,7 +74,7 @@ async def run_user(
     except (OSError, TimeoutError) as exc:
         result.failed = f"connect: {exc}"
         return result
-    events = _Events(ws, result)
+    events = Events(ws, result.errors)
     reader = asyncio.create_task(events.read())
     mic = Microphone(ws)
     mic_task: asyncio.Task[None] | None = None
@@ -161,7 +98,7 @@ async def run_user(
                 asked = len(events.items)
                 mic.say(np.concatenate([questions[(user * 7 + n) % len(questions)], silence(0.1)]), label)
             interrupted = False
-            await _spoken(mic, label, end=True)
+            await until_spoken(mic, label, end=True)
             speech_end = mic.sent_voice[label][1]
             try:
                 _, t_audio, delta = await events.wait_for(
@@ -192,7 +129,7 @@ async def run_user(
                 asked = len(events.items)
                 mic.say(interruptions[(user + n) % len(interruptions)], label)
                 interrupted = turn["interrupted"] = True
-                await _spoken(mic, label, end=False)
+                await until_spoken(mic, label, end=False)
                 onset = mic.sent_voice[label][0]
                 play = events.playback[response_id]
                 turn.update(play.report(), heard_s=onset - (play.started or onset))
@@ -219,20 +156,13 @@ async def run_user(
     return result
 
 
-def _stages(events: _Events, response_id: str) -> dict[str, Any]:
+def _stages(events: Events, response_id: str) -> dict[str, Any]:
     """The engine's own stage times of a reply (``parley.metrics``, ms after ``speech_stopped``)."""
     for _, e in reversed(events.items):
         if e["type"] == "parley.metrics" and e.get("response_id") == response_id:
             keys = ("llm_first_token_ms", "first_clause_ms", "tts_first_chunk_ms", "stt_done_ms")
             return {k: e.get(k) for k in keys}
     return {}
-
-
-async def _spoken(mic: Microphone, label: str, *, end: bool) -> None:
-    """Until the microphone has sent the onset (or the end) of ``label``'s speech."""
-    # The microphone marks these on its own 20 ms schedule; polling on that schedule is exact.
-    while mic.sent_voice.get(label, (None, None))[1 if end else 0] is None or (end and not mic.idle):  # noqa: ASYNC110
-        await asyncio.sleep(0.02)
 
 
 def _cpu_seconds(pid: int) -> float:
