@@ -47,8 +47,11 @@ async def assert_spoken_turn(page, expect_transport: str) -> dict:
     assert assistant and len(assistant[0]["text"].strip()) > 3, bubbles
     stats = await page.stats()
     assert stats["transport"] == expect_transport
-    # The assistant's audio was heard by an AnalyserNode on its output.
-    assert stats["assistantPeakRms"] > 0.02, stats
+    # The assistant's audio was heard by an AnalyserNode on its output, above the level at which
+    # the page itself calls the assistant audible (ON_RMS in audio/activity.js). Not a loudness
+    # check: under load Chromium conceals late packets at a lower level and the 5 ms sampler runs
+    # less often (a full reply measured 0.017 in a `make test` run; see test_page.py).
+    assert stats["assistantPeakRms"] > 0.004, stats
     return {"turn": turn, "stats": stats, "bubbles": bubbles}
 
 
