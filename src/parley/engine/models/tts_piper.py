@@ -136,6 +136,10 @@ class PiperTTS:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        # No memory arena: every sentence has another length, and the arena kept growing with
+        # them (+217 MB over 300 sentences, 415 MB and still rising; without it RSS went back to
+        # 182 MB after each), at the same speed (~105 ms p50 a short sentence either way).
+        opts.enable_cpu_mem_arena = False
         if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
