@@ -101,16 +101,11 @@ async def run_user(
             await until_spoken(mic, label, end=True)
             speech_end = mic.sent_voice[label][1]
             try:
-                _, t_audio, delta = await events.wait_for(
-                    lambda e: e["type"] == "response.output_audio.delta" and e["response_id"] not in seen,
-                    asked,
-                    reply_timeout,
-                )
+                t_audio, delta = await events.next_reply_audio(seen, asked, reply_timeout)
             except TimeoutError:
                 result.no_reply += 1
                 continue
             response_id = delta["response_id"]
-            seen.add(response_id)
             turn: dict[str, Any] = {
                 "user": user,
                 "first_turn": n == 0,

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from parley.server.page_defaults import page_instructions, page_session, page_setting
+from parley.server.page_defaults import page_session
 
 PROFILES = ("ui", "bare")
-
-# The names other benchmarks and tests use.
-ui_instructions = page_instructions
-ui_setting = page_setting
 
 
 def serve_tools() -> list[dict[str, Any]]:

@@ -126,16 +126,11 @@ async def spoken_session(
                 speech_end = mic.sent_voice[label][1]
                 after = len(events.items)  # replies to this utterance come after its end
                 try:
-                    _, t_audio, delta = await events.wait_for(
-                        lambda e: e["type"] == "response.output_audio.delta" and e["response_id"] not in seen,
-                        after,
-                        reply_timeout,
-                    )
+                    t_audio, delta = await events.next_reply_audio(seen, after, reply_timeout)
                 except TimeoutError:
                     tally.failures.append(f"spoken: no reply audio within {reply_timeout:.0f} s")
                     continue
                 response_id = delta["response_id"]
-                seen.add(response_id)
                 latency = (t_audio - speech_end) * 1000
                 stopped = [
                     t

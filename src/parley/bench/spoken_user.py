@@ -96,6 +96,18 @@ class Events:
                 self.arrived.clear()
                 await self.arrived.wait()
 
+    async def next_reply_audio(
+        self, seen: set[str], start: int, timeout: float
+    ) -> tuple[float, dict[str, Any]]:
+        """The first audio delta of a response not in ``seen`` (added to it), from event ``start`` on."""
+        _, t, delta = await self.wait_for(
+            lambda e: e["type"] == "response.output_audio.delta" and e["response_id"] not in seen,
+            start,
+            timeout,
+        )
+        seen.add(delta["response_id"])
+        return t, delta
+
 
 async def until_spoken(mic: Microphone, label: str, *, end: bool) -> None:
     """Until the microphone has sent the onset (or the end) of ``label``'s speech."""
