@@ -25,6 +25,7 @@ from av import AudioFrame
 from parley.media.ice import patient_consent_checks
 from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock, SampleQueue
 from parley.media.rtp_audio import lower_input_latency, stereo_frame, to_mono
+from parley.media.sctp import quiet_closed_flushes
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
 
 
@@ -82,6 +83,7 @@ class RealtimePeer:
     ) -> None:
         """``channel_label=None``: an audio-only peer (the call is then driven over a sideband)."""
         patient_consent_checks()  # like the engine: a late answer under load is not a vanished peer
+        quiet_closed_flushes()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
         self.channel: RTCDataChannel | None = (

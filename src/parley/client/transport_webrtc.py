@@ -94,9 +94,11 @@ class WebRTCTransport:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
         from parley.media.ice import allow_loopback_candidates, patient_consent_checks
+        from parley.media.sctp import quiet_closed_flushes
 
         allow_loopback_candidates()
         patient_consent_checks()
+        quiet_closed_flushes()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         mic = self._mic = MicTrack()
         pc.addTrack(mic)
