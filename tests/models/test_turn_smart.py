@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -110,3 +111,18 @@ async def test_probability_runs_off_the_event_loop(model: SmartTurn) -> None:
     assert 0.0 <= p <= 1.0
     # The loop kept turning while the model ran (a blocking call would leave ~0 ticks).
     assert ticks >= max(1, int(elapsed / 0.01) // 3)
+
+
+async def test_a_decision_does_not_wait_for_a_busy_default_executor(model: SmartTurn) -> None:
+    """asyncio's default executor full of blocked work (as prompt prefills waiting for the
+    language model once held it) must not delay the end-of-turn model."""
+    release = threading.Event()
+    blockers = [asyncio.to_thread(release.wait, 30) for _ in range(64)]  # more than any default pool
+    pending = [asyncio.ensure_future(b) for b in blockers]
+    try:
+        await asyncio.sleep(0.05)
+        p = await asyncio.wait_for(model.probability(speech("Is it going to rain today?")), 10)
+        assert 0.0 <= p <= 1.0
+    finally:
+        release.set()
+        await asyncio.gather(*pending)

@@ -223,6 +223,17 @@ async def test_openai_python_spoken_turn_and_server_tool_through_relay(serve: Se
             await c.close()
 
 
+async def _all_prepared(srv: Serve, runtime: Any) -> int:
+    """Wait for serve's start-up preparation: the page's prompt, then every scenario agent's."""
+    catalog = srv.app.state.scenarios
+    expected = 1 + sum(len(s.agents) for s in catalog.scenarios.values())
+    async with asyncio.timeout(180), httpx.AsyncClient(base_url=srv.http) as http:
+        while not (await http.get("/api/health")).json()["prompts_ready"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert runtime.prepared == expected
+    return expected
+
+
 async def test_serve_prepares_the_pages_prompt_before_the_first_session(models: Any) -> None:
     """The first page after start-up does not wait for its instructions and tools to be evaluated."""
     from parley.engine.config import EngineConfig
@@ -233,9 +244,7 @@ async def test_serve_prepares_the_pages_prompt_before_the_first_session(models: 
     llm = models.llm
     runtime = EngineRuntime(EngineConfig(validate_events=True), models=models)
     async with serve_local(runtime) as srv:
-        async with asyncio.timeout(60):
-            while runtime.prepared == 0:  # serve evaluates the page's prompt at start-up  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+        await _all_prepared(srv, runtime)  # serve evaluates the page's prompt, then the scenarios'
         before = llm.prefilled_tokens
         # As the page does: mint a secret for its session (serve adds its tools), then connect.
         async with httpx.AsyncClient(base_url=srv.http) as http:
@@ -253,4 +262,48 @@ async def test_serve_prepares_the_pages_prompt_before_the_first_session(models: 
             finally:
                 await c.close()
         # Only the few tokens that differ from the prepared prompt were evaluated, not hundreds.
+        assert llm.prefilled_tokens - before < 20, llm.prefilled_tokens - before
+
+
+async def test_serve_prepares_every_scenario_agents_prompt(models: Any) -> None:
+    """A scenario's first session, and the agent a handoff switches to, start from prepared prompts."""
+    from parley.engine.config import EngineConfig
+    from parley.engine.session import RealtimeSession
+    from parley.host.runtime import EngineRuntime
+    from parley.server.page_defaults import page_session
+    from parley.server.scenario import agent_sessions
+    from tests.support.serve import serve_local
+
+    llm = models.llm
+    runtime = EngineRuntime(EngineConfig(validate_events=True), models=models)
+    async with serve_local(runtime) as srv:
+        scenario = srv.app.state.scenarios.scenarios["customer_service"]
+        expected = await _all_prepared(srv, runtime)
+        async with httpx.AsyncClient(base_url=srv.http) as http:
+            health = (await http.get("/api/health")).json()
+            assert health["prepared_prompts"] == expected and health["prompts_ready"], health
+            before = llm.prefilled_tokens
+            r = await http.post("/api/session", json={"session": page_session(), "scenario": scenario.name})
+            assert r.status_code == 200, r.text
+            secret = r.json()["value"]
+        client = AsyncOpenAI(api_key=secret, base_url=f"{srv.http}/v1", websocket_base_url=f"{srv.ws}/v1")
+        async with client.realtime.connect(model="gpt-realtime") as raw:
+            c = Conn(raw)
+            try:
+                created = await c.log.wait_for("session.created")
+                assert created["session"]["instructions"] == scenario.first.instructions
+                [session] = runtime.sessions.values()
+                await asyncio.wait_for(session.prompt_ready(), 30)
+            finally:
+                await c.close()
+        assert llm.prefilled_tokens - before < 20, llm.prefilled_tokens - before
+        # The billing agent's prompt, as a handoff would switch to it.
+        billing = agent_sessions(page_session(None), scenario, srv.app.state.registry)[1]
+        before = llm.prefilled_tokens
+        preset = RealtimeSession(models, runtime.config, initial=billing)
+        preset.open()
+        try:
+            await asyncio.wait_for(preset.prompt_ready(), 30)
+        finally:
+            await preset.close()
         assert llm.prefilled_tokens - before < 20, llm.prefilled_tokens - before

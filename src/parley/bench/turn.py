@@ -302,12 +302,12 @@ async def engine_process(  # type: ignore[no-untyped-def]
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     r = await http.get(f"http://127.0.0.1:{port}{health}")
-                    # serve: also once the page's prompt is evaluated (a few seconds after start-up,
+                    # serve: also once the prompts it prepares are evaluated (seconds after start-up,
                     # well before a person who has just opened the page speaks).
                     if (
                         r.status_code == 200
                         and r.json().get("status") == "ok"
-                        and r.json().get("page_prompt_ready", True)
+                        and r.json().get("prompts_ready", True)
                     ):
                         break
                 if time.monotonic() > deadline:

@@ -183,7 +183,9 @@ class RealtimeSession:
         if not self.closed:
             self._ingest(pcm)
 
-    async def close(self) -> None:
+    async def close(self, *, keep_prompt: bool = False) -> None:
+        """End the session. ``keep_prompt``: the model keeps this session's evaluated prompt for
+        good (a prepared prompt), instead of as one of the few recent donors."""
         if self.closed:
             return
         self.closed = True
@@ -199,7 +201,8 @@ class RealtimeSession:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self.models.llm.forget(self.id)
+        if not keep_prompt:
+            self.models.llm.forget(self.id)
         for sink in self.sinks:
             sink.close()
         self.sinks.clear()
@@ -593,12 +596,20 @@ class RealtimeSession:
         if self._turns is None or self._turns.kind != "semantic_vad":
             return
         eagerness = self._turns.eagerness
-        self._turns.decide(
-            turn_complete(
-                probability, transcript, eagerness.threshold, sentence_suffices_at=sentence_suffices_at
-            ),
+        complete = turn_complete(
+            probability, transcript, eagerness.threshold, sentence_suffices_at=sentence_suffices_at
+        )
+        sure = first and turn_sure(probability, transcript, eagerness)
+        applied = self._turns.decide(complete, pause, sure=sure)
+        log.debug(
+            "turn look: pause %d, P=%s, transcript %r (asked: %s), complete=%s sure=%s applied=%s",
             pause,
-            sure=first and turn_sure(probability, transcript, eagerness),
+            None if probability is None else round(probability, 3),
+            transcript,
+            stt is not None,
+            complete,
+            sure,
+            applied,
         )
 
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:

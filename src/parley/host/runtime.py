@@ -109,14 +109,17 @@ class EngineRuntime:
 
         assert self.models is not None, "EngineRuntime.start() has not run"
         preset = RealtimeSession(self.models, self.config, initial=session)
+        ready = False
         try:
             preset.open()
             await preset.prompt_ready()
+            ready = True
             self.prepared += 1
         except Exception:
             log.exception("preparing a session's prompt failed")
         finally:
-            await preset.close()
+            # Kept for good, not as one of the few recent donors: later sessions keep coming.
+            await preset.close(keep_prompt=ready)
 
     def new_session(self, **kwargs: Any) -> RealtimeSession:
         from parley.engine.session import RealtimeSession

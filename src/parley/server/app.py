@@ -38,6 +38,7 @@ from parley import __version__
 from parley.host import admission
 from parley.host.app import engine_router
 from parley.host.drain import Drain, close_sessions
+from parley.host.runtime import EngineRuntime
 from parley.httpapi import bearer_token, deny, openai_error
 from parley.protocol.session_config import VOICES, default_session
 from parley.scenarios import schema as scenario_schema
@@ -45,7 +46,7 @@ from parley.scenarios.schema import ScenarioError
 from parley.server.config import ServerConfig
 from parley.server.mint import MintError, build_session, mint_secret, parse_json
 from parley.server.page_defaults import page_session
-from parley.server.scenario import ScenarioCatalog, ScenarioFactory, start_scenario
+from parley.server.scenario import ScenarioCatalog, ScenarioFactory, agent_sessions, start_scenario
 from parley.server.sdp_relay import CallError, SidebandTools, check_offer, relay_offer
 from parley.server.security import (
     ACCESS_TOKEN_HEADER,
@@ -158,6 +159,17 @@ def create_app(
             return admission.draining()
         return local.refusal() if local is not None else None
 
+    prepared = {"done": False}
+
+    async def prepare_prompts(engine: EngineRuntime, page: dict[str, Any]) -> None:
+        """The page's prompt first (most sessions start from it), then every scenario agent's."""
+        await engine.prepare(page)
+        for scenario in catalog.scenarios.values():
+            # As minted for a scenario: the page's session without serve's tools, then the agent's.
+            for session in agent_sessions(page_session(None), scenario, registry):
+                await engine.prepare(session)
+        prepared["done"] = True
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
@@ -166,7 +178,7 @@ def create_app(
             # The page's prompt (its instructions and our tools) is evaluated while nobody is
             # talking yet; a session that arrives meanwhile takes the model over at once.
             page = page_session(registry.merge([]) if registry else None)
-            preparing = asyncio.create_task(local.prepare(page), name="prepare-page-prompt")
+            preparing = asyncio.create_task(prepare_prompts(local, page), name="prepare-prompts")
         try:
             yield
         finally:
@@ -187,6 +199,7 @@ def create_app(
     )
     app.state.sideband = sideband
     app.state.scenarios = catalog
+    app.state.registry = registry
     app.state.relays = relays
     app.state.upstream = upstream
     app.state.drain = _drain(config, state, relays, sideband, local)
@@ -246,6 +259,9 @@ def create_app(
             "draining": state["draining"],
             # The page's prompt evaluated ahead (embedded engine): until then a first session pays for it.
             "page_prompt_ready": local is not None and local.prepared > 0,
+            "prepared_prompts": local.prepared if local is not None else 0,
+            # every prompt serve prepares at start-up is evaluated: no background work left
+            "prompts_ready": local is None or prepared["done"],
         }
 
     def load() -> dict[str, Any]:

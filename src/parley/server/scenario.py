@@ -277,6 +277,22 @@ def start_scenario(session: dict[str, Any], scenario: Scenario, base: ToolRegist
         session["audio"] = {**audio, "output": {**output, "voice": voice}}
 
 
+def agent_sessions(page: dict[str, Any], scenario: Scenario, base: ToolRegistry) -> list[dict[str, Any]]:
+    """The session each of the scenario's agents talks under, the first agent's first.
+
+    The first is what :func:`start_scenario` mints; the others are what a handoff switches
+    to. ``parley serve`` has the engine evaluate these prompts at start-up, so neither a
+    scenario's first turn nor the first turn after a handoff waits for them.
+    """
+    probe = ScenarioSession(scenario, base, _no_send)
+    agents = [scenario.first, *(a for a in scenario.agents if a.name != scenario.first.name)]
+    sessions = []
+    for agent in agents:
+        fields = probe.agent_fields(agent, page.get("tools"), with_voice=False)
+        sessions.append({**page, "instructions": fields["instructions"], "tools": fields["tools"]})
+    return sessions
+
+
 async def _no_send(text: str) -> None:
     return None
 

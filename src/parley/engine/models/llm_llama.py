@@ -35,6 +35,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,8 @@ class LlamaLLM:
         self._ended: deque[str] = deque()  # sessions over, for the next holder of the model (forget)
         self._grammars: dict[str, str] = {}
         self._grammar = GrammarDecoder(self._llm)
+        self._prefill_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-prefill")
+        self._prefill_executor.submit(lambda: None).result()  # its thread from the start
 
     # -- LanguageModel -------------------------------------------------------------
 
@@ -323,7 +326,11 @@ class LlamaLLM:
         Returns how many prompt tokens are evaluated. Gives way to any generation that wants
         the model, within one small step; what was done is kept and the next prefill resumes.
         """
-        return await asyncio.to_thread(self.prefill_sync, request)
+        # On a thread of its own: a prefill waits there for the model, and in asyncio's default
+        # executor waiting prefills took the workers that end-of-turn decisions need.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._prefill_executor, self.prefill_sync, request
+        )
 
     def prefill_sync(self, request: ChatRequest) -> int:
         key = request.cache_key

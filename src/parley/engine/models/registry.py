@@ -26,7 +26,7 @@ from parley.engine.models.base import (
     VoiceActivityDetector,
 )
 from parley.engine.models.errors import ModelUnavailable
-from parley.engine.models.memory import release_freed_memory
+from parley.engine.models.memory import limit_malloc_arenas, release_freed_memory
 
 __all__ = [
     "BACKENDS",
@@ -145,6 +145,7 @@ async def load_models(cfg: ModelConfig, progress: Progress | None = None) -> Mod
 
 async def load_stage(stage: str, cfg: ModelConfig, progress: Progress | None = None) -> LoadedStage:
     """Load and warm up one stage's configured backend."""
+    limit_malloc_arenas()  # before the models' threads allocate (see memory.py)
     backend = str(getattr(cfg, stage)).lower()
     entry = BACKENDS.get((stage, backend))
     if entry is None:

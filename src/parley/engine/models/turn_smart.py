@@ -20,6 +20,7 @@ import functools
 import hashlib
 import importlib.metadata
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,11 @@ class SmartTurn:
         )
         self._input = self._session.get_inputs()[0].name
         self._lock = threading.Lock()  # concurrent calls would only contend for the same core
+        # Its own thread, not asyncio's default executor: there, prompt prefills waiting for the
+        # language model held every worker under load, and a decision waited until the turn had
+        # run into eagerness low's 8 s fallback (soak: 5 of 54 spoken turns).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
+        self._executor.submit(lambda: None).result()  # its thread from the start, not mid-session
 
     def predict(self, audio: np.ndarray) -> float:
         """P(turn complete) for float32 16 kHz speech ending now (blocking; ~150 ms)."""
@@ -192,7 +198,7 @@ class SmartTurn:
 
     async def probability(self, audio: np.ndarray) -> float:
         """:meth:`predict` in a worker thread, so the event loop keeps serving audio."""
-        return await asyncio.to_thread(self.predict, audio)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.predict, audio)
 
     def warmup(self) -> None:
         self.predict(np.zeros(SAMPLE_RATE, dtype=np.float32))
