@@ -234,6 +234,25 @@ async def _all_prepared(srv: Serve, runtime: Any) -> int:
     return expected
 
 
+async def _open_minted_session(srv: Serve, runtime: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """As the page does: mint a secret (``body`` as posted), connect, and wait until the session's
+    prompt is evaluated; returns the session from ``session.created``."""
+    async with httpx.AsyncClient(base_url=srv.http) as http:
+        r = await http.post("/api/session", json=body)
+        assert r.status_code == 200, r.text
+        secret = r.json()["value"]
+    client = AsyncOpenAI(api_key=secret, base_url=f"{srv.http}/v1", websocket_base_url=f"{srv.ws}/v1")
+    async with client.realtime.connect(model="gpt-realtime") as raw:
+        c = Conn(raw)
+        try:
+            created = await c.log.wait_for("session.created")
+            [session] = runtime.sessions.values()
+            await asyncio.wait_for(session.prompt_ready(), 30)
+        finally:
+            await c.close()
+    return created["session"]
+
+
 async def test_serve_prepares_the_pages_prompt_before_the_first_session(models: Any) -> None:
     """The first page after start-up does not wait for its instructions and tools to be evaluated."""
     from parley.engine.config import EngineConfig
@@ -246,21 +265,8 @@ async def test_serve_prepares_the_pages_prompt_before_the_first_session(models: 
     async with serve_local(runtime) as srv:
         await _all_prepared(srv, runtime)  # serve evaluates the page's prompt, then the scenarios'
         before = llm.prefilled_tokens
-        # As the page does: mint a secret for its session (serve adds its tools), then connect.
-        async with httpx.AsyncClient(base_url=srv.http) as http:
-            r = await http.post("/api/session", json={"session": page_session()})
-            assert r.status_code == 200, r.text
-            secret = r.json()["value"]
-        client = AsyncOpenAI(api_key=secret, base_url=f"{srv.http}/v1", websocket_base_url=f"{srv.ws}/v1")
-        async with client.realtime.connect(model="gpt-realtime") as raw:
-            c = Conn(raw)
-            try:
-                created = await c.log.wait_for("session.created")
-                assert "get_current_time" in {t["name"] for t in created["session"]["tools"]}
-                [session] = runtime.sessions.values()
-                await asyncio.wait_for(session.prompt_ready(), 30)
-            finally:
-                await c.close()
+        created = await _open_minted_session(srv, runtime, {"session": page_session()})
+        assert "get_current_time" in {t["name"] for t in created["tools"]}  # serve added its tools
         # Only the few tokens that differ from the prepared prompt were evaluated, not hundreds.
         assert llm.prefilled_tokens - before < 20, llm.prefilled_tokens - before
 
@@ -282,20 +288,11 @@ async def test_serve_prepares_every_scenario_agents_prompt(models: Any) -> None:
         async with httpx.AsyncClient(base_url=srv.http) as http:
             health = (await http.get("/api/health")).json()
             assert health["prepared_prompts"] == expected and health["prompts_ready"], health
-            before = llm.prefilled_tokens
-            r = await http.post("/api/session", json={"session": page_session(), "scenario": scenario.name})
-            assert r.status_code == 200, r.text
-            secret = r.json()["value"]
-        client = AsyncOpenAI(api_key=secret, base_url=f"{srv.http}/v1", websocket_base_url=f"{srv.ws}/v1")
-        async with client.realtime.connect(model="gpt-realtime") as raw:
-            c = Conn(raw)
-            try:
-                created = await c.log.wait_for("session.created")
-                assert created["session"]["instructions"] == scenario.first.instructions
-                [session] = runtime.sessions.values()
-                await asyncio.wait_for(session.prompt_ready(), 30)
-            finally:
-                await c.close()
+        before = llm.prefilled_tokens
+        created = await _open_minted_session(
+            srv, runtime, {"session": page_session(), "scenario": scenario.name}
+        )
+        assert created["instructions"] == scenario.first.instructions
         assert llm.prefilled_tokens - before < 20, llm.prefilled_tokens - before
         # The billing agent's prompt, as a handoff would switch to it.
         billing = agent_sessions(page_session(None), scenario, srv.app.state.registry)[1]
