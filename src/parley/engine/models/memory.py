@@ -11,9 +11,10 @@ locked arena a new one, up to 8 per core, and memory freed in one arena serves
 no other. Whisper, llama.cpp, Piper, smart-turn and the asyncio executor all
 allocate from their own threads, so in spoken soaks RSS grew ~20 MB a minute
 without levelling off (3 sessions, 10 minutes: 1160 → 1541 MB after every
-session closed), with no Python object left behind. With two arenas the same
-run had no growth after warm-up and RSS went back to the start after
-``malloc_trim``; :func:`limit_malloc_arenas` sets that before models load.
+session closed, 1424 MB after ``malloc_trim``), with no Python object left
+behind. With two arenas the same run grew 5.5 MB a minute and came back to
+1179 MB (from 1125) after ``malloc_trim``; :func:`limit_malloc_arenas` sets
+that before models load.
 """
 
 from __future__ import annotations
