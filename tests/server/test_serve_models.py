@@ -295,7 +295,8 @@ async def test_serve_prepares_every_scenario_agents_prompt(models: Any) -> None:
         assert created["instructions"] == scenario.first.instructions
         assert llm.prefilled_tokens - before < 20, llm.prefilled_tokens - before
         # The billing agent's prompt, as a handoff would switch to it.
-        billing = agent_sessions(page_session(None), scenario, srv.app.state.registry)[1]
+        sessions = agent_sessions(page_session(None), scenario, srv.app.state.registry)
+        billing = next(s for s in sessions if s["instructions"] == scenario.agent("billing").instructions)
         before = llm.prefilled_tokens
         preset = RealtimeSession(models, runtime.config, initial=billing)
         preset.open()

@@ -22,10 +22,9 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from parley.media.ice import patient_consent_checks
+from parley.media.call_patches import steady_calls
 from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock, SampleQueue
 from parley.media.rtp_audio import lower_input_latency, stereo_frame, to_mono
-from parley.media.sctp import quiet_closed_flushes
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
 
 
@@ -82,8 +81,7 @@ class RealtimePeer:
         channel_label: str | None = "oai-events",
     ) -> None:
         """``channel_label=None``: an audio-only peer (the call is then driven over a sideband)."""
-        patient_consent_checks()  # like the engine: a late answer under load is not a vanished peer
-        quiet_closed_flushes()
+        steady_calls()  # as the engine does (see parley.media.call_patches)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
         self.channel: RTCDataChannel | None = (

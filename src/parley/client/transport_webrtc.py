@@ -93,12 +93,11 @@ class WebRTCTransport:
         import httpx
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from parley.media.ice import allow_loopback_candidates, patient_consent_checks
-        from parley.media.sctp import quiet_closed_flushes
+        from parley.media.call_patches import steady_calls
+        from parley.media.ice import allow_loopback_candidates
 
         allow_loopback_candidates()
-        patient_consent_checks()
-        quiet_closed_flushes()
+        steady_calls()
         pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         mic = self._mic = MicTrack()
         pc.addTrack(mic)

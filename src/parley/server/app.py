@@ -151,15 +151,13 @@ def create_app(
     relays = RelayStats()
     started = time.time()
     local = upstream.runtime if isinstance(upstream, LocalUpstream) else None
-    state = {"draining": False}
+    state = {"draining": False, "prompts_ready": local is None}
 
     def refusal() -> admission.Refusal | None:
         """A new session is refused at once while draining, or when the embedded engine is full."""
         if state["draining"]:
             return admission.draining()
         return local.refusal() if local is not None else None
-
-    prepared = {"done": False}
 
     async def prepare_prompts(engine: EngineRuntime, page: dict[str, Any]) -> None:
         """The page's prompt first (most sessions start from it), then every scenario agent's."""
@@ -168,7 +166,7 @@ def create_app(
             # As minted for a scenario: the page's session without serve's tools, then the agent's.
             for session in agent_sessions(page_session(None), scenario, registry):
                 await engine.prepare(session)
-        prepared["done"] = True
+        state["prompts_ready"] = True
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -261,7 +259,7 @@ def create_app(
             "page_prompt_ready": local is not None and local.prepared > 0,
             "prepared_prompts": local.prepared if local is not None else 0,
             # every prompt serve prepares at start-up is evaluated: no background work left
-            "prompts_ready": local is None or prepared["done"],
+            "prompts_ready": state["prompts_ready"],
         }
 
     def load() -> dict[str, Any]:

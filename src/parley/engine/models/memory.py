@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -51,6 +52,7 @@ _M_ARENA_MAX = -8
 MALLOC_ARENAS = 2
 
 
+@functools.cache  # every stage's loader calls it; once is enough
 def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
     """Cap glibc's malloc arenas at ``count`` (see above); True when set.
 

@@ -39,8 +39,8 @@ from parley.host.transports.webrtc_media import InputAudioPump, PacedAudioOutput
 from parley.host.transports.webrtc_offer import CallError, check_offer, merge_updates, read_offer
 from parley.httpapi import bearer_token, is_loopback
 from parley.media import ice
+from parley.media.call_patches import steady_calls
 from parley.media.rtp_audio import lower_input_latency
-from parley.media.sctp import quiet_closed_flushes
 from parley.protocol import ids
 from parley.protocol.errors import ProtocolError
 from parley.protocol.session_config import apply_update, default_session
@@ -254,8 +254,7 @@ def calls_router(runtime: EngineRuntime, options: WebRTCOptions | None = None) -
     options = options or WebRTCOptions.from_runtime(runtime)
     if options.loopback_candidates:
         ice.allow_loopback_candidates()
-    ice.patient_consent_checks()  # a busy engine must not close a live call (see ice.py)
-    quiet_closed_flushes()  # a send racing a closing call is not an unhandled error (see sctp.py)
+    steady_calls()  # a busy engine must not close a live call, nor log a closing one's sends
     router = APIRouter()
 
     @router.options("/v1/realtime/calls")
