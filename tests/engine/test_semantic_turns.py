@@ -46,9 +46,11 @@ class TurnModels(FakeModels):
 class SlowStt(FakeStt):
     """A transcription that takes seconds, as Whisper does on a busy machine."""
 
-    async def transcribe(self, audio, *, language=None, prompt=None):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(3.0)
-        return await super().transcribe(audio, language=language, prompt=prompt)
+    delay_s = 3.0
+
+    async def transcribe(self, audio, **options):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(self.delay_s)
+        return await super().transcribe(audio, **options)
 
 
 async def talk(
@@ -122,6 +124,18 @@ async def test_a_late_transcript_does_not_hold_the_decision() -> None:
     after = stopped_after_speech_ms(log)
     # The first look (200 ms) + model + the bounded wait for the transcript (600 ms), then the model decides.
     assert after is not None and after < 200 + 600 + EAGERNESS["high"].min_wait_ms + 300, after
+
+
+async def test_a_transcript_that_comes_after_the_wait_still_ends_the_turn_when_it_comes() -> None:
+    """Whisper queued behind other sessions: the model alone doubted the pause, the late
+    transcript shows a finished sentence; the turn ends then, not at the look at 2 s."""
+    low = EAGERNESS["low"]
+    stt = SlowStt("What is the capital of France?")
+    stt.delay_s = 1.6  # from the probe 100 ms into the pause: past both looks' 600 ms waits
+    log, model = await talk(0.6, "", 2.6, stt=stt, eagerness="low")
+    after = stopped_after_speech_ms(log)
+    assert after is not None and 1600 <= after < low.recheck_ms, after
+    assert len(model.calls) == 2  # the first look and the early one; no recheck needed
 
 
 async def test_low_eagerness_looks_again_before_its_short_wait_runs_out() -> None:

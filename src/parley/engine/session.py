@@ -84,6 +84,13 @@ class EventSink(Protocol):
         ...
 
 
+
+def _transcript_of(stt: asyncio.Task[Transcript] | None) -> str | None:
+    """A finished transcription's text; None while it runs, or if it was cancelled or failed."""
+    if stt is None or not stt.done() or stt.cancelled() or stt.exception() is not None:
+        return None
+    return stt.result().text
+
 class RealtimeSession:
     def __init__(
         self,
@@ -586,15 +593,35 @@ class RealtimeSession:
                     probability = await turn_model.probability(audio)
             except Exception:
                 log.exception("end-of-turn model failed; the transcript decides this pause")
-        transcript: str | None = None
+        late = False
         if stt is not None:
             wait = SEMANTIC_TRANSCRIPT_WAIT_MS / 1000 if probability is not None else None
-            done, _ = await asyncio.wait([stt], timeout=wait)
-            # Late, cancelled (speech resumed, or superseded) or failed: the model alone decides.
-            if stt in done and not stt.cancelled() and stt.exception() is None:
-                transcript = stt.result().text
-        if self._turns is None or self._turns.kind != "semantic_vad":
+            await asyncio.wait([stt], timeout=wait)
+            late = not stt.done()
+        # Late, cancelled (speech resumed, or superseded) or failed: the model alone decides.
+        if not self._apply_look(probability, _transcript_of(stt), pause, sentence_suffices_at, first):
             return
+        if late and stt is not None:
+            # Under load Whisper queues behind other sessions' turns. A model-only verdict of
+            # "unfinished" would hold the turn until the look at 2 s; the transcript, once it
+            # comes, may show a finished sentence and end the turn then (never cancel it: the
+            # speculative reply uses it too).
+            await asyncio.wait([stt])
+            turns = self._turns
+            if turns is not None and turns.required_silence_ms >= turns.max_wait_ms:
+                self._apply_look(probability, _transcript_of(stt), pause, sentence_suffices_at, first)
+
+    def _apply_look(
+        self,
+        probability: float | None,
+        transcript: str | None,
+        pause: int,
+        sentence_suffices_at: float | None,
+        first: bool,
+    ) -> bool:
+        """One look's verdict → the pause's wait; False when the pause is over or not semantic."""
+        if self._turns is None or self._turns.kind != "semantic_vad":
+            return False
         eagerness = self._turns.eagerness
         complete = turn_complete(
             probability, transcript, eagerness.threshold, sentence_suffices_at=sentence_suffices_at
@@ -602,15 +629,15 @@ class RealtimeSession:
         sure = first and turn_sure(probability, transcript, eagerness)
         applied = self._turns.decide(complete, pause, sure=sure)
         log.debug(
-            "turn look: pause %d, P=%s, transcript %r (asked: %s), complete=%s sure=%s applied=%s",
+            "turn look: pause %d, P=%s, transcript %r, complete=%s sure=%s applied=%s",
             pause,
             None if probability is None else round(probability, 3),
             transcript,
-            stt is not None,
             complete,
             sure,
             applied,
         )
+        return applied
 
     def _on_speech_stopped(self, signal: SpeechStopped) -> None:
         item_id = self._speech_item_id or ids.item_id()
