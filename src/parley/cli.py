@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # PARLEY_DEBUG=parley.engine.session,…: debug logs of those modules only (-vv turns on every
+    # library's, and websockets' per-frame lines slow a loaded server down).
+    for name in filter(None, os.environ.get("PARLEY_DEBUG", "").split(",")):
+        logging.getLogger(name.strip()).setLevel(logging.DEBUG)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

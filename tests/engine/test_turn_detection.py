@@ -227,11 +227,17 @@ def test_a_long_pause_trusts_a_finished_sentence_over_a_doubting_model() -> None
     assert not turn_complete(0.2, None, 0.9, sentence_suffices_at=0.0)  # no transcript: the model decides
 
 
-def test_at_the_early_look_a_finished_sentence_needs_even_odds() -> None:
-    said = "What is the tallest mountain in the world, and where is it?"
+def test_at_the_early_look_a_finished_statement_needs_even_odds_and_a_question_none() -> None:
+    said = "Tell me about the tallest mountain in the world."
     assert turn_complete(0.54, said, 0.9, sentence_suffices_at=0.5)
     assert not turn_complete(0.3, said, 0.9, sentence_suffices_at=0.5)
     assert not turn_complete(0.54, "I would like to book a table for", 0.9, sentence_suffices_at=0.5)
+    # Smart-turn all but rejects long compound questions in Piper's voice.
+    asked = "Which planet is closest to the sun and what is it like?"
+    assert turn_complete(0.008, asked, 0.9, sentence_suffices_at=0.5)
+    assert not turn_complete(0.008, asked, 0.9)  # not at the first look
+    assert not turn_complete(0.008, "How long does it take to drive from?", 0.9, sentence_suffices_at=0.5)
+    assert not turn_complete(0.008, "Can you tell me what the?", 0.9, sentence_suffices_at=0.5)
 
 
 def test_a_turn_the_model_is_sure_of_ends_sooner_under_low_eagerness() -> None:

@@ -283,12 +283,17 @@ async def engine_process(  # type: ignore[no-untyped-def]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PARLEY_VALIDATE_EVENTS="0")
     env.pop("OPENAI_API_KEY", None)  # serve: always the local engine
     health = "/healthz" if command == "engine" else "/api/health"
+    # PARLEY_BENCH_SERVER_LOG=path: the server's log goes there (with PARLEY_DEBUG=parley.engine
+    # for each turn's end-of-turn looks), to find out where a slow turn spent its time.
+    log_path = os.environ.get("PARLEY_BENCH_SERVER_LOG")
+    verbose: list[str] = []
+    stderr = open(log_path, "ab") if log_path else subprocess.PIPE  # noqa: SIM115 - closed below
     proc = await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "parley", command, "--port", str(port), *(extra_args or [])],
+        [sys.executable, "-m", "parley", *verbose, command, "--port", str(port), *(extra_args or [])],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     try:
         import httpx
@@ -318,6 +323,8 @@ async def engine_process(  # type: ignore[no-untyped-def]
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
+        if log_path:
+            stderr.close()  # type: ignore[union-attr]
         if proc.poll() is None:
             proc.kill()
 

@@ -263,12 +263,14 @@ def turn_complete(
         return False
     if probability >= threshold:
         return True
-    return (
-        sentence_suffices_at is not None
-        and probability >= sentence_suffices_at
-        and transcript is not None
-        and sounds_finished(transcript)
-    )
+    if sentence_suffices_at is None or transcript is None or not sounds_finished(transcript):
+        return False
+    # A finished question suffices at any later look whatever the model says: smart-turn gives
+    # long compound questions in Piper's voice almost nothing ("Which planet is closest to the
+    # sun and what is it like?": P = 0.008 at 700 ms, 0.195 at 2 s; `parley bench load`), and
+    # they waited for the look at 2 s. A later look comes only when the short wait (900 ms for
+    # low) has not run out, so a pause inside a clause still has that long to end.
+    return transcript.rstrip().endswith("?") or probability >= sentence_suffices_at
 
 
 def turn_sure(probability: float | None, transcript: str | None, eagerness: Eagerness) -> bool:
