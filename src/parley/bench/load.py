@@ -115,6 +115,14 @@ async def run_user(
             stopped = [t for t, e in events.items[asked:] if e["type"] == "input_audio_buffer.speech_stopped"]
             if stopped and stopped[-1] <= t_audio:
                 turn["speech_stopped_ms"] = (stopped[-1] - speech_end) * 1000  # the end-of-turn wait
+            # What the user saw, ms after the end of their speech: a turn answered through a tool
+            # shows two responses (the call, then the answer).
+            turn["timeline"] = [
+                (round((t - speech_end) * 1000), e["type"])
+                for t, e in events.items[asked:]
+                if e["type"] in _TIMELINE_EVENTS and t <= t_audio
+            ]
+            turn["responses"] = sum(kind == "response.created" for _, kind in turn["timeline"])
             result.turns.append(turn)
             interrupt = n + 1 < turns and rng.random() < interrupt_share
             if interrupt:
@@ -151,11 +159,25 @@ async def run_user(
     return result
 
 
+_TIMELINE_EVENTS = (
+    "input_audio_buffer.speech_stopped",
+    "response.created",
+    "response.done",
+)
+
+
 def _stages(events: Events, response_id: str) -> dict[str, Any]:
     """The engine's own stage times of a reply (``parley.metrics``, ms after ``speech_stopped``)."""
     for _, e in reversed(events.items):
         if e["type"] == "parley.metrics" and e.get("response_id") == response_id:
-            keys = ("llm_first_token_ms", "first_clause_ms", "tts_first_chunk_ms", "stt_done_ms")
+            keys = (
+                "stt_done_ms",
+                "response_created_ms",
+                "llm_first_token_ms",
+                "first_clause_ms",
+                "tts_first_chunk_ms",
+                "first_audio_sent_ms",
+            )
             return {k: e.get(k) for k in keys}
     return {}
 
@@ -204,6 +226,8 @@ async def one_level(
         "llm_first_token_after_speech_stopped_ms": summary(t.get("llm_first_token_ms") for t in turns),
         "tts_first_chunk_after_speech_stopped_ms": summary(t.get("tts_first_chunk_ms") for t in turns),
         "turns": len(turns),
+        # Answered after a tool call (two responses): the model runs twice before any audio.
+        "tool_turn_latency_ms": summary(t["latency_ms"] for t in turns if t.get("responses", 1) > 1),
         "interrupted_turns": sum(1 for t in turns if t["interrupted"]),
         "underruns": sum(t.get("underruns", 0) for t in turns),
         "underrun_ms": round(sum(t.get("underrun_ms", 0.0) for t in turns), 1),

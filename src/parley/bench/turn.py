@@ -286,11 +286,10 @@ async def engine_process(  # type: ignore[no-untyped-def]
     # PARLEY_BENCH_SERVER_LOG=path: the server's log goes there (with PARLEY_DEBUG=parley.engine
     # for each turn's end-of-turn looks), to find out where a slow turn spent its time.
     log_path = os.environ.get("PARLEY_BENCH_SERVER_LOG")
-    verbose: list[str] = []
-    stderr = open(log_path, "ab") if log_path else subprocess.PIPE  # noqa: SIM115 - closed below
+    stderr = open(log_path, "ab") if log_path else subprocess.PIPE  # noqa: ASYNC230 - once, closed below
     proc = await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "parley", *verbose, command, "--port", str(port), *(extra_args or [])],
+        [sys.executable, "-m", "parley", command, "--port", str(port), *(extra_args or [])],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=stderr,

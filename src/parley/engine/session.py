@@ -84,12 +84,12 @@ class EventSink(Protocol):
         ...
 
 
-
 def _transcript_of(stt: asyncio.Task[Transcript] | None) -> str | None:
     """A finished transcription's text; None while it runs, or if it was cancelled or failed."""
     if stt is None or not stt.done() or stt.cancelled() or stt.exception() is not None:
         return None
     return stt.result().text
+
 
 class RealtimeSession:
     def __init__(
