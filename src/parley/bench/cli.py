@@ -11,6 +11,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "parley.bench.load",
         "many simulated users talking to one parley serve at once: latency, underruns, capacity",
     ),
+    "batching": (
+        "parley.bench.batching",
+        "what batching several sessions' Whisper and LLM work would buy on this CPU",
+    ),
     "quality": (
         "parley.bench.quality",
         "answer quality and tool decisions of each local LLM, with the web page's session and serve's tools",

@@ -178,21 +178,32 @@ class WhisperSTT:
             return next((code for code in codes if code in wanted), allowed[0])
         return codes[0]
 
-    def _fast(self, audio: np.ndarray, language: str | None, prompt: str | None) -> tuple[str, str | None]:
-        import ctranslate2
+    @staticmethod
+    def window_seconds(seconds: float) -> int:
+        """The encoder window of the fast path for ``seconds`` of speech.
 
-        seconds = len(audio) / SAMPLE_RATE
-        # Whole seconds: oneDNN keeps compiled kernels for every input shape it has seen, so a
-        # window of any length grew RSS by ~70 MB over 300 clips of random length; with whole
-        # seconds there are at most 23 shapes. The encoder takes at most 30 s.
-        window = min(math.ceil(max(seconds + _PAD_S, _MIN_WINDOW_S)), _MAX_FAST_S)
+        Whole seconds: oneDNN keeps compiled kernels for every input shape it has seen, so a
+        window of any length grew RSS by ~70 MB over 300 clips of random length; with whole
+        seconds there are at most 23 shapes. The encoder takes at most 30 s.
+        """
+        return min(math.ceil(max(seconds + _PAD_S, _MIN_WINDOW_S)), int(_MAX_FAST_S))
+
+    def window_features(self, audio: np.ndarray, window: int) -> np.ndarray:
+        """Log-mel features of ``audio`` padded with silence to ``window`` seconds."""
         # Pad in the waveform domain so the log-mel normalisation (relative to the
         # clip's max) sees real silence, as in the 30 s windows Whisper was trained on.
         padded = np.zeros(int(window * SAMPLE_RATE), dtype=np.float32)
         padded[: len(audio)] = audio
         mel = self._features(padded, padding=0)
         frames = mel.shape[-1] - (mel.shape[-1] % 2)  # the encoder's conv has stride 2
-        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None, :, :frames]))
+        return mel[:, :frames]
+
+    def _fast(self, audio: np.ndarray, language: str | None, prompt: str | None) -> tuple[str, str | None]:
+        import ctranslate2
+
+        seconds = len(audio) / SAMPLE_RATE
+        mel = self.window_features(audio, self.window_seconds(seconds))
+        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
         if language is None:
             language = self._detect_language(audio)
         tok = self._tokenizer(language)
