@@ -40,7 +40,11 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 _PAD_S = 2.0  # silence after the speech; less than ~2 s loops more often
-_MIN_WINDOW_S = 8.0  # 1-word clips decoded in a 3 s window repeat themselves
+# 1-word clips decoded in a 3 s window repeat themselves ("Say that again. Say that again…"). At
+# 5 s, 22 Piper phrases of 1-14 words were all right, as at 8 s, clean and at 20 dB SNR (one slip
+# each way over two noise draws), and a 2-3 s question took 163 ms instead of 239 (the encoder's
+# cost follows the window).
+_MIN_WINDOW_S = 5.0
 _MAX_FAST_S = 30.0
 _TOKENS_PER_S = 8.0  # fast speech is ~4 tokens/s; the cap only stops loops
 _MIN_AUDIO_S = 0.12
