@@ -28,6 +28,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ async def run_user(
             )
             play = events.playback[response_id]
             turn.update(play.report(), reply_s=play.runs_out - (play.started or play.runs_out))
-            turn.update(_stages(events, response_id))
+            turn.update(stages_of((e for _, e in events.items), response_id))
             await asyncio.sleep(max(0.0, play.runs_out - time.perf_counter()))  # listen to the end
     except Exception as exc:  # a failed user is a result, not the benchmark's crash
         result.failed = f"{type(exc).__name__}: {exc}"
@@ -166,20 +167,21 @@ _TIMELINE_EVENTS = (
 )
 
 
-def _stages(events: Events, response_id: str) -> dict[str, Any]:
+def stages_of(events: Iterable[dict[str, Any]], response_id: str) -> dict[str, Any]:
     """The engine's own stage times of a reply (``parley.metrics``, ms after ``speech_stopped``)."""
-    for _, e in reversed(events.items):
+    keys = (
+        "stt_done_ms",
+        "response_created_ms",
+        "llm_first_token_ms",
+        "first_clause_ms",
+        "tts_first_chunk_ms",
+        "first_audio_sent_ms",
+    )
+    found: dict[str, Any] = {}
+    for e in events:
         if e["type"] == "parley.metrics" and e.get("response_id") == response_id:
-            keys = (
-                "stt_done_ms",
-                "response_created_ms",
-                "llm_first_token_ms",
-                "first_clause_ms",
-                "tts_first_chunk_ms",
-                "first_audio_sent_ms",
-            )
-            return {k: e.get(k) for k in keys}
-    return {}
+            found = {k: e.get(k) for k in keys}
+    return found
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -195,13 +197,18 @@ async def one_level(
     extra = ["--llm-model", args.llm_model] if args.llm_model else []
     async with engine_process(port, extra, command="serve") as proc:
         url = f"ws://127.0.0.1:{port}/api/v1/realtime?parley_metrics=1"
+        runner: Any = run_user
+        if args.transport == "webrtc":
+            from parley.bench.load_webrtc import run_webrtc_user  # aiortc only when asked for
+
+            url, runner = f"http://127.0.0.1:{port}", run_webrtc_user
         cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
         rng = random.Random(args.seed + users)
 
         # Users arrive over the first seconds, not all in the same 20 ms.
         async def arrive(u: int) -> UserResult:
             await asyncio.sleep(u * args.stagger)
-            return await run_user(
+            return await runner(
                 url,
                 u,
                 args.turns,
@@ -269,6 +276,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     report = {
         "benchmark": "load",
         "profile": "ui (parley serve, embedded engine, the page's session and serve's tools)",
+        "transport": args.transport,
         "turn_detection": profiles.session("ui", 500)["audio"]["input"]["turn_detection"],
         "llm_model": args.llm_model or "default",
         "turns_per_user": args.turns,
@@ -279,12 +287,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    out = args.out or (
+        DEFAULT_OUT if args.transport == "websocket" else DEFAULT_OUT.with_name("load-webrtc.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     console.print(
         f"capacity: {capacity} concurrent spoken conversations (p95 ≤ {args.target_ms:.0f} ms, no underruns)"
     )
-    console.print(f"wrote {args.out}")
+    console.print(f"wrote {out}")
     return report
 
 
@@ -322,8 +333,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-ms", type=float, default=1200.0, help="p95 end of speech → first audio")
     parser.add_argument("--reply-timeout", type=float, default=30.0, help="seconds to wait for a reply")
     parser.add_argument("--llm-model", default=None, help="local LLM (default: the engine's)")
+    parser.add_argument(
+        "--transport",
+        choices=("websocket", "webrtc"),
+        default="websocket",
+        help="how each user connects: serve's WebSocket relay, or a WebRTC call as the page makes",
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"JSON (default {DEFAULT_OUT}; load-webrtc.json for WebRTC)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

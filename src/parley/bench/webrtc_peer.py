@@ -79,11 +79,14 @@ class RealtimePeer:
         self,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         channel_label: str | None = "oai-events",
+        mic: MediaStreamTrack | None = None,
     ) -> None:
-        """``channel_label=None``: an audio-only peer (the call is then driven over a sideband)."""
+        """``channel_label=None``: an audio-only peer (the call is then driven over a sideband).
+        ``mic``: the outgoing track, when not :attr:`mic` (a :class:`MicrophoneTrack`)."""
         steady_calls()  # as the engine does (see parley.media.call_patches)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
+        self.outgoing: MediaStreamTrack = mic or self.mic
         self.channel: RTCDataChannel | None = (
             self.pc.createDataChannel(channel_label) if channel_label is not None else None
         )
@@ -95,7 +98,7 @@ class RealtimePeer:
         self.times: dict[str, float] = {}
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.pc.addTrack(self.mic)
+        self.pc.addTrack(self.outgoing)
         self._channel_closed = asyncio.Event()
         if self.channel is not None:
             self.channel.on("open", self._on_open)
@@ -234,7 +237,7 @@ class RealtimePeer:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self.mic.stop()
+        self.outgoing.stop()
         await self.pc.close()
 
 
