@@ -33,6 +33,7 @@ from parley.bench.speech import silence
 from parley.bench.spoken_user import until_spoken
 from parley.bench.turn import Microphone
 from parley.bench.webrtc_peer import CallRefused, RealtimePeer, Recording
+from parley.media.ice import allow_loopback_candidates
 from parley.media.pacing import FRAME_SAMPLES, RTP_RATE, FrameClock, SampleQueue
 from parley.media.rtp_audio import stereo_frame
 from parley.protocol.audio_formats import CANONICAL_RATE, Resampler
@@ -123,6 +124,7 @@ async def run_webrtc_user(
     reply_timeout: float,
 ) -> UserResult:
     result = UserResult()
+    allow_loopback_candidates()  # the server may be on this host (the benchmark's own serve)
     track = SpeakingTrack()
     peer = RealtimePeer(mic=track)
     mouth, ears = track.mouth, Ears(peer.recording)
