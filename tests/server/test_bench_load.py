@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
 
-from parley.bench.load import run_user
+from parley.bench.load import UserResult, UserScript, run_user
 from parley.bench.speech import synthesize
 from parley.bench.spoken_user import BYTES_PER_SECOND, Playback
 from tests.support.serve import Serve
@@ -28,16 +29,22 @@ def test_playback_counts_gaps_a_listener_would_hear() -> None:
 
 @pytest.mark.models
 async def test_two_users_at_once_both_get_spoken_answers(serve: Serve) -> None:
-    questions = [synthesize("What is the capital of France?"), synthesize("Who wrote Romeo and Juliet?")]
     url = f"{serve.ws}/api/v1/realtime"
-    results = await asyncio.gather(
-        *(run_user(url, user, 1, questions, questions, random.Random(user), 0.0, 30.0) for user in range(2))
-    )
+    for turn in await _two_users_one_question_each(lambda script: run_user(url, script)):
+        assert turn["responses"] == 1, turn
+
+
+async def _two_users_one_question_each(run: Callable[[UserScript], Awaitable[UserResult]]) -> list[dict]:
+    """Both users asked at once; each got a spoken reply. Their turns."""
+    questions = [synthesize("What is the capital of France?"), synthesize("Who wrote Romeo and Juliet?")]
+    scripts = [UserScript(user, 1, questions, questions, random.Random(user), 0.0) for user in range(2)]
+    results = await asyncio.gather(*(run(script) for script in scripts))
     for result in results:
         assert result.failed is None and not result.refused, result
         assert result.no_reply == 0 and len(result.turns) == 1
         turn = result.turns[0]
         assert 0 < turn["latency_ms"] < 15_000 and turn["reply_s"] > 0.5, turn
+    return [result.turns[0] for result in results]
 
 
 def test_webrtc_ears_find_the_reply_and_its_gaps() -> None:
@@ -69,18 +76,7 @@ def test_webrtc_ears_find_the_reply_and_its_gaps() -> None:
 async def test_two_webrtc_users_at_once_both_hear_spoken_answers(serve: Serve) -> None:
     from parley.bench.load_webrtc import run_webrtc_user
 
-    questions = [synthesize("What is the capital of France?"), synthesize("Who wrote Romeo and Juliet?")]
-    results = await asyncio.gather(
-        *(
-            run_webrtc_user(serve.http, user, 1, questions, questions, random.Random(user), 0.0, 30.0)
-            for user in range(2)
-        )
-    )
-    for result in results:
-        assert result.failed is None and not result.refused, result
-        assert result.no_reply == 0 and len(result.turns) == 1
-        turn = result.turns[0]
-        assert 0 < turn["latency_ms"] < 15_000 and turn["reply_s"] > 0.5, turn
+    for turn in await _two_users_one_question_each(lambda script: run_webrtc_user(serve.http, script)):
         assert turn["speech_stopped_ms"] > 0 and turn["responses"] == 1, turn
         # The engine's own stage times came over the data channel (parley_metrics=1).
         assert turn.get("first_audio_sent_ms") is not None, turn

@@ -230,6 +230,10 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _span(stats: dict[str, Any], digits: int = 0) -> str:
+    return f"{stats['p50_ms']:.{digits}f} / {stats['p95_ms']:.{digits}f} ms"
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each Whisper and prefill case")
     parser.add_argument("--steps", type=int, default=30, help="decoding steps per number of sequences")
@@ -247,11 +251,10 @@ def run(args: argparse.Namespace) -> int:
     for col in ("utterances", "one by one p50 / p95", "batched p50 / p95", "throughput gain"):
         table.add_column(col)
     for row in result["whisper"]:
-        a, b = row["one_by_one"], row["batched"]
         table.add_row(
             str(row["utterances"]),
-            f"{a['p50_ms']:.0f} / {a['p95_ms']:.0f} ms",
-            f"{b['p50_ms']:.0f} / {b['p95_ms']:.0f} ms",
+            _span(row["one_by_one"]),
+            _span(row["batched"]),
             f"{row['throughput_gain']:.2f}x",
         )
     console.print(table)
@@ -259,10 +262,9 @@ def run(args: argparse.Namespace) -> int:
     for col in ("sequences", "ms per step p50 / p95", "tokens/s in all", "throughput gain"):
         table.add_column(col)
     for row in result["llm"]["decoding"]:
-        step = row["step"]
         table.add_row(
             str(row["sequences"]),
-            f"{step['p50_ms']:.1f} / {step['p95_ms']:.1f}",
+            _span(row["step"], digits=1),
             f"{row['tokens_per_s']:.1f}",
             f"{row['throughput_gain']:.2f}x",
         )
@@ -271,12 +273,7 @@ def run(args: argparse.Namespace) -> int:
     for col in ("users", "one by one p50 / p95", "batched p50 / p95"):
         table.add_column(col)
     for row in result["llm"]["prefill"]:
-        a, b = row["one_by_one"], row["batched"]
-        table.add_row(
-            str(row["users"]),
-            f"{a['p50_ms']:.0f} / {a['p95_ms']:.0f} ms",
-            f"{b['p50_ms']:.0f} / {b['p95_ms']:.0f} ms",
-        )
+        table.add_row(str(row["users"]), _span(row["one_by_one"]), _span(row["batched"]))
     console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

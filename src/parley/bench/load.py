@@ -53,16 +53,33 @@ class UserResult:
     no_reply: int = 0
 
 
-async def run_user(
-    url: str,
-    user: int,
-    turns: int,
-    questions: list[np.ndarray],
-    interruptions: list[np.ndarray],
-    rng: random.Random,
-    interrupt_share: float,
-    reply_timeout: float,
-) -> UserResult:
+@dataclass
+class UserScript:
+    """What one simulated user says, and when: the same over either transport."""
+
+    user: int
+    turns: int
+    questions: list[np.ndarray]
+    interruptions: list[np.ndarray]
+    rng: random.Random
+    interrupt_share: float = 0.25
+    reply_timeout: float = 30.0
+
+    async def think(self) -> None:
+        await asyncio.sleep(self.rng.uniform(1.0, 3.0))  # before the next question
+
+    def question(self, n: int) -> np.ndarray:
+        return np.concatenate([self.questions[(self.user * 7 + n) % len(self.questions)], silence(0.1)])
+
+    def interrupts(self, n: int) -> bool:
+        """Whether the user speaks over the reply to turn ``n`` (never the last one)."""
+        return n + 1 < self.turns and self.rng.random() < self.interrupt_share
+
+    def interruption(self, n: int) -> np.ndarray:
+        return self.interruptions[(self.user + n) % len(self.interruptions)]
+
+
+async def run_user(url: str, script: UserScript) -> UserResult:
     import websockets
 
     result = UserResult()
@@ -92,23 +109,23 @@ async def run_user(
         interrupted = False  # an interruption was just spoken: its reply is the next turn
         label = ""
         asked = 0  # index of the first event since the utterance was queued: replies come after it
-        for n in range(turns):
+        for n in range(script.turns):
             if not interrupted:
-                await asyncio.sleep(rng.uniform(1.0, 3.0))  # thinking before the next question
+                await script.think()
                 label = f"q{n}"
                 asked = len(events.items)
-                mic.say(np.concatenate([questions[(user * 7 + n) % len(questions)], silence(0.1)]), label)
+                mic.say(script.question(n), label)
             interrupted = False
             await until_spoken(mic, label, end=True)
             speech_end = mic.sent_voice[label][1]
             try:
-                t_audio, delta = await events.next_reply_audio(seen, asked, reply_timeout)
+                t_audio, delta = await events.next_reply_audio(seen, asked, script.reply_timeout)
             except TimeoutError:
                 result.no_reply += 1
                 continue
             response_id = delta["response_id"]
             turn: dict[str, Any] = {
-                "user": user,
+                "user": script.user,
                 "first_turn": n == 0,
                 "latency_ms": (t_audio - speech_end) * 1000,
                 "interrupted": False,
@@ -125,13 +142,13 @@ async def run_user(
             ]
             turn["responses"] = sum(kind == "response.created" for _, kind in turn["timeline"])
             result.turns.append(turn)
-            interrupt = n + 1 < turns and rng.random() < interrupt_share
+            interrupt = script.interrupts(n)
             if interrupt:
                 # Barge in about a second into the reply; what follows it is not heard.
                 await asyncio.sleep(1.0)
                 label = f"i{n}"
                 asked = len(events.items)
-                mic.say(interruptions[(user + n) % len(interruptions)], label)
+                mic.say(script.interruption(n), label)
                 interrupted = turn["interrupted"] = True
                 await until_spoken(mic, label, end=False)
                 onset = mic.sent_voice[label][0]
@@ -141,7 +158,7 @@ async def run_user(
             await events.wait_for(
                 lambda e, rid=response_id: e["type"] == "response.done" and e["response"]["id"] == rid,
                 asked,
-                reply_timeout * 4,
+                script.reply_timeout * 4,
             )
             play = events.playback[response_id]
             turn.update(play.report(), reply_s=play.runs_out - (play.started or play.runs_out))
@@ -208,8 +225,7 @@ async def one_level(
         # Users arrive over the first seconds, not all in the same 20 ms.
         async def arrive(u: int) -> UserResult:
             await asyncio.sleep(u * args.stagger)
-            return await runner(
-                url,
+            script = UserScript(
                 u,
                 args.turns,
                 questions,
@@ -218,6 +234,7 @@ async def one_level(
                 args.interrupt_share,
                 args.reply_timeout,
             )
+            return await runner(url, script)
 
         results = await asyncio.gather(*(arrive(u) for u in range(users)))
         cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - wall0) / (os.cpu_count() or 1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from typing import Any
 
@@ -28,8 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
 from parley.bench import profiles
-from parley.bench.load import UserResult, stages_of
-from parley.bench.speech import silence
+from parley.bench.load import UserResult, UserScript, stages_of
 from parley.bench.spoken_user import until_spoken
 from parley.bench.turn import Microphone
 from parley.bench.webrtc_peer import CallRefused, RealtimePeer, Recording
@@ -113,16 +111,7 @@ class Ears:
         return {"underruns": len(gaps), "underrun_ms": float(sum(ms for _, ms in gaps)), "gaps": gaps}
 
 
-async def run_webrtc_user(
-    base: str,
-    user: int,
-    turns: int,
-    questions: list[np.ndarray],
-    interruptions: list[np.ndarray],
-    rng: random.Random,
-    interrupt_share: float,
-    reply_timeout: float,
-) -> UserResult:
+async def run_webrtc_user(base: str, script: UserScript) -> UserResult:
     result = UserResult()
     allow_loopback_candidates()  # the server may be on this host (the benchmark's own serve)
     track = SpeakingTrack()
@@ -148,16 +137,16 @@ async def run_webrtc_user(
         interrupted = False  # an interruption was just spoken: its reply is the next turn
         label = ""
         asked = 0  # index of the first event since the utterance was queued
-        for n in range(turns):
+        for n in range(script.turns):
             if not interrupted:
-                await asyncio.sleep(rng.uniform(1.0, 3.0))  # thinking before the next question
+                await script.think()
                 label = f"q{n}"
                 asked = len(peer.events)
-                mouth.say(np.concatenate([questions[(user * 7 + n) % len(questions)], silence(0.1)]), label)
+                mouth.say(script.question(n), label)
             interrupted = False
             await until_spoken(mouth, label, end=True)
             speech_end = mouth.sent_voice[label][1]
-            t_audio = await ears.first_sound(speech_end, reply_timeout)
+            t_audio = await ears.first_sound(speech_end, script.reply_timeout)
             if t_audio is None:
                 result.no_reply += 1
                 continue
@@ -165,7 +154,7 @@ async def run_webrtc_user(
             response_id = started["response_id"]
             before = [e for e in peer.events[asked:] if e["_t"] <= t_audio]
             turn: dict[str, Any] = {
-                "user": user,
+                "user": script.user,
                 "first_turn": n == 0,
                 "latency_ms": (t_audio - speech_end) * 1000,
                 "interrupted": False,
@@ -175,11 +164,11 @@ async def run_webrtc_user(
             if stopped:
                 turn["speech_stopped_ms"] = (stopped[-1] - speech_end) * 1000
             result.turns.append(turn)
-            if n + 1 < turns and rng.random() < interrupt_share:
+            if script.interrupts(n):
                 await asyncio.sleep(1.0)  # barge in about a second into the reply
                 label = f"i{n}"
                 asked = len(peer.events)
-                mouth.say(interruptions[(user + n) % len(interruptions)], label)
+                mouth.say(script.interruption(n), label)
                 interrupted = turn["interrupted"] = True
                 await until_spoken(mouth, label, end=False)
                 continue
@@ -188,7 +177,7 @@ async def run_webrtc_user(
                 return bool(e.get("response_id") == rid)
 
             done = await peer.wait_for(
-                "output_audio_buffer.stopped", this_reply, timeout=reply_timeout * 4, start=asked
+                "output_audio_buffer.stopped", this_reply, timeout=script.reply_timeout * 4, start=asked
             )
             turn.update(ears.gaps(t_audio, done["_t"]), reply_s=done["_t"] - t_audio)
             turn.update(stages_of(peer.events, response_id))
