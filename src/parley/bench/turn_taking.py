@@ -48,6 +48,7 @@ import numpy as np
 
 from parley.bench.speech import silence, voiced_span
 from parley.bench.stats import summary
+from parley.engine.config import EngineConfig
 from parley.protocol.audio_formats import CANONICAL_RATE, int16_to_float, resample
 
 RESULTS = Path("bench/results/turn_taking.json")
@@ -55,7 +56,7 @@ PAUSES_S = (0.4, 0.5, 0.6, 0.7, 0.8)
 LEAD_S = 0.5
 TAIL_S = 9.0  # longer than the longest fallback (low eagerness: 8 s)
 CHUNK = CANONICAL_RATE // 50  # 20 ms, what a browser sends
-PROBE_MS = 100  # the engine's default speculation probe (PARLEY_SPECULATION_PROBE_MS)
+PROBE_MS = EngineConfig().speculation_probe_ms  # the engine's (PARLEY_SPECULATION_PROBE_MS)
 
 # (sentence, number of words before the inserted pause). Every cut falls inside a clause.
 SENTENCES: tuple[tuple[str, int], ...] = (

@@ -141,8 +141,8 @@ SEMANTIC_MAX_WAIT_MS = {name: e.max_wait_ms for name, e in EAGERNESS.items()}
 SEMANTIC_MIN_WAIT_MS = {name: e.min_wait_ms for name, e in EAGERNESS.items()}
 # The first model call comes this far into a pause: smart-turn was trained on turns cut by a
 # VAD with a ~200 ms stop time, so it expects a little trailing silence. The transcription
-# (and the speculative reply) starts sooner, at the session's speculation probe (100 ms):
-# Whisper takes ~250 ms, and the reply needs the transcript anyway.
+# (and the speculative reply) starts sooner, at the session's speculation probe (50 ms):
+# Whisper takes ~170 ms, and the reply needs the transcript anyway.
 SEMANTIC_LOOK_MS = 200
 # How long a decision waits for the transcript once the model has answered. Whisper takes
 # ~0.3 s on an idle machine but seconds on a busy one; past this the model decides alone,
