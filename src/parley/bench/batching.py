@@ -23,14 +23,13 @@ import asyncio
 import json
 import os
 import platform
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parley.bench.speech import synthesize
+from parley.bench.speech import synthesize, words
 from parley.bench.stats import summary
 from parley.engine.config import ModelConfig
 
@@ -91,9 +90,9 @@ def whisper_batching(stt: Any, reps: int) -> list[dict[str, Any]]:
         return time.perf_counter() - started
 
     # Like for like: the batched call must hear what the engine's path hears.
-    engine_words = [_words(stt.transcribe_sync(clip).text) for clip in clips]
+    engine_words = [words(stt.transcribe_sync(clip).text) for clip in clips]
     batched(clips)
-    same_words = [_words(t) for t in texts] == engine_words
+    same_words = [words(t) for t in texts] == engine_words
     rows: list[dict[str, Any]] = []
     for size in SIZES:
         batch = clips[:size]
@@ -109,10 +108,6 @@ def whisper_batching(stt: Any, reps: int) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
 
 
 # --- llama.cpp --------------------------------------------------------------------------------

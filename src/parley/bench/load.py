@@ -124,23 +124,7 @@ async def run_user(url: str, script: UserScript) -> UserResult:
                 result.no_reply += 1
                 continue
             response_id = delta["response_id"]
-            turn: dict[str, Any] = {
-                "user": script.user,
-                "first_turn": n == 0,
-                "latency_ms": (t_audio - speech_end) * 1000,
-                "interrupted": False,
-            }
-            stopped = [t for t, e in events.items[asked:] if e["type"] == "input_audio_buffer.speech_stopped"]
-            if stopped and stopped[-1] <= t_audio:
-                turn["speech_stopped_ms"] = (stopped[-1] - speech_end) * 1000  # the end-of-turn wait
-            # What the user saw, ms after the end of their speech: a turn answered through a tool
-            # shows two responses (the call, then the answer).
-            turn["timeline"] = [
-                (round((t - speech_end) * 1000), e["type"])
-                for t, e in events.items[asked:]
-                if e["type"] in _TIMELINE_EVENTS and t <= t_audio
-            ]
-            turn["responses"] = sum(kind == "response.created" for _, kind in turn["timeline"])
+            turn = turn_row(script, n, speech_end, t_audio, events.items[asked:])
             result.turns.append(turn)
             interrupt = script.interrupts(n)
             if interrupt:
@@ -182,6 +166,36 @@ _TIMELINE_EVENTS = (
     "response.created",
     "response.done",
 )
+
+
+def turn_row(
+    script: UserScript,
+    n: int,
+    speech_end: float,
+    t_audio: float,
+    timed: Iterable[tuple[float, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Turn ``n`` as the user met it, from the events (with arrival times) since it was asked.
+
+    Latency: true end of speech → the reply's first audio at ``t_audio``; the end-of-turn wait;
+    and what came before that audio, ms after the end of speech (a turn answered through a tool
+    shows two responses: the call, then the answer).
+    """
+    before = [(t, e) for t, e in timed if t <= t_audio]
+    turn: dict[str, Any] = {
+        "user": script.user,
+        "first_turn": n == 0,
+        "latency_ms": (t_audio - speech_end) * 1000,
+        "interrupted": False,
+    }
+    stopped = [t for t, e in before if e["type"] == "input_audio_buffer.speech_stopped"]
+    if stopped:
+        turn["speech_stopped_ms"] = (stopped[-1] - speech_end) * 1000
+    turn["timeline"] = [
+        (round((t - speech_end) * 1000), e["type"]) for t, e in before if e["type"] in _TIMELINE_EVENTS
+    ]
+    turn["responses"] = sum(kind == "response.created" for _, kind in turn["timeline"])
+    return turn
 
 
 def stages_of(events: Iterable[dict[str, Any]], response_id: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
 from parley.bench import profiles
-from parley.bench.load import UserResult, UserScript, stages_of
+from parley.bench.load import UserResult, UserScript, stages_of, turn_row
 from parley.bench.spoken_user import until_spoken
 from parley.bench.turn import Microphone
 from parley.bench.webrtc_peer import CallRefused, RealtimePeer, Recording
@@ -152,17 +152,7 @@ async def run_webrtc_user(base: str, script: UserScript) -> UserResult:
                 continue
             started = await peer.wait_for("output_audio_buffer.started", timeout=10, start=asked)
             response_id = started["response_id"]
-            before = [e for e in peer.events[asked:] if e["_t"] <= t_audio]
-            turn: dict[str, Any] = {
-                "user": script.user,
-                "first_turn": n == 0,
-                "latency_ms": (t_audio - speech_end) * 1000,
-                "interrupted": False,
-                "responses": sum(e["type"] == "response.created" for e in before),
-            }
-            stopped = [e["_t"] for e in before if e["type"] == "input_audio_buffer.speech_stopped"]
-            if stopped:
-                turn["speech_stopped_ms"] = (stopped[-1] - speech_end) * 1000
+            turn = turn_row(script, n, speech_end, t_audio, ((e["_t"], e) for e in peer.events[asked:]))
             result.turns.append(turn)
             if script.interrupts(n):
                 await asyncio.sleep(1.0)  # barge in about a second into the reply

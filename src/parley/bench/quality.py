@@ -22,7 +22,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from parley.bench import profiles
-from parley.bench.speech import silence, synthesize
+from parley.bench.speech import silence, synthesize, words
 from parley.bench.stats import summary
 
 MAX_SPOKEN_WORDS = 45
@@ -185,13 +184,9 @@ async def ask_spoken(conn: Conn, text: str) -> Reply:
             await mic
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
 def _has_fact(text: str, facts: tuple[str, ...]) -> bool:
-    words = set(_words(text))
-    return any(f in words for f in facts)
+    said = set(words(text))
+    return any(f in said for f in facts)
 
 
 async def bench_model(url: str, spoken: bool) -> dict[str, Any]:
@@ -208,7 +203,7 @@ async def bench_model(url: str, spoken: bool) -> dict[str, Any]:
                     "answer": reply.text,
                     "tool": reply.tool,
                     "correct": _has_fact(reply.text, facts),
-                    "short": 0 < len(_words(reply.text)) <= MAX_SPOKEN_WORDS,
+                    "short": 0 < len(words(reply.text)) <= MAX_SPOKEN_WORDS,
                     "seconds": round(reply.seconds, 2),
                     "error": reply.error,
                 }

@@ -7,6 +7,7 @@ turned off gives the same samples every run, so results are comparable.
 from __future__ import annotations
 
 import functools
+import re
 import wave
 from pathlib import Path
 
@@ -63,3 +64,8 @@ def write_wav(path: str | Path, pcm: np.ndarray, rate: int = CANONICAL_RATE) -> 
         w.setframerate(rate)
         w.writeframes(pcm.astype("<i2").tobytes())
     return path
+
+
+def words(text: str) -> list[str]:
+    """A transcript's or answer's words, lower-cased, without punctuation: for comparing and counting."""
+    return re.findall(r"[a-z0-9]+", text.lower())

@@ -555,7 +555,7 @@ class RealtimeSession:
             self._speculator.generate(spec, self._speculative_generation(spec))
 
     def _on_look(self, look: Look) -> None:
-        """Judge the pause with the audio so far; the transcript is the probe's (from the speculation probe on)."""
+        """Judge the pause with the audio so far; the transcript is the speculation probe's."""
         if self._turns is None:
             return
         spec = self._speculator.current
