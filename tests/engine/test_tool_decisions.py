@@ -29,7 +29,13 @@ async def _ask(engine: RunningServer, question: str) -> dict:
 
 @pytest.mark.parametrize(
     "question",
-    ["What color is the sky on a clear day?", "Do you have time to talk?", "Who wrote Hamlet?"],
+    [
+        "What color is the sky on a clear day?",
+        "Do you have time to talk?",
+        "Who wrote Hamlet?",
+        # calculate("7 * 24 * 60 * 60") came first, and the reply said "604800 days".
+        "How many days are there in a week?",
+    ],
 )
 async def test_ordinary_words_call_no_tool(engine: RunningServer, question: str) -> None:
     """Sharing a word with a tool's name ('clear_notes', 'get_current_time') is no reason to call it."""
@@ -83,3 +89,38 @@ async def test_unasked_calls_are_turned_down(engine: RunningServer, instructions
     assert [o["type"] for o in response["output"]] == ["message"], response["output"]
     text = response["output"][0]["content"][0]["text"]
     assert text.strip() and "{" not in text, text
+
+
+async def test_the_answer_after_a_result_puts_it_in_words(engine: RunningServer) -> None:
+    """The reply to a tool's output says what it found. Handed over as a user note with the
+    question repeated, the 0.5B model read the question back ("Sure, I can calculate 17 times
+    23.") instead of the result."""
+    session = profiles.session("ui", 500)
+    session.pop("type")
+    session["output_modalities"] = ["text"]
+    question = "Can you calculate 17 times 23?"
+    async with connect(engine, **session) as c:
+        await c.conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}
+        )
+        await c.conn.conversation.item.create(
+            item={
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "calculate",
+                "arguments": '{"expression": "17 * 23"}',
+            }
+        )
+        await c.conn.conversation.item.create(
+            item={
+                "type": "function_call_output",
+                "call_id": "call_1",
+                "output": '{"expression": "17 * 23", "result": 391}',
+            }
+        )
+        await c.conn.response.create()
+        response = (await c.log.wait_for("response.done", timeout=120))["response"]
+    assert [o["type"] for o in response["output"]] == ["message"], response["output"]
+    text = response["output"][0]["content"][0]["text"]
+    assert "391" in text and "{" not in text, text
+    assert question.lower().rstrip("?") not in text.lower(), text

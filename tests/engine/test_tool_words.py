@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from parley.engine.models.base import ToolSpec
 from parley.engine.models.llm_llama import SURE_CALL, LlamaLLM, _Plan
-from parley.engine.models.tool_words import mentions, name_subject
+from parley.engine.models.tool_words import grounded, mentions, name_subject, numbers
 
 TIME = ToolSpec("get_current_time", "Get the current local time and date in a time zone.")
 CALC = ToolSpec("calculate", "Evaluate an arithmetic expression exactly, e.g. '12.5 * (3 + 4)'.")
@@ -43,3 +45,27 @@ def test_a_made_up_tool_name_goes_to_a_mentioned_tool_or_to_words() -> None:
     assert (
         LlamaLLM._call_candidates(_plan("How many legs does a spider have?", [TIME, CALC]), None, 0.99) == []
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("What is two plus two?", {2}),
+        ("Can you calculate seventeen times twenty-three?", {17, 23}),
+        ("two hundred and five", {205}),
+        ("three thousand four hundred and twelve", {3412}),
+        ("a hundred", {100}),
+        ("144 divided by 12", {144, 12}),
+        ("1,200 and 3.5", {1200, 3.5}),
+        ("How many days are there in a week?", set()),
+    ],
+)
+def test_numbers_in_digits_and_words(text: str, expected: set[float]) -> None:
+    assert numbers(text) == expected
+
+
+def test_an_unasked_call_must_start_from_the_users_numbers() -> None:
+    assert not grounded('{"expression": "7 * 24 * 60 * 60"}', "How many days are there in a week?")
+    assert grounded('{"expression": "2 + 2"}', "What is two plus two?")
+    assert grounded('{"expression": "2 * 24"}', "How many hours are in two days?")
+    assert grounded('{"timezone": "Asia/Tokyo"}', "What time is it in Tokyo?")  # no numbers: nothing to check

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,28 +58,29 @@ MEMORY: list[tuple[str, str, tuple[str, ...]]] = [
     ("I live in Lisbon.", "In which country do I live?", ("portugal",)),
     ("My favourite colour is green.", "What is my favourite colour?", ("green",)),
 ]
-# (question, tool or None, words the arguments must contain)
-TOOL_CASES: list[tuple[str, str | None, tuple[str, ...]]] = [
-    ("What time is it in Tokyo right now?", "get_current_time", ("tokyo",)),
-    ("What's the time in London?", "get_current_time", ("london",)),
-    ("Can you calculate 17 times 23?", "calculate", ("17", "23")),
-    ("Please calculate 144 divided by 12.", "calculate", ("144", "12")),
-    ("Please make a note that I need to buy milk.", "add_note", ("milk",)),
-    ("Add a note: call the dentist on Monday.", "add_note", ("dentist",)),
-    ("What notes have I saved so far?", "list_notes", ()),
-    ("Read me my notes.", "list_notes", ()),
-    ("Delete all my notes.", "clear_notes", ()),
-    ("Clear my notes, please.", "clear_notes", ()),
-    ("What color is the sky on a clear day?", None, ()),
-    ("Do you have time to talk?", None, ()),
-    ("I need a clear answer: is the earth round?", None, ()),
-    ("Who wrote Hamlet?", None, ()),
-    ("Tell me a joke.", None, ()),
-    ("What is the capital of Italy?", None, ()),
-    ("Can you note how beautiful music can be?", None, ()),
-    ("What is your favourite time of the year?", None, ()),
-    ("How are you today?", None, ()),
-    ("Why do leaves change color in autumn?", None, ()),
+# (question, tool or None, words the arguments must contain, what the spoken answer after the
+# tool's result must hold: any of these words, or "<time>" for a clock time such as 13:05)
+TOOL_CASES: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
+    ("What time is it in Tokyo right now?", "get_current_time", ("tokyo",), ("<time>",)),
+    ("What's the time in London?", "get_current_time", ("london",), ("<time>",)),
+    ("Can you calculate 17 times 23?", "calculate", ("17", "23"), ("391",)),
+    ("Please calculate 144 divided by 12.", "calculate", ("144", "12"), ("12", "twelve")),
+    ("Please make a note that I need to buy milk.", "add_note", ("milk",), ("milk",)),
+    ("Add a note: call the dentist on Monday.", "add_note", ("dentist",), ("dentist",)),
+    ("What notes have I saved so far?", "list_notes", (), ("no", "not", "none", "empty", "0", "zero")),
+    ("Read me my notes.", "list_notes", (), ("no", "not", "none", "empty", "0", "zero")),
+    ("Delete all my notes.", "clear_notes", (), ("deleted", "cleared", "removed", "no", "0", "zero")),
+    ("Clear my notes, please.", "clear_notes", (), ("deleted", "cleared", "removed", "no", "0", "zero")),
+    ("What color is the sky on a clear day?", None, (), ()),
+    ("Do you have time to talk?", None, (), ()),
+    ("I need a clear answer: is the earth round?", None, (), ()),
+    ("Who wrote Hamlet?", None, (), ()),
+    ("Tell me a joke.", None, (), ()),
+    ("What is the capital of Italy?", None, (), ()),
+    ("Can you note how beautiful music can be?", None, (), ()),
+    ("What is your favourite time of the year?", None, (), ()),
+    ("How are you today?", None, (), ()),
+    ("Why do leaves change color in autumn?", None, (), ()),
 ]
 
 
@@ -184,6 +186,12 @@ async def ask_spoken(conn: Conn, text: str) -> Reply:
             await mic
 
 
+def _uses_result(text: str, expected: tuple[str, ...]) -> bool:
+    if "<time>" in expected and re.search(r"\b\d{1,2}[:.]\d{2}\b|o'clock", text.lower()):
+        return True
+    return _has_fact(text, expected)
+
+
 def _has_fact(text: str, facts: tuple[str, ...]) -> bool:
     said = set(words(text))
     return any(f in said for f in facts)
@@ -217,7 +225,7 @@ async def bench_model(url: str, spoken: bool) -> dict[str, Any]:
         rows["memory"].append(
             {"question": f"{first} / {second}", "answer": reply.text, "correct": _has_fact(reply.text, facts)}
         )
-    for question, tool, needles in TOOL_CASES:
+    for question, tool, needles, result_words in TOOL_CASES:
         ws, conn = await _session(url)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(ws.close)
@@ -231,6 +239,10 @@ async def bench_model(url: str, spoken: bool) -> dict[str, Any]:
                 "arguments": reply.arguments,
                 "answer": reply.text,
                 "right": reply.tool == tool and all(n in args for n in needles),
+                # Only where the call was right: the answer that puts the tool's result in words.
+                "answer_uses_result": _uses_result(reply.text, result_words)
+                if reply.tool == tool and tool
+                else None,
             }
         )
     return _score(rows)
@@ -251,6 +263,9 @@ def _score(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "short_enough": rate(rows["typed"] + rows["spoken"], "short"),
         "tool_right_with_arguments": rate(needed, "right"),
         "tool_called_when_not_needed": round(sum(1 for r in unneeded if r["called"]) / len(unneeded), 3),
+        "tool_answer_uses_result": rate(
+            [r for r in needed if r["answer_uses_result"] is not None], "answer_uses_result"
+        ),
         "typed_answer_seconds": summary([r["seconds"] for r in rows["typed"]]),
         "rows": rows,
     }
@@ -282,6 +297,7 @@ async def bench(models: list[str], spoken: bool, out: Path) -> dict[str, Any]:
         "short",
         "tool right",
         "tool unneeded",
+        "result in answer",
         "typed s p50",
     ):
         table.add_column(col, justify="right" if col != "model" else "left")
@@ -299,6 +315,7 @@ async def bench(models: list[str], spoken: bool, out: Path) -> dict[str, Any]:
             pct(s["short_enough"]),
             pct(s["tool_right_with_arguments"]),
             pct(s["tool_called_when_not_needed"]),
+            pct(s["tool_answer_uses_result"]),
             f"{s['typed_answer_seconds']['p50'] or 0:.2f}",
         )
     console.print(table)

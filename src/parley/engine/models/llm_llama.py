@@ -62,7 +62,7 @@ from parley.engine.models.llm_tools import (
 )
 from parley.engine.models.model_turns import ModelTurns
 from parley.engine.models.priority import PRIORITY
-from parley.engine.models.tool_words import mentions
+from parley.engine.models.tool_words import grounded, mentions
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class _Plan:
     max_tokens: int
     question: str = ""  # the latest user message: what an unprompted call must be about
     key: str | None = None  # the session's prompt-cache key: where its state goes while it gives way
+    answers_result: bool = False  # the last message is a tool's result: the reply puts it in words
 
 
 class _RepeatPenalty:
@@ -431,7 +432,17 @@ class LlamaLLM:
             request.messages, tools, max_tokens, tool_shot=auto_tools and not self.decides_tools
         )
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        return _Plan(prompt, tools, forced, required, auto_tools, max_tokens, question, request.cache_key)
+        return _Plan(
+            prompt,
+            tools,
+            forced,
+            required,
+            auto_tools,
+            max_tokens,
+            question,
+            request.cache_key,
+            answer_result,
+        )
 
     def _render(
         self,
@@ -549,6 +560,11 @@ class LlamaLLM:
     def _text(
         self, plan: _Plan, tokens: list[int], stop: threading.Event, counts: dict[str, Any]
     ) -> Iterator[ChatChunk]:
+        if plan.answers_result and self.decides_tools:
+            # Put the result in words: JSON or a call spoken aloud is never the answer (Qwen2.5
+            # otherwise opened some replies to a result with '{"name": …' again).
+            yield from self._words_only(plan, tokens, stop, counts)
+            return
         pending = ""  # auto mode: held back while it could still become "<tool_call>"
         deciding = plan.auto_tools
         first = _FirstStep(self._call_openers()) if deciding and self.decides_tools else None
@@ -574,6 +590,18 @@ class LlamaLLM:
                             yield from self._words_only(plan, tokens, stop, counts)
                             return
                         chosen = among[0] if len(among) == 1 else None
+                        if chosen is not None and not mentions(plan.question, chosen):
+                            # Unasked for: the call stands only if it works with the user's numbers.
+                            call = list(
+                                self._tool_call(plan, plan.prompt, among, stop, counts, chosen=chosen)
+                            )
+                            arguments = "".join(c.arguments for c in call if isinstance(c, ToolCallDelta))
+                            if grounded(arguments, plan.question):
+                                yield from call
+                            else:
+                                log.debug("llama: unasked call %s%s turned down", chosen.name, arguments)
+                                yield from self._words_only(plan, tokens, stop, counts)
+                            return
                     log.debug("llama: model chose a tool call (%s)", meant and meant.group(1))
                     yield from self._tool_call(plan, plan.prompt, among, stop, counts, chosen=chosen)
                     return
@@ -679,16 +707,16 @@ def _to_chat(messages: Iterator[ChatMessage] | Any, *, native: bool = False) -> 
     """Conversation → template messages. Tool calls and results become text the model can read.
 
     ``native`` (a model that decides tools itself, Qwen2.5): its own call is left out and the
-    result is handed over as the user's note with the question repeated. In the template's own
-    ``<tool_call>``/``<tool_response>`` form the 0.5B model answered a result with more JSON
-    ('{"name": "calculate", …} {"result": 4}'); this way it says "Two plus two is 4."
+    result is handed over as a system note. In the template's own ``<tool_call>``/
+    ``<tool_response>`` form the 0.5B model answered a result with more JSON ('{"name":
+    "calculate", …} {"result": 4}'). As the user's note with the question repeated, it read the
+    question back ("Read me my notes." → "Read me my notes.", "Can you calculate 17 times 23?" →
+    "Sure, I can calculate 17 times 23."); the 0.5B model repeats whatever the last user turn
+    says. As a system note it says "The result of the calculate tool is 391."
     """
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
-    question = ""
     for m in messages:
-        if m.role == "user":
-            question = m.content
         if m.role == "assistant":
             for call in m.tool_calls:
                 names[call.id] = call.name
@@ -709,9 +737,8 @@ def _to_chat(messages: Iterator[ChatMessage] | Any, *, native: bool = False) -> 
         elif m.role == "tool":
             name = names.get(m.tool_call_id or "", "the tool")
             if native:
-                ask = f' "{question}"' if question else ""
-                note = f"Here is what the {name} tool found: {m.content}\nUsing only this, answer my question{ask} in one short spoken sentence."
-                out.append({"role": "user", "content": note})
+                note = f"Result of the {name} tool: {m.content}\nReply to the user in one short spoken sentence with this result."
+                out.append({"role": "system", "content": note})
             else:
                 out.append({"role": "user", "content": f"Result of {name}: {m.content}"})
         else:

@@ -46,3 +46,64 @@ def mentions(message: str, tool: ToolSpec) -> bool:
     if tool.name.lower() in message.lower():
         return True
     return bool(subject(tool) & words(message))
+
+
+_UNITS = {
+    w: n
+    for n, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+_TENS = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_SCALES = {"thousand": 1000, "million": 1_000_000}
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def numbers(text: str) -> set[float]:
+    """The numbers ``text`` says, in digits or in words ("seventeen times twenty-three" → {17, 23})."""
+    found = {float(m) for m in _NUMBER.findall(text.replace(",", ""))}
+    total: int | None = None  # thousands and millions read so far
+    group: int | None = None  # the part below a thousand being read
+
+    def flush() -> None:
+        nonlocal total, group
+        if total is not None or group is not None:
+            found.add(float((total or 0) + (group or 0)))
+        total = group = None
+
+    for word in re.findall(r"[a-z]+", text.lower()):
+        part = _UNITS.get(word, _TENS.get(word))
+        if part is not None:
+            if group is None:
+                group = part
+                continue
+            hundreds = group >= 100 and group % 100 == 0  # "two hundred" + "five"
+            tens = group % 100 >= 20 and group % 10 == 0 and part < 10  # "twenty" + "three"
+            if hundreds or tens:
+                group += part
+            else:
+                flush()
+                group = part
+        elif word == "hundred":
+            group = (group or 1) * 100  # "a hundred", "two hundred"
+        elif word in _SCALES and (group is not None or total is not None):
+            total, group = (total or 0) + (group or 1) * _SCALES[word], None
+        elif word == "and" and (total is not None or (group or 0) >= 100):
+            continue  # "two hundred and five"
+        else:
+            flush()
+    flush()
+    return found
+
+
+def grounded(arguments: str, message: str) -> bool:
+    """Do a call's ``arguments`` work with the user's numbers, if they have any numbers at all?
+
+    A call the user did not ask for must at least start from what they said: Qwen2.5-0.5B
+    answered "How many days are there in a week?" with calculate("7 * 24 * 60 * 60"), and the
+    reply then said "604800 days". One number of the user's is enough ("How many hours are in
+    two days?" → "2 * 24").
+    """
+    used = numbers(arguments)
+    return not used or bool(used & numbers(message))
