@@ -371,6 +371,11 @@ async def bench(
 
     turns = [t for r in results for t in r.turns]
     barges = [b for r in results for b in r.barge_ins]
+    for t in turns:
+        # Speech end → the reply's first clause synthesised, whatever the end-of-turn wait:
+        # how soon the reply could be heard if the turn were taken the moment speech ended.
+        if t.get("speech_end_to_speech_stopped_ms") is not None and t.get("tts_first_chunk_ms") is not None:
+            t["reply_ready_ms"] = t["speech_end_to_speech_stopped_ms"] + t["tts_first_chunk_ms"]
     firsts = [t for t in turns if t.get("first_turn")]
     laters = [t for t in turns if not t.get("first_turn")]
 
@@ -400,6 +405,8 @@ async def bench(
             "first_turn_llm_first_token_after_speech_stopped_ms": summary(col(firsts, "llm_first_token_ms")),
             "later_turn_latency_ms": summary(col(laters, "turn_latency_ms")),
             "later_turn_latency_minus_silence_ms": summary(col(laters, "turn_latency_minus_silence_ms")),
+            "first_turn_reply_ready_ms": summary(col(firsts, "reply_ready_ms")),
+            "later_turn_reply_ready_ms": summary(col(laters, "reply_ready_ms")),
             "barge_in_onset_to_speech_started_ms": summary(col(barges, "onset_to_speech_started_ms")),
             "barge_in_speech_started_to_cancelled_done_ms": summary(
                 col(barges, "speech_started_to_cancelled_done_ms")
