@@ -4,6 +4,7 @@ and parley serve's tools, over a real socket (openai-python)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -35,6 +36,9 @@ async def _ask(engine: RunningServer, question: str) -> dict:
         "Who wrote Hamlet?",
         # calculate("7 * 24 * 60 * 60") came first, and the reply said "604800 days".
         "How many days are there in a week?",
+        # Statements opened get_current_time at P = 0.91-0.97 (13 of 20 tried).
+        "I love cooking Italian food.",
+        "My sister is visiting next week.",
     ],
 )
 async def test_ordinary_words_call_no_tool(engine: RunningServer, question: str) -> None:
@@ -42,7 +46,26 @@ async def test_ordinary_words_call_no_tool(engine: RunningServer, question: str)
     response = await _ask(engine, question)
     assert response["status"] == "completed"
     assert [o["type"] for o in response["output"]] == ["message"], response["output"]
-    assert response["output"][0]["content"][0]["text"].strip()
+    text = response["output"][0]["content"][0]["text"]
+    assert "{" not in text and "`" not in text, text
+
+
+@pytest.mark.parametrize("statement", ["It's raining here.", "The traffic was terrible this morning."])
+async def test_a_refused_call_does_not_turn_into_a_recital(engine: RunningServer, statement: str) -> None:
+    """Refused the call it wanted, the 0.5B model answered these by reciting its instructions and
+    then the tool schemas ("You're Parley, a friendly voice assistant in a live spoken
+    conversation. Everything you say…"): no six words in a row from the prompt may be said."""
+    from parley.engine.models.recital import N_WORDS
+
+    response = await _ask(engine, statement)
+    assert response["status"] == "completed"
+    # Ended before its first word, the reply has no message at all (the 0.5B model: both cases).
+    assert all(o["type"] == "message" for o in response["output"]), response["output"]
+    text = " ".join(c.get("text", "") for o in response["output"] for c in o["content"])
+    said = re.findall(r"[a-z0-9]+", text.lower())
+    prompt = re.findall(r"[a-z0-9]+", profiles.session("ui", 500)["instructions"].lower())
+    runs = {tuple(prompt[i : i + N_WORDS]) for i in range(len(prompt) - N_WORDS + 1)}
+    assert not any(tuple(said[i : i + N_WORDS]) in runs for i in range(len(said))), said
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ exactly as for a user; a tool call is scored, then the spoken answer that follow
   (any of a few words) and by length (a spoken answer of at most ``MAX_SPOKEN_WORDS`` words);
 * multi-turn memory: a fact said in one turn, asked for in the next;
 * tool decisions: questions that need one of the server tools (right tool and right arguments)
-  and questions that need none, several sharing words with tool names ("a clear day").
+  and messages that need none: questions, several sharing words with tool names ("a clear
+  day"), and statements ("It's raining here."), which a small model likes to answer with a call.
 
 Prints the scores per model, and writes JSON with every answer.
 """
@@ -81,6 +82,12 @@ TOOL_CASES: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
     ("What is your favourite time of the year?", None, (), ()),
     ("How are you today?", None, (), ()),
     ("Why do leaves change color in autumn?", None, (), ()),
+    # Statements: Qwen2.5-0.5B wanted a call for most of them (get_current_time, P ≥ 0.9).
+    ("I love cooking Italian food.", None, (), ()),
+    ("My sister is visiting next week.", None, (), ()),
+    ("It's raining here.", None, (), ()),
+    ("I have a meeting at three.", None, (), ()),
+    ("Our team won the match last night.", None, (), ()),
 ]
 
 

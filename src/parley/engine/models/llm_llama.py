@@ -62,6 +62,7 @@ from parley.engine.models.llm_tools import (
 )
 from parley.engine.models.model_turns import ModelTurns
 from parley.engine.models.priority import PRIORITY
+from parley.engine.models.recital import HOLD_WORDS, RecitalGuard
 from parley.engine.models.tool_words import grounded, mentions
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class _Plan:
     question: str = ""  # the latest user message: what an unprompted call must be about
     key: str | None = None  # the session's prompt-cache key: where its state goes while it gives way
     answers_result: bool = False  # the last message is a tool's result: the reply puts it in words
+    system: str = ""  # the system text (preamble, instructions): with ``tools``, what a reply must not recite
 
 
 class _RepeatPenalty:
@@ -143,6 +145,21 @@ class _RepeatPenalty:
         seen = np.unique(np.asarray(self.generated[-self.window :]))
         picked = scores[seen]
         scores[seen] = np.where(picked > 0, picked / self.penalty, picked * self.penalty)
+        return scores
+
+
+class _NoMarkup:
+    """Logits processor: no token that opens JSON, a tag or code ('{', '<', '`') after the first.
+
+    For replies in words only: nothing of that kind is ever meant to be spoken, and a model that
+    was refused a call wrote one out as text instead ('Here's a response: {"name": …').
+    """
+
+    def __init__(self, markup: np.ndarray) -> None:
+        self.markup = markup
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        scores[self.markup] = -np.inf
         return scores
 
 
@@ -247,6 +264,7 @@ class LlamaLLM:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
         self._openers: np.ndarray | None = None  # see _call_openers
+        self._ends: np.ndarray | None = None  # see _end_tokens
         # One context, so one evaluation at a time; a reply past its first clause gives way to
         # another session waiting for its first token (see model_turns), a prefill to anyone.
         self._lock = ModelTurns()
@@ -395,6 +413,7 @@ class LlamaLLM:
 
         if self.decides_tools:
             self._call_openers()  # 0.35 s over Qwen's 151k tokens: not inside the first turn
+            self._end_tokens()
 
         request = ChatRequest(
             messages=[
@@ -428,7 +447,7 @@ class LlamaLLM:
         max_tokens = request.max_tokens or self.max_tokens
         if forced or required:
             max_tokens = max(max_tokens, TOOL_MAX_TOKENS)
-        prompt = self._fit(
+        prompt, system = self._fit(
             request.messages, tools, max_tokens, tool_shot=auto_tools and not self.decides_tools
         )
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
@@ -442,6 +461,7 @@ class LlamaLLM:
             question,
             request.cache_key,
             answer_result,
+            system,
         )
 
     def _render(
@@ -460,8 +480,10 @@ class LlamaLLM:
 
     def _fit(
         self, messages: list[ChatMessage], tools: list[ToolSpec], max_tokens: int, *, tool_shot: bool
-    ) -> str:
-        """Render the prompt, dropping the oldest turns (then the few-shot) until it fits."""
+    ) -> tuple[str, str]:
+        """Render the prompt, dropping the oldest turns (then the few-shot) until it fits.
+
+        Returns the prompt and its system text."""
         system_parts = [self.system_preamble]
         system_parts += [m.content for m in messages if m.role == "system" and m.content.strip()]
         if tools and not self._native_tools:
@@ -473,7 +495,7 @@ class LlamaLLM:
         while True:
             prompt = self._render(system, shots, convo, tools)
             if len(self._tokenize(prompt)) <= budget:
-                return prompt
+                return prompt, system
             if len(convo) > 1:
                 convo = convo[1:]
             elif shots:
@@ -494,6 +516,7 @@ class LlamaLLM:
         limit: int,
         first: _FirstStep | None = None,
         key: str | None = None,
+        extra: Any = None,
     ) -> Iterator[str]:
         """Decoded text per generated token; sets counts['reason'].
 
@@ -505,7 +528,7 @@ class LlamaLLM:
         counts["reason"] = "stop"  # type: ignore[assignment]
         context = list(tokens)
         generated: list[int] = []
-        processors = [p for p in (first, _RepeatPenalty(generated)) if p is not None]
+        processors = [p for p in (first, _RepeatPenalty(generated), extra) if p is not None]
         while True:
             tokens_in = self._llm.generate(
                 context,
@@ -566,6 +589,7 @@ class LlamaLLM:
             yield from self._words_only(plan, tokens, stop, counts)
             return
         pending = ""  # auto mode: held back while it could still become "<tool_call>"
+        guard = self._recital_guard(plan, hold_words=0)  # streamed at once: caught six words in
         deciding = plan.auto_tools
         first = _FirstStep(self._call_openers()) if deciding and self.decides_tools else None
         for text in self._tokens(tokens, stop, counts, plan.max_tokens, first, plan.key):
@@ -609,11 +633,15 @@ class LlamaLLM:
                     continue  # still ambiguous
                 deciding = False
                 text, pending = pending, ""
-            if text:
-                yield TextDelta(text)
+            if text and (said := guard.push(text)):
+                yield TextDelta(said)
+            if guard.recited:
+                log.info("llama: the reply began to recite its prompt; ended there")
+                counts["reason"] = "stop"
+                break
         if stop.is_set():
             return
-        if pending:
+        if pending and not guard.recited:
             yield TextDelta(pending)
         yield Finish(counts["reason"], counts["in"], counts["out"])
 
@@ -635,13 +663,45 @@ class LlamaLLM:
         self, plan: _Plan, tokens: list[int], stop: threading.Event, counts: dict[str, Any]
     ) -> Iterator[ChatChunk]:
         """The reply again from its first token, where opening a call is forbidden (the prompt's
-        evaluation is reused: same tokens)."""
+        evaluation is reused: same tokens).
+
+        This is where a small model that wanted a call answers instead, and where it sometimes
+        recites its prompt: the reply ends where that starts, and its first words are held back
+        until they are its own (see :mod:`recital`).
+        """
         counts["out"] = 0
         forbid = _FirstStep(self._call_openers(), forbid=True)
-        for text in self._tokens(tokens, stop, counts, plan.max_tokens, forbid, plan.key):
-            yield TextDelta(text)
-        if not stop.is_set():
-            yield Finish(counts["reason"], counts["in"], counts["out"])
+        # After a tool's result the reply is about that result and starts at once; a reply that
+        # wanted a call and may not make it is the one that recites from its first word.
+        guard = self._recital_guard(plan, hold_words=0 if plan.answers_result else HOLD_WORDS)
+        markup = self._call_openers() & ~self._end_tokens()
+        for text in self._tokens(
+            tokens, stop, counts, plan.max_tokens, forbid, plan.key, extra=_NoMarkup(markup)
+        ):
+            if said := guard.push(text):
+                yield TextDelta(said)
+            if guard.recited:
+                log.info("llama: the reply began to recite its prompt; ended there")
+                break
+        if stop.is_set():
+            return
+        if rest := guard.flush():
+            yield TextDelta(rest)
+        yield Finish("stop" if guard.recited else counts["reason"], counts["in"], counts["out"])
+
+    def _recital_guard(self, plan: _Plan, hold_words: int) -> RecitalGuard:
+        """A guard over the prompt's system block: its instructions and the tools as rendered."""
+        head = self._render(plan.system, (), [], plan.tools)
+        return RecitalGuard(head, hold_words=hold_words, names=tuple(t.name for t in plan.tools))
+
+    def _end_tokens(self) -> np.ndarray:
+        """Mask over the vocabulary: the tokens that end a reply ('<|im_end|>' starts with '<' too)."""
+        if self._ends is None:
+            mask = np.zeros(self._llm.n_vocab(), dtype=bool)
+            for token in range(len(mask)):
+                mask[token] = bool(self._is_eog(self._vocab, token))
+            self._ends = mask
+        return self._ends
 
     def _call_openers(self) -> np.ndarray:
         """Mask over the vocabulary: tokens that start a call, a tag or a code block ('{', '<', '`')."""

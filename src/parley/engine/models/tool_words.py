@@ -10,6 +10,7 @@ does a spider have?" as ``calculate``.
 
 from __future__ import annotations
 
+import json
 import re
 
 from parley.engine.models.base import ToolSpec
@@ -98,12 +99,41 @@ def numbers(text: str) -> set[float]:
 
 
 def grounded(arguments: str, message: str) -> bool:
-    """Do a call's ``arguments`` work with the user's numbers, if they have any numbers at all?
+    """Do a call's ``arguments`` start from something the user said?
 
-    A call the user did not ask for must at least start from what they said: Qwen2.5-0.5B
-    answered "How many days are there in a week?" with calculate("7 * 24 * 60 * 60"), and the
-    reply then said "604800 days". One number of the user's is enough ("How many hours are in
-    two days?" → "2 * 24").
+    For a call the user did not ask for. Its argument values are read for numbers (in digits or
+    words) and words; with none there is nothing to check, otherwise one of them must be the
+    user's. Measured on Qwen2.5-0.5B with ``parley serve``'s tools: statements opened calls at
+    P = 0.91-0.97 ("My sister is visiting next week." → get_current_time("UTC"), "I love cooking
+    Italian food." → get_current_time("Europe/Paris")), and "How many days are there in a week?"
+    → calculate("7 * 24 * 60 * 60"), answered "604800 days". One number or word of the user's is
+    enough: "How many hours are in two days?" → calculate("2 * 24") stands.
     """
-    used = numbers(arguments)
-    return not used or bool(used & numbers(message))
+    said = _values(arguments)
+    used_numbers = numbers(said)
+    used_words = {w for w in words(said) if len(w) >= 3 and not w.isdigit()} - GENERIC
+    if not used_numbers and not used_words:
+        return True
+    return bool(used_numbers & numbers(message)) or bool(used_words & words(message))
+
+
+def _values(arguments: str) -> str:
+    """The text of a call's argument values (not its keys); the raw text if it is not JSON."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif node is not None and not isinstance(node, bool):
+            found.append(str(node))
+
+    walk(parsed)
+    return " ".join(found)
