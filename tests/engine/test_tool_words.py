@@ -78,3 +78,11 @@ def test_an_unasked_call_must_start_from_the_users_words() -> None:
     assert not grounded('{"timezone": "UTC"}', "My sister is visiting next week.")
     assert grounded('{"timezone": "Asia/Tokyo"}', "Is it late in Tokyo now?")
     assert grounded('{"text": "buy milk"}', "I need to buy milk.")
+
+
+def test_the_verb_of_a_tool_name_alone_is_no_mention() -> None:
+    clear = ToolSpec("clear_notes", "Delete all notes saved in this conversation.")
+    assert not mentions("I need a clear answer: is the earth round?", clear)
+    assert mentions("Clear my notes, please.", clear)
+    assert mentions("Delete everything I saved.", clear)  # by its description
+    assert mentions("Can you calculate 17 times 23?", ToolSpec("calculate", "Evaluate arithmetic."))

@@ -90,6 +90,53 @@ TOOL_CASES: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
     ("Our team won the match last night.", None, (), ()),
 ]
 
+# A second set, typed only, scored apart: harder facts, more memory and tool cases. It was used to
+# choose the few-shot turns of the Qwen models (llm_llama.CHAT_SHOT), so neither set is unseen.
+MORE_QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("What is the capital of Japan?", ("tokyo",)),
+    ("How many continents are there?", ("seven", "7")),
+    ("What is the boiling point of water in Celsius?", ("100", "hundred")),
+    ("Who painted the Mona Lisa?", ("leonardo", "vinci")),
+    ("What is the largest mammal?", ("whale",)),
+    ("How many minutes are in an hour?", ("sixty", "60")),
+    ("What planet is known as the red planet?", ("mars",)),
+    ("How many sides does a triangle have?", ("three", "3")),
+    ("What is the chemical symbol for gold?", ("au",)),
+    ("Which animal is known as the king of the jungle?", ("lion",)),
+    ("What is frozen water called?", ("ice",)),
+    ("What colour is a banana?", ("yellow",)),
+]
+MORE_MEMORY: list[tuple[str, str, tuple[str, ...]]] = [
+    ("I work as a nurse.", "What is my job?", ("nurse",)),
+    ("My dog is called Max.", "What is my dog's name?", ("max",)),
+    ("I was born in Canada.", "Which country was I born in?", ("canada",)),
+    ("I have two children.", "How many children do I have?", ("two", "2")),
+    ("My favourite sport is tennis.", "What sport do I like?", ("tennis",)),
+    ("I live in Paris.", "Which country do I live in?", ("france",)),
+]
+MORE_TOOL_CASES: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
+    ("What time is it in Sydney?", "get_current_time", ("sydney",), ("<time>",)),
+    ("What's the date today in Berlin?", "get_current_time", ("berlin",), ()),
+    ("What's 250 divided by 5?", "calculate", ("250", "5"), ("50", "fifty")),
+    ("Multiply 12 by 34.", "calculate", ("12", "34"), ("408",)),
+    ("Note that the car needs an oil change.", "add_note", ("oil",), ("oil",)),
+    ("What's on my notes list?", "list_notes", (), ("no", "not", "none", "empty", "0", "zero")),
+    ("Erase my notes.", "clear_notes", (), ("deleted", "cleared", "removed", "erased", "no", "0", "zero")),
+    ("I'm feeling tired today.", None, (), ()),
+    ("I think I'll go for a run later.", None, (), ()),
+    ("My cat keeps waking me up at night.", None, (), ()),
+    ("We're planning a barbecue this weekend.", None, (), ()),
+    ("I finished reading a great book yesterday.", None, (), ()),
+    ("I'm learning to play the guitar.", None, (), ()),
+    ("My phone battery died again.", None, (), ()),
+    ("I'm nervous about my exam tomorrow.", None, (), ()),
+    ("What time do people usually have breakfast?", None, (), ()),
+    ("Is it a good time to plant tomatoes?", None, (), ()),
+    ("Can you take note of how fast time flies?", None, (), ()),
+    ("Tell me something interesting.", None, (), ()),
+    ("Thanks a lot!", None, (), ()),
+]
+
 
 @dataclass
 class Reply:
@@ -206,53 +253,82 @@ def _has_fact(text: str, facts: tuple[str, ...]) -> bool:
 
 async def bench_model(url: str, spoken: bool) -> dict[str, Any]:
     rows: dict[str, list[dict[str, Any]]] = {"typed": [], "spoken": [], "memory": [], "tools": []}
-    for question, facts in QUESTIONS:
-        for mode in ("typed", "spoken") if spoken else ("typed",):
-            ws, conn = await _session(url)
-            async with contextlib.AsyncExitStack() as stack:
-                stack.push_async_callback(ws.close)
-                reply = await (ask_spoken(conn, question) if mode == "spoken" else ask_typed(conn, question))
-            rows[mode].append(
-                {
-                    "question": question,
-                    "answer": reply.text,
-                    "tool": reply.tool,
-                    "correct": _has_fact(reply.text, facts),
-                    "short": 0 < len(words(reply.text)) <= MAX_SPOKEN_WORDS,
-                    "seconds": round(reply.seconds, 2),
-                    "error": reply.error,
-                }
-            )
-    for first, second, facts in MEMORY:
+    for mode in ("typed", "spoken") if spoken else ("typed",):
+        rows[mode] = await _questions(url, QUESTIONS, mode)
+    rows["memory"] = await _memory(url, MEMORY)
+    rows["tools"] = await _tools(url, TOOL_CASES)
+    more = {
+        "typed": await _questions(url, MORE_QUESTIONS, "typed"),
+        "spoken": [],
+        "memory": await _memory(url, MORE_MEMORY),
+        "tools": await _tools(url, MORE_TOOL_CASES),
+    }
+    return {**_score(rows), "more": _score(more)}
+
+
+async def _questions(
+    url: str, questions: list[tuple[str, tuple[str, ...]]], mode: str
+) -> list[dict[str, Any]]:
+    out = []
+    for question, facts in questions:
+        ws, conn = await _session(url)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(ws.close)
+            reply = await (ask_spoken(conn, question) if mode == "spoken" else ask_typed(conn, question))
+        out.append(
+            {
+                "question": question,
+                "answer": reply.text,
+                "tool": reply.tool,
+                "correct": _has_fact(reply.text, facts),
+                "short": 0 < len(words(reply.text)) <= MAX_SPOKEN_WORDS,
+                "seconds": round(reply.seconds, 2),
+                "error": reply.error,
+            }
+        )
+    return out
+
+
+async def _memory(url: str, memory: list[tuple[str, str, tuple[str, ...]]]) -> list[dict[str, Any]]:
+    out = []
+    for first, second, facts in memory:
         ws, conn = await _session(url)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(ws.close)
             await ask_typed(conn, first)
             reply = await ask_typed(conn, second)
-        rows["memory"].append(
+        out.append(
             {"question": f"{first} / {second}", "answer": reply.text, "correct": _has_fact(reply.text, facts)}
         )
-    for question, tool, needles, result_words in TOOL_CASES:
+    return out
+
+
+async def _tools(
+    url: str, cases: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]]
+) -> list[dict[str, Any]]:
+    out = []
+    for question, tool, needles, result_words in cases:
         ws, conn = await _session(url)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(ws.close)
             reply = await ask_typed(conn, question)
         args = reply.arguments.lower()
-        rows["tools"].append(
+        right = reply.tool == tool and all(n in args for n in needles)
+        out.append(
             {
                 "question": question,
                 "expected": tool,
                 "called": reply.tool,
                 "arguments": reply.arguments,
                 "answer": reply.text,
-                "right": reply.tool == tool and all(n in args for n in needles),
+                "right": right,
                 # Only where the call was right: the answer that puts the tool's result in words.
                 "answer_uses_result": _uses_result(reply.text, result_words)
-                if reply.tool == tool and tool
+                if right and result_words
                 else None,
             }
         )
-    return _score(rows)
+    return out
 
 
 def _score(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -308,23 +384,26 @@ async def bench(models: list[str], spoken: bool, out: Path) -> dict[str, Any]:
         "typed s p50",
     ):
         table.add_column(col, justify="right" if col != "model" else "left")
-    for model, s in report["models"].items():
 
-        def pct(v: float | None) -> str:
-            return "–" if v is None else f"{100 * v:.0f} %"
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.0f} %"
 
-        table.add_row(
-            model,
-            pct(s["typed_correct"]),
-            pct(s["spoken_correct"]),
-            pct(s["memory_correct"]),
-            pct(s["all_correct"]),
-            pct(s["short_enough"]),
-            pct(s["tool_right_with_arguments"]),
-            pct(s["tool_called_when_not_needed"]),
-            pct(s["tool_answer_uses_result"]),
-            f"{s['typed_answer_seconds']['p50'] or 0:.2f}",
-        )
+    for model, scores in report["models"].items():
+        for label, sc in ((model, scores), (f"{model} (second set)", scores.get("more"))):
+            if sc is None:
+                continue
+            table.add_row(
+                label,
+                pct(sc["typed_correct"]),
+                pct(sc["spoken_correct"]),
+                pct(sc["memory_correct"]),
+                pct(sc["all_correct"]),
+                pct(sc["short_enough"]),
+                pct(sc["tool_right_with_arguments"]),
+                pct(sc["tool_called_when_not_needed"]),
+                pct(sc["tool_answer_uses_result"]),
+                f"{sc['typed_answer_seconds']['p50'] or 0:.2f}",
+            )
     console.print(table)
     console.print(f"wrote {out}")
     return report

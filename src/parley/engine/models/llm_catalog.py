@@ -39,7 +39,8 @@ class LocalLLM:
     # Trained for function calling: in tool_choice "auto" the model decides; otherwise the
     # session's router decides for it (see engine/tool_router.py).
     decides_tools: bool
-    # A small model needs the few-shot turns that show it how to answer (see llm_llama.py).
+    # A tiny model needs the few-shot turns that show it how to answer (FEW_SHOT in llm_llama.py);
+    # the others get one turn of small talk (CHAT_SHOT).
     needs_few_shot: bool
 
     def installed(self) -> bool:
