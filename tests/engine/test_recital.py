@@ -47,7 +47,7 @@ def test_sharing_a_few_words_with_the_prompt_is_no_recital() -> None:
 
 
 def test_a_held_reply_keeps_the_sentences_before_a_recital() -> None:
-    guard = RecitalGuard(PROMPT)
+    guard = RecitalGuard(PROMPT, hold_words=20)
     said = _feed(guard, "You're welcome! Glad to help. Everything you say is turned into speech, so")
     assert said == "You're welcome! Glad to help." and guard.recited
 

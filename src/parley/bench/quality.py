@@ -91,7 +91,7 @@ TOOL_CASES: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
 ]
 
 # A second set, typed only, scored apart: harder facts, more memory and tool cases. It was used to
-# choose the few-shot turns of the Qwen models (llm_llama.CHAT_SHOT), so neither set is unseen.
+# try few-shot turns for the Qwen models (not adopted: README, bench quality).
 MORE_QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("What is the capital of Japan?", ("tokyo",)),
     ("How many continents are there?", ("seven", "7")),

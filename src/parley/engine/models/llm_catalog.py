@@ -39,8 +39,7 @@ class LocalLLM:
     # Trained for function calling: in tool_choice "auto" the model decides; otherwise the
     # session's router decides for it (see engine/tool_router.py).
     decides_tools: bool
-    # A tiny model needs the few-shot turns that show it how to answer (FEW_SHOT in llm_llama.py);
-    # the others get one turn of small talk (CHAT_SHOT).
+    # A small model needs the few-shot turns that show it how to answer (see llm_llama.py).
     needs_few_shot: bool
 
     def installed(self) -> bool:

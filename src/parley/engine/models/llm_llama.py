@@ -92,32 +92,11 @@ TOOL_SHOT: tuple[tuple[str, str], ...] = (
     ("assistant", TOOL_CALL_OPEN + '{"name": "get_time", "arguments": {"city": "Tokyo"}}' + TOOL_CALL_CLOSE),
 )
 
-# For models that decide tools themselves (Qwen2.5): one turn of small talk and one tool call in
-# the model's own form, with a tool no session has, its result as the engine hands results over,
-# and the answer. Measured on Qwen2.5-Coder-0.5B with the page's session and serve's tools, on
-# messages that are not in `parley bench quality` (14 questions, 8 two-turn memory checks, 8
-# that need a tool, 15 that need none): without these turns it echoed 5 of the 15 statements
-# ("I'm learning to play the guitar." → the same) and remembered 5 of 8 facts; with them, 0 echoes,
-# 7 of 8 facts, 7 of 8 tool calls right (6 before), questions the same (10 of 14), one unneeded
-# call more ("Is it a good time to plant tomatoes?" → get_current_time). A reply that ends in a
-# question ("What kind of soup?") taught it to answer "Tell me a joke." with "What's a joke?".
-CHAT_SHOT: tuple[tuple[str, str], ...] = (
-    ("user", "I'm making soup tonight."),
-    ("assistant", "That sounds cozy. Enjoy your soup!"),
-)
-
 
 def result_note(tool: str, result: str) -> str:
     """How a tool's result reaches a model that decides tools itself (a system turn; see _to_chat)."""
     return f"Result of the {tool} tool: {result}\nReply to the user in one short spoken sentence with this result."
 
-
-NATIVE_CALL_SHOT: tuple[tuple[str, str], ...] = (
-    ("user", "Is flight BA117 on time?"),
-    ("assistant", '{"name": "get_flight_status", "arguments": {"flight": "BA117"}}'),
-    ("system", result_note("get_flight_status", '{"flight": "BA117", "status": "delayed", "minutes": 25}')),
-    ("assistant", "Flight BA117 is delayed by 25 minutes."),
-)
 
 DEFAULT_MAX_TOKENS = 256
 TOOL_MAX_TOKENS = 384
@@ -251,7 +230,6 @@ class LlamaLLM:
         n_ctx: int = 2048,
         system_preamble: str = VOICE_PREAMBLE,
         few_shot: tuple[tuple[str, str], ...] = FEW_SHOT,
-        call_shot: tuple[tuple[str, str], ...] = (),
         max_tokens: int = DEFAULT_MAX_TOKENS,
         decides_tools: bool = False,
     ) -> None:
@@ -270,7 +248,6 @@ class LlamaLLM:
         self.n_ctx = n_ctx
         self.system_preamble = system_preamble
         self.few_shot = few_shot
-        self.call_shot = call_shot  # turns that show a call, added when tools are offered (native tools only)
         self.max_tokens = max_tokens
         self.decides_tools = decides_tools
         template = self._llm.metadata.get("tokenizer.chat_template")
@@ -521,8 +498,6 @@ class LlamaLLM:
         convo = _to_chat((m for m in messages if m.role != "system"), native=self._native_tools)
         budget = self.n_ctx - min(max_tokens, self.n_ctx // 2) - _SAFETY_TOKENS
         shots = self.few_shot + (TOOL_SHOT if tool_shot else ())
-        if self._native_tools and tools:
-            shots += self.call_shot  # whenever tools are offered: the head stays the same after a result
         while True:
             prompt = self._render(system, shots, convo, tools)
             if len(self._tokenize(prompt)) <= budget:

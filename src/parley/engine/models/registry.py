@@ -204,7 +204,7 @@ def _load_whisper(cfg: ModelConfig) -> tuple[Any, str, int]:
 
 def _load_llama(cfg: ModelConfig) -> tuple[Any, str, int]:
     from parley.engine.models import llm_catalog
-    from parley.engine.models.llm_llama import CHAT_SHOT, FEW_SHOT, NATIVE_CALL_SHOT, LlamaLLM
+    from parley.engine.models.llm_llama import FEW_SHOT, LlamaLLM
 
     if cfg.llm_model_path is not None:  # any chat GGUF: treated like the tiny model (few-shot, routed tools)
         path = Path(cfg.llm_model_path)
@@ -220,8 +220,7 @@ def _load_llama(cfg: ModelConfig) -> tuple[Any, str, int]:
         path,
         n_threads=cfg.llm_threads,
         n_ctx=cfg.llm_context,
-        few_shot=FEW_SHOT if model.needs_few_shot else CHAT_SHOT,
-        call_shot=NATIVE_CALL_SHOT if model.decides_tools else (),
+        few_shot=FEW_SHOT if model.needs_few_shot else (),
         decides_tools=model.decides_tools,
     )
     return llm, str(path), path.stat().st_size
