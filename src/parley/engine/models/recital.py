@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 N_WORDS = 6  # a run this long copied from the instructions is a recital, not a shared phrase
-HOLD_WORDS = 8  # held back at the start of a reply that may recite; a recital is caught by word six
+HOLD_WORDS = 20  # held back at the start of a reply that may recite: most such replies are shorter
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
