@@ -5,7 +5,8 @@ Two users of this: the router that picks a tool for a model that cannot decide
 name and description), which turns down a call whose subject the user never
 mentioned: measured on Qwen2.5-0.5B with ``parley serve``'s tools, "What color
 is the sky on a clear day?" came back as ``get_current_time`` and "How many legs
-does a spider have?" as ``calculate``.
+does a spider have?" as ``calculate``. A call the user did not speak of must also
+start from the user's own words or numbers (:func:`grounded`).
 """
 
 from __future__ import annotations
