@@ -14,6 +14,7 @@ import ast
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import inspect
 import itertools
 import json
@@ -134,19 +135,43 @@ class ToolRegistry:
 
 
 def current_time(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    name = str(args.get("timezone") or "UTC").strip()
-    try:
-        tz = zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ToolError(f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris'") from None
-    now = dt.datetime.now(tz)
+    asked = str(args.get("timezone") or "UTC").strip()
+    name = resolve_zone(asked)
+    now = dt.datetime.now(zoneinfo.ZoneInfo(name))
     return {
+        "place": asked,
         "timezone": name,
         "time": now.strftime("%H:%M"),
         "date": now.strftime("%Y-%m-%d"),
         "weekday": now.strftime("%A"),
         "iso": now.isoformat(timespec="seconds"),
     }
+
+
+def resolve_zone(place: str) -> str:
+    """An IANA time zone for ``place``: a zone name as it is, or a city that names one.
+
+    A small local model copies the schema's example instead of naming the zone: Qwen2.5-0.5B
+    passed "Australia/Paris" for Sydney and "Europe/Paris" for Berlin when the example was
+    'Europe/Paris'. Asked for the place as the user said it, it passes "Sydney", "Berlin",
+    "New York", which the zone database names (Australia/Sydney, Europe/Berlin,
+    America/New_York).
+    """
+    with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zoneinfo.ZoneInfo(place)
+        return place
+    city = "_".join(place.replace(",", " ").split()).lower()
+    found = sorted(z for z in _zones() if z.rsplit("/", 1)[-1].lower() == city)
+    if found:
+        return found[0]
+    raise ToolError(
+        f"unknown place {place!r}; give a city such as 'Tokyo' or an IANA time zone such as 'Europe/Paris'"
+    )
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
@@ -240,7 +265,7 @@ def default_registry() -> ToolRegistry:
                     "properties": {
                         "timezone": {
                             "type": "string",
-                            "description": "IANA time zone, e.g. 'Europe/Paris' or 'UTC'",
+                            "description": "the city or place asked about, as the user said it (or an IANA time zone such as UTC)",
                         }
                     },
                     "required": ["timezone"],
