@@ -45,8 +45,12 @@ async def test_ordinary_words_call_no_tool(engine: RunningServer, question: str)
     """Sharing a word with a tool's name ('clear_notes', 'get_current_time') is no reason to call it."""
     response = await _ask(engine, question)
     assert response["status"] == "completed"
-    assert [o["type"] for o in response["output"]] == ["message"], response["output"]
-    text = response["output"][0]["content"][0]["text"]
+    # A statement's reply may be empty: the 0.5B model began to recite its prompt there, and the
+    # recital guard ended it before its first word (test_a_refused_call_does_not_turn_into_a_recital).
+    assert all(o["type"] == "message" for o in response["output"]), response["output"]
+    if question.endswith("?"):
+        assert len(response["output"]) == 1, response["output"]
+    text = " ".join(c.get("text", "") for o in response["output"] for c in o["content"])
     assert "{" not in text and "`" not in text, text
 
 
