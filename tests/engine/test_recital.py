@@ -56,4 +56,4 @@ def test_a_tool_s_snake_case_name_is_never_said() -> None:
     guard = RecitalGuard(PROMPT, names=("get_current_time", "calculate"))
     said = _feed(guard, "You're welcome! Here's a response: **get_current_time**: Returns the time.")
     assert said == "You're welcome!" and guard.recited
-    assert not RecitalGuard(PROMPT, hold_words=0, names=("calculate",)).push("I can calculate that. ") == ""
+    assert RecitalGuard(PROMPT, hold_words=0, names=("calculate",)).push("I can calculate that. ") != ""

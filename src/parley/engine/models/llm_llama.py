@@ -270,7 +270,7 @@ class LlamaLLM:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm._model.vocab
         self._openers: np.ndarray | None = None  # see _call_openers
-        self._ends: np.ndarray | None = None  # see _end_tokens
+        self._markup: np.ndarray | None = None  # see _spoken_markup
         # One context, so one evaluation at a time; a reply past its first clause gives way to
         # another session waiting for its first token (see model_turns), a prefill to anyone.
         self._lock = ModelTurns()
@@ -419,7 +419,7 @@ class LlamaLLM:
 
         if self.decides_tools:
             self._call_openers()  # 0.35 s over Qwen's 151k tokens: not inside the first turn
-            self._end_tokens()
+            self._spoken_markup()
 
         request = ChatRequest(
             messages=[
@@ -684,10 +684,8 @@ class LlamaLLM:
         statement = not plan.question.rstrip().endswith("?")
         hold = HOLD_WORDS if statement and not plan.answers_result else 0
         guard = self._recital_guard(plan, hold_words=hold)
-        markup = self._call_openers() & ~self._end_tokens()
-        for text in self._tokens(
-            tokens, stop, counts, plan.max_tokens, forbid, plan.key, extra=_NoMarkup(markup)
-        ):
+        no_markup = _NoMarkup(self._spoken_markup())
+        for text in self._tokens(tokens, stop, counts, plan.max_tokens, forbid, plan.key, extra=no_markup):
             if said := guard.push(text):
                 yield TextDelta(said)
             if guard.recited:
@@ -704,14 +702,13 @@ class LlamaLLM:
         head = self._render(plan.system, (), [], plan.tools)
         return RecitalGuard(head, hold_words=hold_words, names=tuple(t.name for t in plan.tools))
 
-    def _end_tokens(self) -> np.ndarray:
-        """Mask over the vocabulary: the tokens that end a reply ('<|im_end|>' starts with '<' too)."""
-        if self._ends is None:
-            mask = np.zeros(self._llm.n_vocab(), dtype=bool)
-            for token in range(len(mask)):
-                mask[token] = bool(self._is_eog(self._vocab, token))
-            self._ends = mask
-        return self._ends
+    def _spoken_markup(self) -> np.ndarray:
+        """Mask over the vocabulary: the call openers, less the tokens that end a reply
+        ('<|im_end|>' starts with '<' too, and a reply in words must still be able to end)."""
+        if self._markup is None:
+            ends = np.array([bool(self._is_eog(self._vocab, t)) for t in range(self._llm.n_vocab())])
+            self._markup = self._call_openers() & ~ends
+        return self._markup
 
     def _call_openers(self) -> np.ndarray:
         """Mask over the vocabulary: tokens that start a call, a tag or a code block ('{', '<', '`')."""

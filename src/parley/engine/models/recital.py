@@ -5,8 +5,9 @@ sometimes recites the system block instead: "It's raining here." → "You're Par
 voice assistant in a live spoken conversation. Everything you say is turned into speech…",
 then the tool schemas, for 256 tokens of speech. :class:`RecitalGuard` watches a reply and
 ends it where it starts copying the prompt's own text: a run of ``N_WORDS`` words that also
-stands in the prompt, or a name that is never spoken (a tool's ``snake_case`` name). Words held back (the start of a reply that may recite from its first
-word) are let through only up to the last sentence that ends before the recital.
+stands in the prompt, or a name that is never spoken (a tool's ``snake_case`` name). Words
+held back (the start of a reply that may recite from its first word) are let through only up
+to the last sentence that ends before the recital.
 """
 
 from __future__ import annotations

@@ -26,11 +26,14 @@ GENERIC = frozenset(
 )
 
 
+def _split(text: str) -> list[str]:
+    """Lower-case words of ``text`` in order, camelCase and snake_case split."""
+    return re.findall(r"[a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", text).lower())
+
+
 def words(text: str) -> set[str]:
     """Lower-case words of ``text``, camelCase and snake_case split, a plural 's' dropped."""
-    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
-    found = re.findall(r"[a-z0-9]+", spaced.lower())
-    return {w[:-1] if len(w) > 4 and w.endswith("s") else w for w in found}
+    return {w[:-1] if len(w) > 4 and w.endswith("s") else w for w in _split(text)}
 
 
 def name_subject(tool: ToolSpec) -> set[str]:
@@ -45,8 +48,8 @@ def subject(tool: ToolSpec) -> set[str]:
     (``clear_notes``, ``send_email``), and a verb alone is a weak sign: "I need a clear answer"
     is not about notes (Qwen2.5-0.5B called clear_notes there, P = 0.45 of opening a call).
     """
-    parts = re.findall(r"[a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool.name).lower())
-    name = words(" ".join(parts[1:] if len(parts) > 1 else parts))
+    parts = _split(tool.name)
+    name = words(" ".join(parts[1:] or parts))
     return (name | words(tool.description)) - GENERIC
 
 
